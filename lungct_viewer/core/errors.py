@@ -1,0 +1,27 @@
+"""One family of errors whose messages are written for the person at the screen."""
+
+from __future__ import annotations
+
+
+class LungCTError(Exception):
+    """Base class: ``str(error)`` is a complete sentence a radiologist understands."""
+
+
+class StudyLoadError(LungCTError):
+    """A folder or file could not be read as a CT study."""
+
+
+class ModelLoadError(LungCTError):
+    """The model file is missing, corrupt or does not have the expected shape."""
+
+
+class AnalysisCancelled(LungCTError):
+    """The user cancelled an analysis; results for the slices already done are kept."""
+
+
+class ExportError(LungCTError):
+    """An export could not be written."""
+
+
+class DataError(LungCTError):
+    """Training data is missing, inconsistent or unreadable (the message names the file)."""

@@ -1,0 +1,160 @@
+"""CT study data: what a loaded series is (:class:`CTVolume`) and how a folder was scanned.
+
+Conventions
+-----------
+* ``CTVolume.hu`` is ``(n_slices, rows, cols)`` int16 in Hounsfield units.
+* Slices are ordered from head to feet: index 0 has the largest position along the slice
+  normal (``row_cosines x col_cosines``), which for a standard axial series is the most
+  superior slice.
+* ``pixel_spacing_mm`` is ``(row_spacing, col_spacing)``: the distance in mm between the
+  centres of adjacent rows (``dy``) and adjacent columns (``dx``), as DICOM PixelSpacing.
+* Patient coordinates are DICOM patient coordinates (LPS) in mm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file that was not used, with the reason in plain words."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """Header-level summary of one series found in a folder (no pixel data read)."""
+
+    uid: str
+    description: str
+    modality: str
+    num_slices: int
+    rows: int
+    cols: int
+    pixel_spacing_mm: tuple[float, float]
+    slice_spacing_mm: float | None
+    is_axial: bool
+    files: tuple[str, ...] = field(repr=False)
+    series_number: int | None = None
+    study_uid: str = ""
+    manufacturer: str = ""
+    kernel: str = ""
+
+    def summary(self) -> str:
+        """One line for a series chooser: description, slices, spacing."""
+        desc = self.description or "(no description)"
+        sp = f"{self.pixel_spacing_mm[1]:.2f} x {self.pixel_spacing_mm[0]:.2f} mm"
+        th = f", {self.slice_spacing_mm:.1f} mm apart" if self.slice_spacing_mm else ""
+        num = f"#{self.series_number} " if self.series_number is not None else ""
+        return f"{num}{desc} - {self.modality}, {self.num_slices} slices, {sp}{th}"
+
+
+@dataclass(frozen=True)
+class FolderScan:
+    """The series found in a folder and the files that were skipped (with reasons)."""
+
+    root: str
+    series: tuple[SeriesInfo, ...]
+    skipped: tuple[SkippedFile, ...]
+
+    def default_series(self) -> SeriesInfo:
+        """The axial CT series with the most slices (the one a radiologist would read)."""
+        from .errors import StudyLoadError
+
+        if not self.series:
+            raise StudyLoadError(f"No CT images were found in {self.root}.")
+        return max(
+            self.series,
+            key=lambda s: (s.modality == "CT", s.is_axial, s.num_slices),
+        )
+
+
+@dataclass
+class CTVolume:
+    """One loaded CT series in HU, ordered head to feet (see module docstring)."""
+
+    hu: np.ndarray
+    pixel_spacing_mm: tuple[float, float]
+    image_positions_mm: np.ndarray  # (n, 3) ImagePositionPatient of each slice, mm
+    orientation: np.ndarray  # (6,) ImageOrientationPatient (row cosines, col cosines)
+    sop_instance_uids: tuple[str, ...]
+    series_uid: str
+    description: str = ""
+    patient_name: str = ""  # only ever burned into exports when the user asks
+    patient_id: str = ""
+    study_uid: str = ""
+    warnings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.hu.ndim != 3:
+            raise ValueError(f"hu must be (n, rows, cols), got shape {self.hu.shape}")
+        n = self.hu.shape[0]
+        self.image_positions_mm = np.asarray(self.image_positions_mm, dtype=np.float64)
+        self.orientation = np.asarray(self.orientation, dtype=np.float64)
+        if self.image_positions_mm.shape != (n, 3):
+            raise ValueError("image_positions_mm must be (n, 3)")
+        if len(self.sop_instance_uids) != n:
+            raise ValueError("one SOPInstanceUID per slice is required")
+
+    @property
+    def num_slices(self) -> int:
+        return int(self.hu.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.hu.shape)  # type: ignore[return-value]
+
+    @property
+    def normal(self) -> np.ndarray:
+        return np.cross(self.orientation[:3], self.orientation[3:])
+
+    @property
+    def slice_positions_mm(self) -> np.ndarray:
+        """Position of each slice along the slice normal, mm (decreasing with index)."""
+        return self.image_positions_mm @ self.normal
+
+    @property
+    def slice_spacing_mm(self) -> float | None:
+        pos = self.slice_positions_mm
+        if len(pos) < 2:
+            return None
+        return float(np.median(np.abs(np.diff(pos))))
+
+    def pixel_to_patient_mm(self, index: int, row: float, col: float) -> tuple[float, float, float]:
+        """Patient (LPS) coordinates in mm of a (fractional) pixel of slice ``index``."""
+        dy, dx = self.pixel_spacing_mm
+        p = (
+            self.image_positions_mm[index]
+            + self.orientation[:3] * dx * col
+            + self.orientation[3:] * dy * row
+        )
+        return float(p[0]), float(p[1]), float(p[2])
+
+    @classmethod
+    def from_array(
+        cls,
+        hu: np.ndarray,
+        pixel_spacing_mm: tuple[float, float] = (0.7, 0.7),
+        slice_spacing_mm: float = 2.5,
+        series_uid: str = "2.25.1",
+        description: str = "array",
+    ) -> "CTVolume":
+        """An axial volume from an array (tests, phantoms): index 0 is the top slice."""
+        n = hu.shape[0]
+        z = -slice_spacing_mm * np.arange(n, dtype=np.float64)
+        pos = np.stack([np.zeros(n), np.zeros(n), z], axis=1)
+        uids = tuple(f"{series_uid}.{i + 1}" for i in range(n))
+        return cls(
+            hu=np.asarray(hu).astype(np.int16, copy=False),
+            pixel_spacing_mm=(float(pixel_spacing_mm[0]), float(pixel_spacing_mm[1])),
+            image_positions_mm=pos,
+            orientation=np.array([1.0, 0, 0, 0, 1.0, 0]),
+            sop_instance_uids=uids,
+            series_uid=series_uid,
+            description=description,
+        )

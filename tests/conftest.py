@@ -1,0 +1,51 @@
+"""Shared fixtures: the real-data directory (skips cleanly when absent) and offscreen Qt."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path:
+    """Shared real data: ``$LUNGCT_DATA_DIR`` or ``../shared/data`` beside the repository."""
+    env = os.environ.get("LUNGCT_DATA_DIR")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+
+
+def _need(rel: str) -> Path:
+    p = data_dir() / rel
+    if not p.exists():
+        pytest.skip(f"real data not present: {p} (set LUNGCT_DATA_DIR)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    return _need("")
+
+
+@pytest.fixture(scope="session")
+def lidc_0001() -> Path:
+    return _need("lidc-idri/LIDC-IDRI-0001")
+
+
+@pytest.fixture(scope="session")
+def lidc_0005() -> Path:
+    return _need("lidc-idri/LIDC-IDRI-0005")
+
+
+@pytest.fixture(scope="session")
+def lung_dx_a0001() -> Path:
+    return _need("lung-pet-ct-dx/Lung_Dx-A0001")
+
+
+@pytest.fixture(scope="session")
+def lidc_nodules() -> Path:
+    return _need("lidc-nodules")
