@@ -644,23 +644,22 @@ def _pixels(ds: Any, h: _Header) -> np.ndarray:
 def _decode_reason(ds: Any, exc: BaseException) -> str:
     try:
         ts = ds.file_meta.TransferSyntaxUID
-        name = ts.name
+        name = str(ts.name)
+        compressed = bool(ts.is_compressed)
     except Exception:
-        name = ""
+        name, compressed = "", False
     low = name.lower()
-    text = str(exc).lower()
-    if "jpeg 2000" in low or "jpeg2000" in low:
+    if "jpeg 2000" in low:
         hint = "JPEG 2000 decoder missing?"
+    elif "jpeg-ls" in low or "jpeg ls" in low:
+        hint = "JPEG-LS decoder missing?"
     elif "jpeg" in low:
         hint = "JPEG decoder missing?"
-    elif "length" in text or "truncat" in text or "shorter" in text or "size" in text:
-        hint = "the pixel data is incomplete"
-    elif name and not getattr(ds.file_meta.TransferSyntaxUID, "is_transfer_syntax", True):
-        hint = "unknown compression"
-    elif name:
-        hint = f"{name} not supported or data damaged"
+    elif compressed and name:
+        hint = f"{name} compression: decoder missing or data damaged"
     else:
-        hint = "the pixel data is damaged"
+        hint = "the pixel data is incomplete or damaged"
+    logger.debug("slice decode failed: %s", type(exc).__name__)
     return f"could not be decoded ({hint})"
 
 
