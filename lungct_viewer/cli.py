@@ -1,0 +1,186 @@
+"""Command line: ``lungct-viewer [PATH]`` opens the viewer; ``lungct-viewer analyze`` runs headless.
+
+    lungct-viewer analyze PATIENT_DIR --out OUT_DIR [--model PATH] [--threshold T]
+                          [--series UID] [--all-slices] [--overwrite]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import RESEARCH_NOTICE, __version__
+from .core import constants as C
+from .core.errors import LungCTError
+
+log = logging.getLogger("lungct_viewer")
+
+
+def _threshold(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError("the voting threshold must be between 0 and 1")
+    return v
+
+
+def _analyze_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lungct-viewer analyze",
+        description="Analyse a patient's CT folder headless: writes report.json and annotated PNGs. "
+        + RESEARCH_NOTICE + ".",
+    )
+    p.add_argument("patient_dir", help="folder holding the patient's DICOM CT slices (searched recursively)")
+    p.add_argument("--out", required=True, help="output folder (created if needed; never inside the DICOM folder)")
+    p.add_argument("--model", help="model file (.keras); default: the shipped model")
+    p.add_argument("--threshold", type=_threshold, default=C.DEFAULT_VOTING_THRESHOLD,
+                   help="voting threshold: malignant fraction >= T => malignant (default %(default)s)")
+    p.add_argument("--series", help="SeriesInstanceUID to analyse (default: the axial CT series with most slices)")
+    p.add_argument("--all-slices", action="store_true", help="write a PNG for every slice, not only those with findings")
+    p.add_argument("--min-roi-probability", type=float, default=C.DEFAULT_MIN_ROI_PROBABILITY,
+                   help="detection sensitivity: P(benign)+P(malignant) for a patch to vote ROI (default %(default)s)")
+    p.add_argument("--min-votes", type=int, default=C.DEFAULT_MIN_VOTES,
+                   help="ROI pixels need at least this many ROI patches covering them (default %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files in the output folder")
+    p.add_argument("--no-field-mask", action="store_true", help="analyse every patch, not only the lung field")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the final summary")
+    return p
+
+
+def _gui_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lungct-viewer",
+        description="LungCT Viewer: open a chest CT folder and see where the CNN finds tumours. "
+        + RESEARCH_NOTICE + ". Use 'lungct-viewer analyze --help' for the headless command.",
+    )
+    p.add_argument("path", nargs="?", help="patient folder of DICOM slices (default: a demo study)")
+    p.add_argument("--model", help="model file (.keras); default: the shipped model")
+    p.add_argument("--series", help="SeriesInstanceUID to open")
+    p.add_argument("--screenshot", metavar="OUT.png", help="wait for the analysis, save a screenshot, exit")
+    p.add_argument("--version", action="version", version=f"LungCT Viewer {__version__}")
+    return p
+
+
+def resolve_model_path(model: str | None) -> Path:
+    from .core.errors import ModelLoadError
+    from .core.pipeline import default_model_path
+
+    if model:
+        return Path(model)
+    path = default_model_path()
+    if not path.is_file():
+        raise ModelLoadError(
+            f"No trained model is installed (expected {path}); pass --model PATH to a .keras model."
+        )
+    return path
+
+
+def _is_within(child: Path, parent: Path) -> bool:
+    try:
+        child.resolve().relative_to(parent.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    from .core.detection import DetectionParams, all_findings, detect_study
+    from .core.dicom_io import load_study
+    from .core.errors import ExportError
+    from .core.export import existing_outputs, export_annotated_slices
+    from .core.model import load_model
+    from .core.pipeline import Analyzer
+    from .core.report import REPORT_NAME, build_report, write_report
+    from .core.voting import diagnose
+
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    src = Path(args.patient_dir)
+    out = Path(args.out)
+    if _is_within(out, src) if src.exists() else False:
+        raise ExportError("The output folder must not be inside the DICOM folder; choose another --out.")
+    try:
+        params = DetectionParams(min_roi_probability=args.min_roi_probability, min_votes=args.min_votes)
+    except ValueError as exc:
+        raise ExportError(f"Invalid detection setting: {exc}.") from exc
+    model_path = resolve_model_path(args.model)
+
+    t0 = time.perf_counter()
+    volume, scan = load_study(src, series_uid=args.series)
+    load_s = time.perf_counter() - t0
+    say(f"Loaded {volume.num_slices} slices ({volume.description or 'no description'}) in {load_s:.2f} s"
+        + (f"; {len(scan.skipped)} file(s) skipped" if scan.skipped else ""))
+    for w in volume.warnings:
+        say(f"warning: {w}")
+    model = load_model(model_path)
+    analyzer = Analyzer(model, use_field_mask=not args.no_field_mask)
+
+    def progress(_sa, done: int, total: int) -> None:
+        if not args.quiet and (done == total or done % 10 == 0):
+            print(f"  analysed {done}/{total} slices", flush=True)
+
+    analysis = analyzer.analyze(volume, on_slice=progress)
+    detections = detect_study(analysis, volume, params)
+    findings = all_findings(detections)
+    diagnosis = diagnose(findings, args.threshold)
+    indices = list(range(volume.num_slices)) if args.all_slices else sorted({f.slice_index for f in findings})
+
+    # refuse to overwrite before anything is written
+    clash = existing_outputs(out, volume, indices)
+    if (out / REPORT_NAME).exists():
+        clash.append(out / REPORT_NAME)
+    if clash and not args.overwrite:
+        raise ExportError(
+            f"{len(clash)} file(s) already exist in {out} (for example {clash[0].name}); "
+            "use --overwrite or another --out."
+        )
+    report = build_report(volume, analysis, detections, diagnosis, params, load_s=load_s,
+                          warnings=list(volume.warnings) + [f"{s.path}: {s.reason}" for s in scan.skipped][:50])
+    # stage everything, then move into place: a failure leaves no partial output
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".lungct-export-", dir=out))
+    try:
+        written = export_annotated_slices(volume, detections, indices, stage, threshold=args.threshold,
+                                          model_version=model.version)
+        written.append(write_report(stage, report))
+        for p in written:
+            os.replace(p, out / p.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    frac = "n/a" if diagnosis.malignant_fraction is None else f"{diagnosis.malignant_fraction:.2f}"
+    print(f"{diagnosis.display}: malignant fraction {frac} at threshold {diagnosis.threshold:.2f}, "
+          f"{diagnosis.n_findings} finding(s) on {len(indices)} slice(s); "
+          f"inference {analysis.inference_s:.1f} s on {analysis.device}; wrote {len(written)} file(s) to {out}")
+    print(RESEARCH_NOTICE)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=os.environ.get("LUNGCT_LOG", "WARNING").upper(),
+                        format="%(levelname)s %(name)s: %(message)s")
+    if argv and argv[0] == "analyze":
+        args = _analyze_parser().parse_args(argv[1:])
+        try:
+            return run_analyze(args)
+        except LungCTError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("error: interrupted; no files were written.", file=sys.stderr)
+            return 130
+    args = _gui_parser().parse_args(argv)
+    from .gui.app import run_gui
+
+    return run_gui(args.path, model_path=args.model, series_uid=args.series, screenshot=args.screenshot)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
