@@ -1,0 +1,1 @@
+"""Qt user interface (PySide6 + pyqtgraph). Owns no maths: every computation is a core call."""
