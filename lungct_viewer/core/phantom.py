@@ -20,6 +20,7 @@ writes a valid CT DICOM series (UIDs derived from the seed and the arguments) an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -424,8 +425,6 @@ def phantom_volume(
 
 
 def _uids(seed: int, n: int, size: int, ps: float, ss: float, nods: Sequence[Nodule]) -> dict:
-    from pydicom.uid import generate_uid
-
     key = json.dumps(
         {"seed": seed, "n": n, "size": size, "ps": ps, "ss": ss,
          "nodules": [asdict(x) for x in nods]},
@@ -433,7 +432,9 @@ def _uids(seed: int, n: int, size: int, ps: float, ss: float, nods: Sequence[Nod
     )
 
     def uid(*parts: object) -> str:
-        return str(generate_uid(prefix=None, entropy_srcs=["lungct-phantom", key, *map(str, parts)]))
+        # a "2.25" UID from a 128-bit hash (as for a UUID), so it is stable across runs
+        text = "|".join(["lungct-phantom", key, *map(str, parts)])
+        return "2.25." + str(int(hashlib.sha256(text.encode()).hexdigest()[:32], 16))
 
     return {
         "study": uid("study"),
