@@ -48,6 +48,46 @@ def gpu_available() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
+def _bbox(f: np.ndarray) -> tuple[int, int, int, int]:
+    rows, cols = np.nonzero(f)
+    return int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+
+
+def _union_box(boxes: Sequence[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
+    return (min(b[0] for b in boxes), max(b[1] for b in boxes),
+            min(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def _box_cost(b: tuple[int, int, int, int]) -> int:
+    """Pixels the dense pass touches for a grid box (patch context included)."""
+    pad = (C.PATCH_SIZE_PX - C.PATCH_STRIDE_PX) // C.PATCH_STRIDE_PX
+    return (b[1] - b[0] + pad) * (b[3] - b[2] + pad)
+
+
+def field_boxes(f: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Grid boxes ``(i0, i1, j0, j1)`` covering the in-field patches: one per connected
+    region (typically each lung), merged where a merged box costs no more to compute."""
+    from scipy import ndimage
+
+    if not f.any():
+        return []
+    lab, n = ndimage.label(f, structure=np.ones((3, 3), dtype=bool))
+    boxes = [(sl[0].start, sl[0].stop, sl[1].start, sl[1].stop) for sl in ndimage.find_objects(lab)]
+    merged = True
+    while merged and len(boxes) > 1:
+        merged = False
+        for a in range(len(boxes)):
+            for b in range(a + 1, len(boxes)):
+                u = _union_box([boxes[a], boxes[b]])
+                if _box_cost(u) <= _box_cost(boxes[a]) + _box_cost(boxes[b]):
+                    boxes = [x for k, x in enumerate(boxes) if k not in (a, b)] + [u]
+                    merged = True
+                    break
+            if merged:
+                break
+    return boxes
+
+
 class Analyzer:
     """Runs the CNN over slices. Not thread-safe: use one per worker thread.
 
@@ -81,42 +121,45 @@ class Analyzer:
     def _analyze_group(self, volume: CTVolume, indices: Sequence[int]) -> list[SliceAnalysis]:
         preps = [prepare_slice(volume.hu[i], volume.pixel_spacing_mm) for i in indices]
         fields = [self._field(p) for p in preps]
-        results: list[SliceAnalysis] = []
-        # union bounding box (in grid cells) of the in-field patches of this group
-        boxes = [np.nonzero(f) for f in fields if f.any()]
         probs_list = []
-        for prep, f in zip(preps, fields):
-            gh, gw = f.shape
-            probs = np.zeros((gh, gw, C.NUM_CLASSES), dtype=np.float32)
+        for f in fields:
+            probs = np.zeros((*f.shape, C.NUM_CLASSES), dtype=np.float32)
             probs[..., C.NOT_ROI] = 1.0
             probs_list.append(probs)
-        if boxes:
-            i0 = min(int(b[0].min()) for b in boxes)
-            i1 = max(int(b[0].max()) for b in boxes) + 1
-            j0 = min(int(b[1].min()) for b in boxes)
-            j1 = max(int(b[1].max()) for b in boxes) + 1
-            s, p = C.PATCH_STRIDE_PX, C.PATCH_SIZE_PX
-            y0, x0 = i0 * s, j0 * s
-            y1, x1 = (i1 - 1) * s + p, (j1 - 1) * s + p
+        if len(indices) == 1:
+            # one slice: one network call per field region (the two lungs separately)
+            boxes = field_boxes(fields[0])
+            for box in boxes:
+                self._run_box([preps[0]], [fields[0]], [probs_list[0]], box)
+        else:
             todo = [k for k, f in enumerate(fields) if f.any()]
-            crops = np.stack([preps[k].image[y0:y1, x0:x1] for k in todo])
-            sub = self._dense.predict_batch(crops)
-            for k, out in zip(todo, sub):
-                f = fields[k]
-                region = probs_list[k][i0:i1, j0:j1]
-                inside = f[i0:i1, j0:j1]
-                region[inside] = out[inside]
-        for idx, prep, f, probs in zip(indices, preps, fields, probs_list):
-            results.append(
-                SliceAnalysis(
-                    index=int(idx),
-                    probs=probs,
-                    in_field=f,
-                    native_shape=prep.native_shape,
-                    native_per_model=prep.native_per_model,
-                )
+            if todo:
+                union = _union_box([b for k in todo for b in [_bbox(fields[k])]])
+                self._run_box([preps[k] for k in todo], [fields[k] for k in todo],
+                              [probs_list[k] for k in todo], union)
+        return [
+            SliceAnalysis(
+                index=int(idx),
+                probs=probs,
+                in_field=f,
+                native_shape=prep.native_shape,
+                native_per_model=prep.native_per_model,
             )
-        return results
+            for idx, prep, f, probs in zip(indices, preps, fields, probs_list)
+        ]
+
+    def _run_box(self, preps, fields, probs_list, box: tuple[int, int, int, int]) -> None:
+        """Run the dense classifier over grid box ``(i0, i1, j0, j1)`` (end-exclusive) of
+        each prepared slice; copy the in-field results into ``probs_list``."""
+        i0, i1, j0, j1 = box
+        s, p = C.PATCH_STRIDE_PX, C.PATCH_SIZE_PX
+        y0, x0 = i0 * s, j0 * s
+        y1, x1 = (i1 - 1) * s + p, (j1 - 1) * s + p
+        crops = np.stack([prep.image[y0:y1, x0:x1] for prep in preps])
+        sub = self._dense.predict_batch(crops)
+        for f, probs, out in zip(fields, probs_list, sub):
+            inside = f[i0:i1, j0:j1]
+            probs[i0:i1, j0:j1][inside] = out[inside]
 
     # -- public ------------------------------------------------------------------------
     def analyze_slice(self, volume: CTVolume, index: int) -> SliceAnalysis:
