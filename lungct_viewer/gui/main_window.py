@@ -838,6 +838,17 @@ class MainWindow(QtWidgets.QMainWindow):
         self._error("Analysis failed", msg, details)
         self.analysisFinished.emit(None)
 
+    def set_analysis(self, analysis) -> None:
+        """Show an existing :class:`~lungct_viewer.core.results.StudyAnalysis` of the volume."""
+        if self.volume is None:
+            raise ValueError("open a study before showing its analysis")
+        self.analysis = analysis
+        self.slice_results = dict(analysis.slices)
+        self._heat_cache.clear()
+        self.strip.set_analysed(self.slice_results.keys())
+        self._recompute_detections()
+        self._update_enabled()
+
     def cancel_analysis(self) -> None:
         if self._analysis_task is not None and self._analysis_task.isRunning():
             self._analysis_task.cancel()
