@@ -63,6 +63,7 @@ class MainWindow(QtWidgets.QMainWindow):
     analysisFinished = Signal(object)  # StudyAnalysis, or None when it failed / was unavailable
     exportFinished = Signal(object)  # list of written paths, or None when cancelled/failed
     indexChanged = Signal(int)
+    previewShown = Signal(int)  # a slice is on screen while the series loads
 
     def __init__(
         self,
@@ -115,6 +116,15 @@ class MainWindow(QtWidgets.QMainWindow):
         self._sens_timer = QtCore.QTimer(self, singleShot=True, interval=60)
         self._sens_timer.timeout.connect(self._recompute_detections)
         self.resize(1360, 860)
+        QtCore.QTimer.singleShot(0, self._warm_up)
+
+    def _warm_up(self) -> None:
+        """Import the DICOM reader off the GUI thread so opening a folder starts at once."""
+
+        def warm(task: TaskThread):
+            from lungct_viewer.core import dicom_io  # noqa: F401
+
+        self._start_task("warm-up", warm)
 
     # ------------------------------------------------------------------ construction
     @staticmethod
@@ -487,6 +497,15 @@ class MainWindow(QtWidgets.QMainWindow):
         def load(task: TaskThread):
             from lungct_viewer.core import dicom_io
 
+            if info.num_slices > 1 and len(info.files) == info.num_slices:
+                # the files are ordered head to feet: decode the middle one first, so a
+                # slice is on screen while the rest of the series loads
+                mid = info.num_slices // 2
+                try:
+                    one = dataclasses.replace(info, files=(info.files[mid],), num_slices=1)
+                    task.partial.emit((mid, dicom_io.load_series(one).hu[0]))
+                except Exception:  # noqa: BLE001 - the preview is optional
+                    log.debug("preview slice failed", exc_info=True)
             return dicom_io.load_series(
                 info,
                 progress=lambda done, total: task.progressed.emit(int(done), int(total)),
@@ -495,9 +514,21 @@ class MainWindow(QtWidgets.QMainWindow):
 
         t = self._start_task("load", load)
         t.progressed.connect(self.load_progress.update_progress)
+        t.partial.connect(lambda item: self._on_preview(gen, info, *item))
         t.succeeded.connect(lambda vol: self._on_loaded(gen, vol))
         t.failed.connect(lambda exc, tb: self._on_load_failed(gen, exc, tb))
         self._load_task = t
+
+    def _on_preview(self, gen: int, info, index: int, hu: np.ndarray) -> None:
+        """Show one decoded slice while the series is still loading (navigation waits)."""
+        if gen != self._generation:
+            return
+        self.volume = None
+        self._update_enabled()
+        self.view.clear()
+        self.view.set_slice(hu)
+        self.slice_label.setText(f"Slice {index + 1} / {info.num_slices}   \u00b7   loading\u2026")
+        self.previewShown.emit(index)
 
     def _on_loaded(self, gen: int, volume: CTVolume) -> None:
         if gen != self._generation:
@@ -812,6 +843,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.slice_results = dict(analysis.slices)
         if missing:
             self._recompute_detections()
+        else:
+            self._update_diagnosis()
         state = "cancelled" if analysis.cancelled else "finished"
         self.statusBar().showMessage(
             f"Analysis {state}: {len(analysis.slices)} of {analysis.num_slices} slices in "
