@@ -367,3 +367,30 @@ def test_source_folder_untouched_on_errors(tmp_path: Path, lidc1_subset) -> None
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         [f.name for f in lidc1_subset[:3]] + ["junk.txt"]
     )
+
+
+def test_fast_and_full_decode_paths_agree(tmp_path: Path, lidc1_subset) -> None:
+    """Pixels read at the offset recorded by the scan equal a full pydicom decode."""
+    from lungct_viewer.core import dicom_io
+
+    folder = _copy(lidc1_subset[:4], tmp_path / "paths")
+    scan = scan_folder(folder)
+    fast = load_series(scan.series[0])
+    dicom_io._HEADER_CACHE.clear()
+    full = load_series(scan.series[0])
+    np.testing.assert_array_equal(fast.hu, full.hu)
+    assert fast.sop_instance_uids == full.sop_instance_uids
+    ref = pydicom.dcmread(lidc1_subset[0])
+    expected = ref.pixel_array.astype(np.int32) * int(ref.RescaleSlope) + int(ref.RescaleIntercept)
+    i = fast.sop_instance_uids.index(ref.SOPInstanceUID)
+    assert np.array_equal(fast.hu[i], expected)  # no padding pixels in the middle slices
+
+    # a file changed after the scan is read again, not from stale offsets
+    scan = scan_folder(folder)
+    f = folder / lidc1_subset[1].name
+    ds = pydicom.dcmread(f)
+    ds.RescaleIntercept = -1000
+    ds.save_as(f)
+    vol = load_series(scan.series[0])
+    j = vol.sop_instance_uids.index(ds.SOPInstanceUID)
+    np.testing.assert_array_equal(vol.hu[j].astype(np.int32), ds.pixel_array.astype(np.int32) - 1000)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -113,6 +114,17 @@ _SCAN_TAGS = [
     "PixelData",
     "FloatPixelData",
     "DoubleFloatPixelData",
+    # needed to decode without parsing the file a second time
+    "RescaleSlope",
+    "RescaleIntercept",
+    "PixelPaddingValue",
+    "PixelPaddingRangeLimit",
+    "BitsAllocated",
+    "BitsStored",
+    "PixelRepresentation",
+    "SliceThickness",
+    "PatientName",
+    "PatientID",
 ]
 
 
@@ -251,6 +263,22 @@ class _Header:
     samples: int
     frames: int
     has_pixels: bool
+    slope: float = 1.0
+    intercept: float = 0.0
+    padding: int | None = None
+    padding_limit: int | None = None
+    bits_allocated: int | None = None
+    bits_stored: int | None = None
+    signed: bool = False
+    slice_thickness: float | None = None
+    patient_name: str = ""
+    patient_id: str = ""
+    transfer_syntax: str = ""
+    #: byte offset and length of native PixelData in the file (set by the scan), so that
+    #: loading can read the pixels without parsing the header again
+    pixel_offset: int | None = None
+    pixel_length: int | None = None
+    stat_key: tuple[int, int] | None = None
 
     @property
     def normal(self) -> np.ndarray | None:
@@ -271,6 +299,14 @@ def _header(ds: Any, path: str) -> _Header:
         except Exception:
             sop_class = ""
     frames = _int(ds, "NumberOfFrames")
+    slope = _float(ds, "RescaleSlope", 1.0)
+    if slope == 0.0:
+        slope = 1.0
+    thickness = _float(ds, "SliceThickness", float("nan"))
+    try:
+        ts = str(ds.file_meta.get("TransferSyntaxUID", "") or "")
+    except Exception:
+        ts = ""
     return _Header(
         path=path,
         sop_class=sop_class,
@@ -292,6 +328,17 @@ def _header(ds: Any, path: str) -> _Header:
         samples=_int(ds, "SamplesPerPixel") or 1,
         frames=frames if frames is not None else 1,
         has_pixels=any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")),
+        slope=slope,
+        intercept=_float(ds, "RescaleIntercept", 0.0),
+        padding=_int(ds, "PixelPaddingValue"),
+        padding_limit=_int(ds, "PixelPaddingRangeLimit"),
+        bits_allocated=_int(ds, "BitsAllocated"),
+        bits_stored=_int(ds, "BitsStored"),
+        signed=_int(ds, "PixelRepresentation") == 1,
+        slice_thickness=thickness if math.isfinite(thickness) and thickness > 0 else None,
+        patient_name=_text(ds, "PatientName"),
+        patient_id=_text(ds, "PatientID"),
+        transfer_syntax=ts,
     )
 
 
@@ -463,9 +510,41 @@ def _list_files(root: Path) -> tuple[list[str], list[SkippedFile]]:
     return files, skipped
 
 
+_HEADER_CACHE: dict[str, _Header] = {}
+_HEADER_CACHE_MAX = 50_000
+_cache_lock = threading.Lock()
+
+
+def _stat_key(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
 def _scan_one(path: str) -> _Header:
+    key = _stat_key(path)
     ds = _read_dataset(path, specific_tags=_SCAN_TAGS, defer_size=256)
-    return _header(ds, path)
+    h = _header(ds, path)
+    h.stat_key = key
+    if h.transfer_syntax in _NATIVE_LE and key is not None:
+        try:
+            raw = ds.get_item("PixelData", keep_deferred=True)
+            tell = getattr(raw, "value_tell", None)
+            length = getattr(raw, "length", None)
+            if (
+                raw is not None and getattr(raw, "value", b"") is None and tell is not None
+                and length is not None and 0 < length < 0xFFFFFFFF
+            ):
+                h.pixel_offset, h.pixel_length = int(tell), int(length)
+        except Exception:  # noqa: BLE001 - the slow path will read it
+            pass
+    with _cache_lock:
+        if len(_HEADER_CACHE) >= _HEADER_CACHE_MAX:
+            _HEADER_CACHE.clear()
+        _HEADER_CACHE[path] = h
+    return h
 
 
 def _scan_folder(
@@ -619,26 +698,46 @@ def _order(hs: Sequence[Any], normal: np.ndarray | None) -> tuple[list[Any], str
 class _Slice:
     header: _Header
     hu: np.ndarray  # (rows, cols) int16
-    patient_name: str
-    patient_id: str
-    slice_thickness: float | None
 
 
 def _pixels(ds: Any, h: _Header) -> np.ndarray:
     """Stored pixel values of one frame; a fast path for native little-endian 16-bit data."""
-    try:
-        ts = str(ds.file_meta.TransferSyntaxUID)
-    except Exception:
-        ts = ""
-    bits = _int(ds, "BitsAllocated")
-    stored = _int(ds, "BitsStored")
-    signed = _int(ds, "PixelRepresentation") == 1
-    if ts in _NATIVE_LE and bits == 16 and stored == 16 and "PixelData" in ds:
-        raw = ds.PixelData
+    if h.transfer_syntax in _NATIVE_LE and h.bits_allocated == 16 and h.bits_stored == 16:
+        raw = ds.PixelData if "PixelData" in ds else None
         if isinstance(raw, (bytes, bytearray)) and len(raw) >= 2 * h.rows * h.cols:
-            arr = np.frombuffer(raw, dtype="<i2" if signed else "<u2", count=h.rows * h.cols)
+            arr = np.frombuffer(raw, dtype="<i2" if h.signed else "<u2", count=h.rows * h.cols)
             return arr.reshape(h.rows, h.cols)
     return ds.pixel_array
+
+
+def _read_native_pixels(h: _Header) -> np.ndarray | None:
+    """Read native 16-bit pixels at the offset the scan recorded (no header parsing).
+
+    None when the fast path does not apply (the caller then reads the file with pydicom).
+    """
+    if (
+        h.pixel_offset is None
+        or h.bits_allocated != 16
+        or h.bits_stored != 16
+        or h.frames != 1
+        or h.samples != 1
+        or h.stat_key is None
+        or _stat_key(h.path) != h.stat_key
+    ):
+        return None
+    need = 2 * h.rows * h.cols
+    if h.pixel_length is None or h.pixel_length < need:
+        return None
+    try:
+        with open(h.path, "rb") as fh:
+            fh.seek(h.pixel_offset)
+            buf = fh.read(need)
+    except OSError as exc:
+        raise _Skip(f"could not be read ({_os_reason(exc)})") from None
+    if len(buf) < need:
+        raise _Skip("could not be decoded (the pixel data is incomplete or damaged)")
+    arr = np.frombuffer(buf, dtype="<i2" if h.signed else "<u2")
+    return arr.reshape(h.rows, h.cols)
 
 
 def _decode_reason(ds: Any, exc: BaseException) -> str:
@@ -663,12 +762,9 @@ def _decode_reason(ds: Any, exc: BaseException) -> str:
     return f"could not be decoded ({hint})"
 
 
-def _to_hu(arr: np.ndarray, ds: Any) -> np.ndarray:
+def _to_hu(arr: np.ndarray, h: _Header) -> np.ndarray:
     """Stored values -> HU (int16): Rescale Slope/Intercept, padding -> :data:`PADDING_HU`."""
-    slope = _float(ds, "RescaleSlope", 1.0)
-    intercept = _float(ds, "RescaleIntercept", 0.0)
-    if slope == 0.0:
-        slope = 1.0
+    slope, intercept = h.slope, h.intercept
     hu = None
     if arr.dtype.kind in "iu" and slope == 1.0 and float(intercept).is_integer() and arr.size:
         # fast path (the common case): integer shift that cannot overflow int16
@@ -680,18 +776,17 @@ def _to_hu(arr: np.ndarray, ds: Any) -> np.ndarray:
         hu = np.rint(arr.astype(np.float64) * slope + intercept)
         hu = np.clip(hu, -32768, 32767).astype(np.int16)
 
-    pad = _int(ds, "PixelPaddingValue")
+    pad, lim = h.padding, h.padding_limit
     if pad is not None and arr.dtype.kind in "iu":
-        bits = _int(ds, "BitsAllocated") or 16
-        lim = _int(ds, "PixelPaddingRangeLimit")
+        bits = h.bits_allocated or 16
         if arr.dtype.kind == "i":
             pad = _as_signed(pad, bits)
             lim = _as_signed(lim, bits) if lim is not None else None
         if lim is None:
             mask = arr == pad
         else:
-            lo, hi = min(pad, lim), max(pad, lim)
-            mask = (arr >= lo) & (arr <= hi)
+            lo_, hi_ = min(pad, lim), max(pad, lim)
+            mask = (arr >= lo_) & (arr <= hi_)
         if mask.any():
             hu[mask] = PADDING_HU
     return hu
@@ -704,34 +799,33 @@ def _as_signed(value: int, bits: int) -> int:
 
 
 def _load_slice(path: str) -> _Slice:
-    ds = _read_dataset(path)
-    h = _header(ds, path)
-    reason = _why_not_ct_slice(h)
-    if reason is not None:
-        raise _Skip(reason)
-    try:
-        arr = _pixels(ds, h)
-    except MemoryError:
-        raise _Skip("is too large to decode") from None
-    except Exception as exc:  # noqa: BLE001 - any decoder failure
-        raise _Skip(_decode_reason(ds, exc)) from None
-    arr = np.asarray(arr)
+    with _cache_lock:
+        cached = _HEADER_CACHE.get(path)
+    arr = _read_native_pixels(cached) if cached is not None else None
+    if arr is not None:
+        h = cached
+    else:
+        ds = _read_dataset(path)
+        h = _header(ds, path)
+        reason = _why_not_ct_slice(h)
+        if reason is not None:
+            raise _Skip(reason)
+        try:
+            arr = _pixels(ds, h)
+        except MemoryError:
+            raise _Skip("is too large to decode") from None
+        except Exception as exc:  # noqa: BLE001 - any decoder failure
+            raise _Skip(_decode_reason(ds, exc)) from None
+        arr = np.asarray(arr)
     if arr.ndim != 2:
         raise _Skip("holds several frames or colour channels, not one CT slice")
     if arr.shape != (h.rows, h.cols):
         raise _Skip("has pixel data that does not match its image size")
     try:
-        hu = _to_hu(arr, ds)
+        hu = _to_hu(arr, h)
     except Exception:  # noqa: BLE001
         raise _Skip("has pixel values that could not be converted to HU") from None
-    th = _float(ds, "SliceThickness", float("nan"))
-    return _Slice(
-        header=h,
-        hu=hu,
-        patient_name=_text(ds, "PatientName"),
-        patient_id=_text(ds, "PatientID"),
-        slice_thickness=th if math.isfinite(th) and th > 0 else None,
-    )
+    return _Slice(header=h, hu=hu)
 
 
 def load_series(
@@ -892,8 +986,8 @@ def _load_series(
         sop_instance_uids=tuple(s.header.sop_uid for s in ordered),
         series_uid=info.uid,
         description=info.description,
-        patient_name=first.patient_name,
-        patient_id=first.patient_id,
+        patient_name=first.header.patient_name,
+        patient_id=first.header.patient_id,
         study_uid=first.header.study_uid or info.study_uid,
         warnings=tuple(warnings),
     )
@@ -948,8 +1042,8 @@ def _uneven_spacing(proj: np.ndarray) -> str | None:
 
 def _fallback_spacing(slices: Sequence[_Slice]) -> float:
     for s in slices:
-        if s.slice_thickness:
-            return float(s.slice_thickness)
+        if s.header.slice_thickness:
+            return float(s.header.slice_thickness)
     return 1.0
 
 
