@@ -394,3 +394,14 @@ def test_fast_and_full_decode_paths_agree(tmp_path: Path, lidc1_subset) -> None:
     vol = load_series(scan.series[0])
     j = vol.sop_instance_uids.index(ds.SOPInstanceUID)
     np.testing.assert_array_equal(vol.hu[j].astype(np.int32), ds.pixel_array.astype(np.int32) - 1000)
+
+
+def test_special_files_and_broken_links_are_skipped(tmp_path: Path, lidc1_subset) -> None:
+    folder = _copy(lidc1_subset[:3], tmp_path / "special")
+    os.mkfifo(folder / "pipe")
+    os.symlink(folder / "missing-target", folder / "dangling")
+    vol, scan = load_study(folder)
+    assert vol.num_slices == 3
+    reasons = {Path(s.path).name: s.reason for s in scan.skipped}
+    assert "not a regular file" in reasons["pipe"]
+    assert "could not be opened" in reasons["dangling"]

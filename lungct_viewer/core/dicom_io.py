@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import stat
 import threading
 import time
 from collections import Counter
@@ -506,7 +507,16 @@ def _list_files(root: Path) -> tuple[list[str], list[SkippedFile]]:
     for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=False):
         dirnames.sort()
         for name in sorted(filenames):
-            files.append(os.path.join(dirpath, name))
+            full = os.path.join(dirpath, name)
+            try:
+                regular = stat.S_ISREG(os.stat(full).st_mode)
+            except OSError as exc:
+                skipped.append(SkippedFile(full, f"{name} could not be opened ({_os_reason(exc)})."))
+                continue
+            if regular:
+                files.append(full)
+            else:  # FIFOs, sockets, devices: opening them could block
+                skipped.append(SkippedFile(full, f"{name} is not a regular file."))
     return files, skipped
 
 
