@@ -295,7 +295,7 @@ def test_overlays_toggle_with_keys_and_checkboxes(analysed, qtbot):
     w = analysed
     w.set_index(3)
     assert w.view.roi_item.isVisible()
-    roi = w.view.roi_item.image.astype(bool)
+    roi = w.view.roi_mask
     assert roi.sum() > 0 and np.array_equal(roi, w.detections[3].roi_mask)
     qtbot.keyClick(w.view, Qt.Key.Key_R)
     assert not w.roi_check.isChecked() and not w.view.roi_item.isVisible()
@@ -304,13 +304,13 @@ def test_overlays_toggle_with_keys_and_checkboxes(analysed, qtbot):
     assert not w.view.heat_item.isVisible()
     qtbot.keyClick(w.view, Qt.Key.Key_H)
     assert w.view.heat_item.isVisible()
-    heat = w.view.heat_item.image
+    heat = w.view.heatmap
     from lungct_viewer.core.detection import class_heatmap
 
     assert np.array_equal(heat, class_heatmap(w.slice_results[3], "malignant"))
     assert heat.shape == w.volume.hu.shape[1:] and heat.max() > 0.2
     w.heat_combo.setCurrentIndex(2)  # P(benign): lower on the malignant blob
-    assert w.view.heat_item.image.max() < heat.max() / 2
+    assert w.view.heatmap.max() < heat.max() / 2
     assert w.legend._caption == "P(benign)"
     w.opacity_slider.setValue(25)
     assert w.view.heat_item.opacity() == pytest.approx(0.25)
@@ -319,7 +319,7 @@ def test_overlays_toggle_with_keys_and_checkboxes(analysed, qtbot):
     # outlines and labels of the finding
     rects = [r for r, t in w.view._marks if r.isVisible()]
     assert len(rects) == len(w.detections[3].findings) == 1
-    assert "MALIGNANT" in [t for r, t in w.view._marks if t.isVisible()][0].textItem.toPlainText()
+    assert "MALIGNANT" in [t for r, t in w.view._marks if t.isVisible()][0].toPlainText()
     w.set_index(0)
     assert not w.view.roi_item.isVisible() and not any(r.isVisible() for r, _ in w.view._marks)
 
@@ -403,6 +403,7 @@ def test_export_current_slice_pixels_report_and_no_silent_overwrite(analysed, qt
     with qtbot.waitSignal(w.exportFinished, timeout=30_000) as b:
         w.act_export_current.trigger()
     paths = b.args[0]
+    assert paths, dialogs.errors
     png = out / slice_png_name(3, w.volume.sop_instance_uids[3])
     assert png in paths and (out / "report.json") in paths
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths)  # no temp files

@@ -763,8 +763,12 @@ class MainWindow(QtWidgets.QMainWindow):
         """Run the CNN on a worker thread, current slice first; results appear slice by slice."""
         if self.volume is None:
             return
-        if self._analysis_task is not None and self._analysis_task.isRunning():
-            return
+        old = self._analysis_task
+        if old is not None and old.isRunning():
+            if getattr(old, "generation", None) == self._generation:
+                return  # already analysing this study
+            old.cancel()  # a previous study's analysis: it stops after its current slice
+            old.wait(60000)
         volume = self.volume
         gen = self._generation
         current = self.index
@@ -803,6 +807,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
         self.analysis_progress.busy("Loading the model\u2026" if analyzer is None else "Analysing")
         t = self._start_task("analysis", run)
+        t.generation = gen
         t.message.connect(lambda m: self._on_analysis_message(gen, m))
         t.partial.connect(lambda item: self._on_analysis_partial(gen, item))
         t.progressed.connect(lambda d, n: gen == self._generation and self.analysis_progress.update_progress(d, n))
@@ -836,6 +841,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def _on_analysis_done(self, gen: int, analysis) -> None:
         if gen != self._generation:
             return
+        self._analysis_task = None
         self.analysis_progress.finish()
         self.analysis = analysis
         # the final object is the source of truth (it may hold slices whose signal is pending)
@@ -857,6 +863,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def _on_analysis_failed(self, gen: int, exc: BaseException, tb: str) -> None:
         if gen != self._generation:
             return
+        self._analysis_task = None
         self.analysis_progress.finish()
         self._update_enabled()
         if isinstance(exc, LungCTError):
@@ -1032,12 +1039,15 @@ class MainWindow(QtWidgets.QMainWindow):
         """Export annotated PNGs (+ report.json) for ``mode`` in {"current", "findings", "all"}."""
         if self.volume is None or self.analysis is None:
             self._error("Nothing to export", "Open a study and let the analysis finish (or cancel it) first.")
+            self.exportFinished.emit(None)
             return
         if self._export_task is not None and self._export_task.isRunning():
+            self.statusBar().showMessage("An export is already running.", 5000)
             return
         indices = self.export_indices(mode)
         if not indices:
             self._error("Nothing to export", "No slice has a finding at the current settings.")
+            self.exportFinished.emit(None)
             return
         if out_dir is None:
             start = str(self.settings.value("export/last_dir", "") or "")
@@ -1047,6 +1057,7 @@ class MainWindow(QtWidgets.QMainWindow):
         out_dir = Path(out_dir)
         if self.study_path and _is_inside(out_dir, Path(self.study_path)):
             self._error("Choose another folder", "The app never writes into the study's folder; please choose another one.")
+            self.exportFinished.emit(None)
             return
         self.settings.setValue("export/last_dir", str(out_dir))
         from lungct_viewer.core import export as export_mod
@@ -1095,6 +1106,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._export_task = t
 
     def _on_export_done(self, paths) -> None:
+        self._export_task = None  # its thread may still be winding down; it is not "busy"
         self.export_progress.finish()
         self.last_export = None if paths is None else [Path(p) for p in paths]
         if paths is None:
@@ -1104,6 +1116,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.exportFinished.emit(self.last_export)
 
     def _on_export_failed(self, exc: BaseException, tb: str) -> None:
+        self._export_task = None
         self.export_progress.finish()
         cancelled = type(exc).__name__ == "AnalysisCancelled"
         if cancelled:

@@ -48,6 +48,15 @@ class FindingMark:
     text: str
 
 
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(y0, y1, x0, x1)`` end-exclusive bounding box of a boolean mask, None when empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask[rows[0] : rows[-1] + 1].any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
 class _ViewBox(pg.ViewBox):
     """ViewBox with radiology mouse bindings; emits intents, the owner decides."""
 
@@ -93,6 +102,33 @@ class _ViewBox(pg.ViewBox):
         ev.accept()
 
 
+class _Label(QtWidgets.QGraphicsRectItem):
+    """A finding label: text on a dark box, constant size on screen, above its anchor.
+
+    Built from plain Qt items (no Python ``paint``), so painting stays in C++.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFlag(QtWidgets.QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations, True)
+        self.setBrush(QtGui.QBrush(QtGui.QColor(0, 0, 0, 170)))
+        self.setPen(QtGui.QPen(Qt.PenStyle.NoPen))
+        self._text = QtWidgets.QGraphicsSimpleTextItem(self)
+        f = self._text.font()
+        f.setPointSizeF(max(8.0, f.pointSizeF()))
+        self._text.setFont(f)
+
+    def set_text(self, text: str, colour: str) -> None:
+        self._text.setText(text)
+        self._text.setBrush(QtGui.QBrush(QtGui.QColor(colour)))
+        br = self._text.boundingRect()
+        self._text.setPos(3, -br.height() - 2)
+        self.setRect(QtCore.QRectF(0, -br.height() - 4, br.width() + 6, br.height() + 4))
+
+    def toPlainText(self) -> str:  # noqa: N802 (Qt naming, used by tests)
+        return self._text.text()
+
+
 class SliceView(pg.GraphicsView):
     """Displays one slice with overlays. Signals carry user intents to the main window."""
 
@@ -118,7 +154,9 @@ class SliceView(pg.GraphicsView):
         self._grey = np.repeat(np.arange(256, dtype=np.ubyte)[:, None], 3, axis=1)
         self._grey_inv = self._grey[::-1].copy()
         self.image_item.setLookupTable(self._grey)
-        self._marks: list[tuple[QtWidgets.QGraphicsRectItem, pg.TextItem]] = []
+        self._marks: list[tuple[QtWidgets.QGraphicsRectItem, _Label]] = []
+        self.roi_mask: np.ndarray | None = None
+        self.heatmap: np.ndarray | None = None
         self._shape: tuple[int, int] | None = None
         self._window = (1500.0, -600.0)
         self._inverted = False
@@ -150,19 +188,30 @@ class SliceView(pg.GraphicsView):
         self.image_item.setLookupTable(self._grey_inv if inverted else self._grey)
 
     def set_roi(self, mask: np.ndarray | None) -> None:
-        if mask is None or not mask.any():
+        """Red semi-transparent overlay of a boolean native mask (None or empty: hidden)."""
+        box = None if mask is None else _bbox(mask)
+        if box is None:
             self.roi_item.clear()
             self.roi_item.setVisible(False)
+            self.roi_mask = None
             return
-        self.roi_item.setImage(mask.view(np.uint8), autoLevels=False, levels=(0, 1))
+        self.roi_mask = mask
+        y0, y1, x0, x1 = box  # only the mask's bounding box is drawn: painting stays cheap
+        self.roi_item.setImage(mask[y0:y1, x0:x1].view(np.uint8), autoLevels=False, levels=(0, 1))
+        self.roi_item.setRect(QtCore.QRectF(x0, y0, x1 - x0, y1 - y0))
         self.roi_item.setVisible(True)
 
     def set_heatmap(self, heat: np.ndarray | None, opacity: float = 0.6) -> None:
-        if heat is None:
+        """Class heatmap in [0, 1] over native pixels (None: hidden)."""
+        box = None if heat is None else _bbox(heat > 0.02)
+        self.heatmap = heat
+        if box is None:
             self.heat_item.clear()
             self.heat_item.setVisible(False)
             return
-        self.heat_item.setImage(heat, autoLevels=False, levels=(0.0, 1.0))
+        y0, y1, x0, x1 = box
+        self.heat_item.setImage(heat[y0:y1, x0:x1], autoLevels=False, levels=(0.0, 1.0))
+        self.heat_item.setRect(QtCore.QRectF(x0, y0, x1 - x0, y1 - y0))
         self.heat_item.setOpacity(float(opacity))
         self.heat_item.setVisible(True)
 
@@ -174,7 +223,7 @@ class SliceView(pg.GraphicsView):
         while len(self._marks) < len(marks):
             rect = QtWidgets.QGraphicsRectItem()
             rect.setZValue(10)
-            text = pg.TextItem(anchor=(0, 1), fill=pg.mkBrush(0, 0, 0, 160))
+            text = _Label()
             text.setZValue(11)
             self.vb.addItem(rect)
             self.vb.addItem(text)
@@ -192,7 +241,7 @@ class SliceView(pg.GraphicsView):
             pen.setCosmetic(True)
             rect.setPen(pen)
             rect.setRect(QtCore.QRectF(x0 - pad, y0 - pad, (x1 - x0) + 2 * pad, (y1 - y0) + 2 * pad))
-            text.setText(m.text, color=colour)
+            text.set_text(m.text, colour)
             text.setPos(x0 - pad, y0 - pad)
             rect.setVisible(True)
             text.setVisible(True)
