@@ -115,6 +115,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self._update_enabled()
         self._sens_timer = QtCore.QTimer(self, singleShot=True, interval=60)
         self._sens_timer.timeout.connect(self._recompute_detections)
+        # when the event loop is idle, compute the heatmaps of the next slices in the
+        # scrolling direction, so that scrolling with the heatmap on stays smooth
+        self._prefetch_timer = QtCore.QTimer(self, singleShot=True, interval=0)
+        self._prefetch_timer.timeout.connect(self._prefetch)
+        self._prefetch_step = 1
+        self._last_index = 0
         self.resize(1360, 860)
         QtCore.QTimer.singleShot(0, self._warm_up)
 
@@ -652,6 +658,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.strip.set_current(index)
         self.view.set_slice(self.volume.hu[index])
         self._refresh_overlays()
+        self._prefetch_step = 1 if index >= self._last_index else -1
+        self._last_index = index
+        self._prefetch_timer.start()
         z = float(self.volume.slice_positions_mm[index])
         self.slice_label.setText(f"Slice {index + 1} / {self._n()}   \u00b7   z = {z:.1f} mm")
         self.indexChanged.emit(index)
@@ -734,6 +743,17 @@ class MainWindow(QtWidgets.QMainWindow):
             heat = class_heatmap(sa, kind)
             self._heat_cache.put(key, heat)
         return heat
+
+    def _prefetch(self) -> None:
+        kind = self._heat_kind()
+        if self.volume is None or not kind:
+            return
+        for k in (1, 2):
+            i = self.index + k * self._prefetch_step
+            if 0 <= i < self._n() and (i, kind) not in self._heat_cache:
+                self.heatmap_for(i, kind)
+                self._prefetch_timer.start()  # one slice per idle turn
+                return
 
     def _refresh_overlays(self) -> None:
         if self.volume is None:
