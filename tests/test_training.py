@@ -1,0 +1,295 @@
+"""The training package: importers, patch set, training, evaluation and export.
+
+Real-data tests use small subsets of ``../shared/data`` (skipped when absent); the
+learning test trains briefly on synthetic phantom patches.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lungct_viewer.core import constants as C
+from lungct_viewer.core.errors import DataError
+from training import layout as L
+from training.cli import main
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _no_partial(out: Path) -> None:
+    assert not any(p.name.startswith(".staging") for p in out.iterdir()) if out.exists() else True
+
+
+# ------------------------------------------------------------------ import-lidc
+@pytest.fixture(scope="module")
+def lidc_layout(tmp_path_factory, lidc_0001, lidc_0005) -> Path:
+    out = tmp_path_factory.mktemp("layout")
+    assert main(["import-lidc", str(lidc_0001), "--out", str(out)]) == 0
+    assert main(["import-lidc", str(lidc_0005), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.realdata
+def test_import_lidc_0001_malignant_consensus_matches_reference(lidc_layout, lidc_0001, real_data_dir):
+    from training.ctio import load_ct
+    from training.lidc import dice, reference_mask_to_volume
+
+    info = json.loads((lidc_layout / "LIDC-IDRI-0001" / "series_0.json").read_text())
+    labelled = [n for n in info["nodules"] if n["label"] in ("benign", "malignant")]
+    assert len(labelled) == 1 and labelled[0]["label"] == "malignant"
+    assert labelled[0]["ratings"] == [5, 5, 5, 4] and labelled[0]["median_malignancy"] == 5.0
+    vol = load_ct(lidc_0001)
+    ref = reference_mask_to_volume(real_data_dir / "lidc-idri/reference-masks/LIDC-IDRI-0001_R_1.nii.gz", vol)
+    mine = np.zeros(vol.shape, bool)
+    with np.load(lidc_layout / "LIDC-IDRI-0001" / "masks_0.npz") as z:
+        u2k = {u: i for i, u in enumerate(vol.sop_instance_uids)}
+        for uid in z.files:
+            mine[u2k[uid]] = z[uid] == L.MALIGNANT_CODE
+    d = dice(mine, ref)
+    print(f"Dice of the consensus mask vs the reference mask: {d:.3f}")
+    assert d > 0.85
+
+
+@pytest.mark.realdata
+def test_import_lidc_per_reader_and_indeterminate(lidc_layout, lidc_0005, tmp_path):
+    info = json.loads((lidc_layout / "LIDC-IDRI-0005" / "series_0.json").read_text())
+    labels = [n["label"] for n in info["nodules"]]
+    assert labels.count("indeterminate") == 2 and "malignant" not in labels and "benign" not in labels
+    with np.load(lidc_layout / "LIDC-IDRI-0005" / "masks_0.npz") as z:
+        codes = set(np.unique(np.concatenate([z[k].ravel() for k in z.files])).tolist())
+    assert L.INDETERMINATE_CODE in codes and L.AVOID_CODE in codes
+    assert not codes & {L.BENIGN_CODE, L.MALIGNANT_CODE}
+    assert main(["import-lidc", str(lidc_0005), "--out", str(tmp_path), "--reader", "0"]) == 0
+    info0 = json.loads((tmp_path / "LIDC-IDRI-0005" / "series_0.json").read_text())
+    assert info0["mask_rule"] == "reader 0"
+    assert all(n["readers"] == [0] for n in info0["nodules"])
+
+
+@pytest.mark.realdata
+def test_import_lidc_bad_inputs(lidc_0005, tmp_path, capsys):
+    # a study without any reading XML: no masks
+    study = tmp_path / "study"
+    study.mkdir()
+    for f in sorted(lidc_0005.glob("*.dcm"))[:3]:
+        shutil.copy(f, study)
+    out = tmp_path / "out"
+    assert main(["import-lidc", str(study), "--out", str(out)]) == 2
+    assert "no masks" in capsys.readouterr().err
+    assert not (out / "study").exists()
+    # a corrupt XML
+    xml = (lidc_0005 / "076.xml").read_text()
+    (study / "076.xml").write_text(xml[: len(xml) // 2])
+    assert main(["import-lidc", str(study), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "076.xml" in err and "not valid XML" in err
+    assert not (out / "study").exists()
+    _no_partial(out)
+
+
+# ------------------------------------------------------------------ import-voc
+@pytest.mark.realdata
+def test_import_voc_carries_boxes_across_series(lung_dx_a0001, real_data_dir, tmp_path):
+    ann = real_data_dir / "lung-pet-ct-dx/Annotation/A0001"
+    assert main(["import-voc", str(lung_dx_a0001), str(ann), "--out", str(tmp_path)]) == 0
+    infos = [json.loads(p.read_text()) for p in sorted((tmp_path / "Lung_Dx-A0001").glob("series_*.json"))]
+    assert len(infos) == 2
+    assert sorted(sum(not b["carried"] for b in i["boxes"]) for i in infos) == [9, 11]
+    for i in infos:
+        assert len(i["boxes"]) == 20 and not i["unplaced_annotations"]
+        assert i["nodules"][0]["label"] == "malignant"
+    # bad annotation: a box outside the image
+    bad = tmp_path / "bad_ann"
+    bad.mkdir()
+    f = sorted(ann.glob("*.xml"))[0]
+    (bad / f.name).write_text(f.read_text().replace("<xmax>", "<xmax>9"))
+    with pytest.raises(DataError, match=f.name):
+        from training.voc import import_voc
+
+        import_voc(lung_dx_a0001, bad, tmp_path / "out2")
+    assert not (tmp_path / "out2" / "Lung_Dx-A0001").exists()
+
+
+# ------------------------------------------------------------------ import-nodules
+SUBSET = ["LIDC-IDRI-0001", "LIDC-IDRI-0002", "LIDC-IDRI-0003", "LIDC-IDRI-0005", "LIDC-IDRI-0007",
+          "LIDC-IDRI-0010", "LIDC-IDRI-0011", "LIDC-IDRI-0012"]
+
+
+@pytest.fixture(scope="module")
+def nodule_layout(tmp_path_factory, lidc_nodules) -> Path:
+    import csv
+
+    have = {r["patient_id"] for r in csv.DictReader(open(lidc_nodules / "nodules.csv"))}
+    pats = [p for p in SUBSET if p in have]
+    out = tmp_path_factory.mktemp("nodules")
+    args = ["import-nodules", str(lidc_nodules), "--out", str(out)]
+    for p in pats:
+        args += ["--patient", p]
+    assert main(args) == 0
+    return out
+
+
+@pytest.mark.realdata
+def test_import_nodules_labels_and_orientation(nodule_layout, lidc_nodules, lidc_0001):
+    nods = L.read_nodules(nodule_layout / "LIDC-IDRI-0001")
+    assert len(nods) == 1 and nods[0]["label"] == "malignant"
+    n = nods[0]
+    assert n["image"].shape == n["mask"].shape and n["image"].dtype == np.int16
+    assert n["pixel_spacing_mm"] == pytest.approx([0.703125, 0.703125])
+    # the crop, read as (slice, row, col), shows the nodule where the whole study shows it
+    from training.ctio import load_ct
+
+    vol = load_ct(lidc_0001)
+    import nibabel as nib
+
+    img = nib.load(str(lidc_nodules / "image" / "LIDC-IDRI-0001_R_1.nii.gz"))
+    aff = img.affine
+    x0, y0 = -aff[0, 3], -aff[1, 3]  # the crop's origin, RAS -> LPS (mm)
+    k = n["mask"].sum((1, 2)).argmax()
+    z = aff[2, 3] + aff[2, 2] * k
+    s = int(np.argmin(np.abs(vol.image_positions_mm[:, 2] - z)))
+    r0 = int(round((y0 - vol.image_positions_mm[s, 1]) / 0.703125))
+    c0 = int(round((x0 - vol.image_positions_mm[s, 0]) / 0.703125))
+    h, w = n["image"].shape[1:]
+    whole = vol.hu[s, r0 : r0 + h, c0 : c0 + w].astype(float)
+    assert np.corrcoef(whole.ravel(), n["image"][k].astype(float).ravel())[0, 1] > 0.95
+
+
+@pytest.mark.realdata
+def test_import_nodules_corrupt_nifti_leaves_nothing(lidc_nodules, tmp_path, capsys):
+    src = tmp_path / "src"
+    (src / "image").mkdir(parents=True)
+    (src / "nodule_mask").mkdir()
+    lines = (lidc_nodules / "nodules.csv").read_text().splitlines()
+    rows = [lines[0]] + [ln for ln in lines[1:] if ln.startswith(("LIDC-IDRI-0001,", "LIDC-IDRI-0005,"))]
+    (src / "nodules.csv").write_text("\n".join(rows) + "\n")
+    for name in ("LIDC-IDRI-0001_R_1", "LIDC-IDRI-0005_R_1", "LIDC-IDRI-0005_R_2"):
+        for sub in ("image", "nodule_mask"):
+            shutil.copy(lidc_nodules / sub / f"{name}.nii.gz", src / sub)
+    data = (src / "image" / "LIDC-IDRI-0005_R_2.nii.gz").read_bytes()
+    (src / "image" / "LIDC-IDRI-0005_R_2.nii.gz").write_bytes(data[: len(data) // 3])
+    out = tmp_path / "out"
+    assert main(["import-nodules", str(src), "--out", str(out)]) == 2
+    assert "LIDC-IDRI-0005_R_2.nii.gz" in capsys.readouterr().err
+    assert not (out / "LIDC-IDRI-0001").exists() and not (out / "LIDC-IDRI-0005").exists()
+    _no_partial(out)
+    # a mask of the wrong size
+    shutil.copy(lidc_nodules / "image" / "LIDC-IDRI-0005_R_2.nii.gz", src / "image")
+    shutil.copy(lidc_nodules / "nodule_mask" / "LIDC-IDRI-0001_R_1.nii.gz", src / "nodule_mask" / "LIDC-IDRI-0005_R_2.nii.gz")
+    assert main(["import-nodules", str(src), "--out", str(out)]) == 2
+    assert "wrong" not in "" and "LIDC-IDRI-0005_R_2" in capsys.readouterr().err
+    assert not (out / "LIDC-IDRI-0001").exists()
+
+
+# ------------------------------------------------------------------ patches (real)
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_patches_on_real_subset(nodule_layout, lidc_layout, tmp_path):
+    out = tmp_path / "p.npz"
+    assert main([
+        "patches", "--data", str(nodule_layout), "--data", str(lidc_layout), "--out", str(out),
+        "--per-class", "300", "--slice-step", "12", "--neg-per-slice", "40", "--test-fraction", "0.25",
+        "--train-patient", "LIDC-IDRI-0001", "--test-patient", "LIDC-IDRI-0005", "--val-patient", "LIDC-IDRI-0002",
+    ]) == 0
+    with np.load(out) as z:
+        x, y, split, pat, pats = z["x"], z["y"], z["split"], z["patient"], z["patients"]
+        aug = z["aug"]
+    assert x.shape[1:] == (50, 50) and x.dtype == np.float16
+    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    tr = split == 0
+    assert np.bincount(y[tr], minlength=3).tolist() == [300, 300, 300]
+    assert aug[tr].any()  # the minority class was augmented
+    # by patient: no patient in two splits
+    for p in np.unique(pat):
+        assert len(np.unique(split[pat == p])) == 1
+    assert set(split[pat == list(pats).index("LIDC-IDRI-0005")]) == {2}
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["split"]["LIDC-IDRI-0001"] == "train"
+
+
+def test_patches_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="No patient folders"):
+        from training.patchset import PatchConfig, build_patch_set
+
+        build_patch_set([empty], tmp_path / "x.npz", PatchConfig())
+    assert not (tmp_path / "x.npz").exists()
+
+
+# ------------------------------------------------------------------ phantom: patches, train, evaluate, export
+@pytest.fixture(scope="module")
+def phantom_layout(tmp_path_factory) -> Path:
+    from training.phantom import import_phantom
+
+    root = tmp_path_factory.mktemp("phantom")
+    for i, seed in enumerate((11, 12, 13, 14)):
+        import_phantom(root / "layout", root / "dicom", f"PHANTOM-{i}", seed, n_slices=10, size=160)
+    return root / "layout"
+
+
+def test_phantom_wrong_mask_size_and_empty_class(phantom_layout, tmp_path):
+    from training.patchset import PatchConfig, build_patch_set
+
+    bad = tmp_path / "bad"
+    shutil.copytree(phantom_layout / "PHANTOM-0", bad / "PHANTOM-0")
+    masks = dict(np.load(bad / "PHANTOM-0" / "masks_0.npz"))
+    k = next(iter(masks))
+    masks[k] = masks[k][:100]
+    np.savez_compressed(bad / "PHANTOM-0" / "masks_0.npz", **masks)
+    with pytest.raises(DataError, match="wrong size"):
+        build_patch_set([bad], tmp_path / "p.npz", PatchConfig(per_class=50))
+    # a layout without any malignant nodule: an empty class
+    shutil.copytree(phantom_layout / "PHANTOM-1", tmp_path / "one" / "PHANTOM-1")
+    m = dict(np.load(tmp_path / "one" / "PHANTOM-1" / "masks_0.npz"))
+    m = {u: np.where(a == L.MALIGNANT_CODE, 0, a).astype(np.uint8) for u, a in m.items()}
+    np.savez_compressed(tmp_path / "one" / "PHANTOM-1" / "masks_0.npz", **m)
+    with pytest.raises(DataError, match="empty class"):
+        build_patch_set([tmp_path / "one"], tmp_path / "p2.npz", PatchConfig(per_class=50, forced={"PHANTOM-1": "train"}))
+    assert not (tmp_path / "p.npz").exists() and not (tmp_path / "p2.npz").exists()
+
+
+@pytest.mark.slow
+def test_phantom_train_learns_evaluate_export(phantom_layout, tmp_path):
+    from lungct_viewer.core.model import load_model
+
+    patches = tmp_path / "phantom.npz"
+    assert main([
+        "patches", "--data", str(phantom_layout), "--out", str(patches), "--per-class", "300",
+        "--neg-per-slice", "30", "--roi-per-slice", "10", "--mimic-fraction", "0",
+        "--train-patient", "PHANTOM-0", "--train-patient", "PHANTOM-1", "--train-patient", "PHANTOM-2",
+        "--val-patient", "PHANTOM-3",
+    ]) == 0
+    run = tmp_path / "run"
+    common = ["train", "--patches", str(patches), "--run-dir", str(run), "--batch-size", "50",
+              "--learning-rate", "1e-3", "--patience", "5", "--seed", "3"]
+    assert main(common + ["--epochs", "2"]) == 0
+    assert main(common + ["--epochs", "5", "--resume"]) == 0  # resumable: continues at epoch 3
+    summary = json.loads((run / "train_summary.json").read_text())
+    print("phantom validation accuracy", summary["val_accuracy"], summary["val_per_class_recall"])
+    assert summary["val_accuracy"] > 0.6  # chance is 1/3
+    for f in ("history.csv", "checkpoints/best.keras", "checkpoints/last.keras", "model.keras"):
+        assert (run / f).exists(), f
+    assert summary["epochs_run"] == 5 and summary["epochs_this_session"] == 3
+    assert len((run / "history.csv").read_text().splitlines()) == 6
+    ev = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(run / "model.keras"), "--patches", str(patches), "--split", "val",
+                 "--data", str(phantom_layout), "--studies", "PHANTOM-3", "--out", str(ev)]) == 0
+    m = json.loads((ev / "metrics.json").read_text())
+    assert {"nodule_level", "patient_level", "patch_level", "whole_studies"} <= set(m)
+    assert m["whole_studies"][0]["tumours"] == 2
+    assert (ev / "patient_threshold_curve.png").stat().st_size > 1000
+    assert len((ev / "patient_threshold_curve.csv").read_text().splitlines()) == 52
+    out = tmp_path / "model"
+    assert main(["export", "--model", str(run / "model.keras"), "--run-dir", str(run), "--evaluation",
+                 str(ev / "metrics.json"), "--patches", str(patches), "--out", str(out), "--version", "test"]) == 0
+    loaded = load_model(out / "lungct_cnn.keras")
+    assert loaded.card.version == "test"
+    assert loaded.card.operating_point["voting_threshold"] == m["threshold"]
+    assert any("10.7937/K9/TCIA.2015.LO9QL9SX" in s for s in loaded.card.licences)
+    assert "python -m training" in loaded.card.reproduce

@@ -1,0 +1,165 @@
+"""Command line of the training package (``python -m training`` / ``lungct-train``).
+
+Commands: ``import-lidc``, ``import-nodules``, ``import-voc``, ``patches``, ``train``,
+``evaluate``, ``export``. Errors in the data are reported as one sentence naming the file
+(exit status 2); nothing partial is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lungct_viewer.core.errors import DataError, LungCTError
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="lungct-train", description="Build the LungCT patch CNN from annotated CT.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("import-lidc", help="LIDC reading XML -> per-slice ROI masks and malignancy labels")
+    p.add_argument("study_dir", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--min-readers", type=int, default=2, help="consensus: pixels outlined by at least this many readers")
+    p.add_argument("--reader", type=int, default=None, help="use only this reading session (0-based) instead of a consensus")
+    p.add_argument("--patient-id", default=None)
+
+    p = sub.add_parser("import-nodules", help="the LIDC NIfTI nodule crops with nodules.csv labels")
+    p.add_argument("src", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--patient", action="append", default=None, help="import only this patient (repeatable)")
+    p.add_argument("--limit", type=int, default=None, help="import only the first N patients")
+
+    p = sub.add_parser("import-voc", help="Lung-PET-CT-Dx VOC boxes as malignant ROIs")
+    p.add_argument("study_dir", type=Path)
+    p.add_argument("annotation_dir", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--patient-id", default=None)
+    p.add_argument("--series", action="append", default=None, help="only this SeriesInstanceUID (repeatable)")
+
+    p = sub.add_parser("patches", help="labelled, balanced 50x50 patches split by patient")
+    p.add_argument("--data", type=Path, action="append", required=True, help="training-layout folder (repeatable)")
+    p.add_argument("--out", type=Path, required=True, help="output .npz (a .json summary is written beside it)")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--per-class", type=int, default=10000, help="training patches per class after balancing (0: the largest class)")
+    p.add_argument("--roi-per-slice", type=int, default=6)
+    p.add_argument("--roi-per-nodule", type=int, default=48)
+    p.add_argument("--neg-per-slice", type=int, default=60)
+    p.add_argument("--mimic-fraction", type=float, default=0.25)
+    p.add_argument("--slice-step", type=int, default=1, help="use every n-th slice of whole studies")
+    for s in ("train", "val", "test"):
+        p.add_argument(f"--{s}-patient", action="append", default=[], help=f"force a patient into the {s} split")
+
+    p = sub.add_parser("train", help="train the CNN on a patch set")
+    p.add_argument("--patches", type=Path, required=True)
+    p.add_argument("--run-dir", type=Path, required=True)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epoch-size", type=int, default=None, help="patches per epoch (default: the whole training split)")
+    p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument("--patience", type=int, default=4)
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument("--val-size", type=int, default=None, help="validate on a fixed class-balanced subsample of this many patches")
+    p.add_argument("--strategy", choices=("auto", "default", "mirrored", "multiworker"), default="auto")
+
+    p = sub.add_parser("evaluate", help="nodule, patient and whole-study metrics on held-back data")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--patches", type=Path, required=True)
+    p.add_argument("--data", type=Path, action="append", default=[], help="training-layout folder with whole studies")
+    p.add_argument("--out", type=Path, required=True, help="output folder (JSON, CSV, PNG)")
+    p.add_argument("--split", default="test", choices=("val", "test"))
+    p.add_argument("--threshold", type=float, default=None, help="voting threshold (default: chosen on the validation split)")
+    p.add_argument("--studies", action="append", default=None, help="whole-study patients to run detection on (default: all in --data)")
+    p.add_argument("--no-detection", action="store_true")
+
+    p = sub.add_parser("export", help="write the model and its model card to resources/model/")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--run-dir", type=Path, default=None)
+    p.add_argument("--evaluation", type=Path, default=None, help="evaluate's metrics.json")
+    p.add_argument("--patches", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=None, help="target folder (default resources/model)")
+    p.add_argument("--version", default=None)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (DataError, LungCTError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    if args.cmd == "import-lidc":
+        from .lidc import import_lidc
+
+        out = import_lidc(args.study_dir, args.out, args.min_readers, args.reader, args.patient_id)
+        info = json.loads((out / "series_0.json").read_text())
+        for n in info["nodules"]:
+            print(f"{out.name} nodule {n['nodule']}: {n['label']} (median rating {n['median_malignancy']}, "
+                  f"readers {len(n['readers'])}, {len(n['slices'])} slices)")
+        return 0
+    if args.cmd == "import-nodules":
+        from .nodules import import_nodules
+
+        done = import_nodules(args.src, args.out, args.patient, args.limit)
+        print(f"imported the nodule crops of {len(done)} patients into {args.out}")
+        return 0
+    if args.cmd == "import-voc":
+        from .voc import import_voc
+
+        out = import_voc(args.study_dir, args.annotation_dir, args.out, args.patient_id, args.series)
+        for sj in sorted(out.glob("series_*.json")):
+            info = json.loads(sj.read_text())
+            n_c = sum(b["carried"] for b in info["boxes"])
+            print(f"{out.name} series {info['series_uid']}: {len(info['boxes'])} boxes ({n_c} carried from the other series)")
+        return 0
+    if args.cmd == "patches":
+        from .patchset import PatchConfig, build_patch_set
+
+        forced = {p: s for s in ("train", "val", "test") for p in getattr(args, f"{s}_patient")}
+        cfg = PatchConfig(
+            seed=args.seed, test_fraction=args.test_fraction, val_fraction=args.val_fraction,
+            per_class=args.per_class or None, roi_per_slice=args.roi_per_slice, roi_per_nodule=args.roi_per_nodule,
+            neg_per_slice=args.neg_per_slice, mimic_fraction=args.mimic_fraction, forced=forced,
+            slice_step=args.slice_step,
+        )
+        s = build_patch_set(args.data, args.out, cfg)
+        print(json.dumps({k: s[k] for k in ("patients", "counts", "augmented")}))
+        return 0
+    if args.cmd == "train":
+        from lungct_viewer.core import constants as C
+
+        from .train import TrainConfig, train
+
+        cfg = TrainConfig(
+            epochs=args.epochs, epoch_size=args.epoch_size, max_minutes=args.max_minutes, patience=args.patience,
+            seed=args.seed, batch_size=args.batch_size or C.BATCH_SIZE,
+            learning_rate=args.learning_rate or C.LEARNING_RATE, strategy=args.strategy, val_size=args.val_size,
+            resume=args.resume,
+        )
+        train(args.patches, args.run_dir, cfg, log=lambda m: print(m, flush=True))
+        return 0
+    if args.cmd == "evaluate":
+        from .evaluate import run_evaluate
+
+        run_evaluate(args)
+        return 0
+    if args.cmd == "export":
+        from .export import run_export
+
+        run_export(args)
+        return 0
+    raise AssertionError(args.cmd)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

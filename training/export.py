@@ -1,0 +1,153 @@
+"""``export``: the trained model and its model card into ``resources/model/``."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+
+from lungct_viewer.core import constants as C
+from lungct_viewer.core.errors import DataError
+from lungct_viewer.core.model import CARD_FILENAME, MODEL_FILENAME, ModelCard, load_model, save_model
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO_ROOT / "resources" / "model"
+
+LICENCES = [
+    "LIDC-IDRI: Creative Commons Attribution 3.0 (CC BY 3.0). Armato SG III et al. (2015), Data From LIDC-IDRI, "
+    "The Cancer Imaging Archive, doi:10.7937/K9/TCIA.2015.LO9QL9SX; Armato SG III et al., Medical Physics "
+    "38:915-931, 2011. The nodule crops are derived from LIDC-IDRI (CC BY 3.0).",
+    "Lung-PET-CT-Dx: Creative Commons Attribution 4.0 (CC BY 4.0). Li P. et al. (2020), A Large-Scale CT and "
+    "PET/CT Dataset for Lung Cancer Diagnosis, The Cancer Imaging Archive, doi:10.7937/TCIA.2020.NNC2-0461.",
+]
+
+DEVIATIONS = [
+    "Unpadded (valid) 3x3 convolutions: final feature map 8x8x108 instead of 13x13x108, so that whole-slice "
+    "dense inference is exact.",
+    "Slices are resampled to 0.7 mm pixels before patching (a patch always covers 35 x 35 mm) and HU are "
+    "windowed to [-1000, 400] -> [0, 1]; the method used the native 512 x 512 pixels.",
+    "Training data: public LIDC-IDRI nodule crops (benign/malignant from the radiologists' malignancy ratings, "
+    "not pathology) and three whole studies, instead of the Asan contest's 300 patients with pathology.",
+    "Nodule crops smaller than the 60 x 60 model-pixel field are mirror-padded; a share of the Not-ROI patches "
+    "is cut and mirror-padded the same way so that padding is not a cue for ROI.",
+    "Balanced by augmentation of the minority class (the method's flip, zoom-in, 30/45 degree rotation, blur) "
+    "and subsampling of larger classes to the same count; random horizontal flips on the fly.",
+    "Training was cut by a wall-clock budget (shared 2-core CPU) and early stopping on held-back patients, "
+    "far fewer patch presentations than the method's 200 epochs of 60,000 patches.",
+]
+
+
+def _read(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"The file {path} does not exist.")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise DataError(f"The file {path} is not valid JSON: {exc}") from exc
+
+
+def build_card(version: str, train_summary: dict, evaluation: dict, patch_summary: dict, reproduce: str) -> ModelCard:
+    counts = patch_summary.get("counts", {})
+    card = ModelCard(version=version, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    card.training_data = [
+        "LIDC-IDRI nodule crops (lidc-nodules: 796 nodules, 435 patients; labels = nodules.csv Diagnosis, the "
+        "majority of the readers' malignancy ratings): ROI patches of benign and malignant nodules.",
+        "LIDC-IDRI-0001 (GE, 2.5 mm; one malignant nodule, consensus of >= 2 of 4 readers from the reading XML): "
+        "ROI patches and Not-ROI background (training).",
+        "Lung_Dx-A0001 (Lung-PET-CT-Dx, Philips, 5 mm, both series; VOC boxes carried across series by z): "
+        "malignant ROI patches and Not-ROI background (training).",
+        "LIDC-IDRI-0005 (GE, 2.5 mm; two indeterminate nodules, median rating 3, excluded from the ROI classes): "
+        "held back entirely (test split) for whole-study false positives.",
+        f"Patients per split (by patient, stratified, seed {patch_summary.get('config', {}).get('seed')}): "
+        f"{patch_summary.get('patients')}; patch counts [not_roi, benign, malignant] per split: {counts}.",
+    ]
+    card.training = {
+        "optimizer": "Adam", "learning_rate": C.LEARNING_RATE, "batch_size": C.BATCH_SIZE,
+        "loss": "cross-entropy", "dropout": {"conv": C.DROPOUT_CONV, "dense": C.DROPOUT_DENSE},
+        "patch_labelling_rule": (
+            f"ROI when the central {C.ROI_CORE_PX}x{C.ROI_CORE_PX} px of the 50x50 window hold >= "
+            f"{C.ROI_MIN_CORE_PIXELS} mask pixels of the class; Not-ROI when the whole window (plus a 5 mm margin) "
+            "holds no marked pixel; otherwise ambiguous and unused"),
+        **{k: train_summary.get(k) for k in (
+            "train_patches", "train_class_counts", "val_patches", "val_class_counts", "epochs_run",
+            "patches_per_epoch", "wall_time_s", "throughput_patches_per_s", "best_val_loss", "val_accuracy",
+            "val_per_class_recall")},
+        "early_stopping": "validation loss on held-back patients, best weights kept",
+        "augmentation": "minority classes: horizontal flip, zoom-in 1.1-1.35, rotation +-30 / +-45 degrees, "
+                        "Gaussian blur sigma 0.6-1.2; all training patches: random horizontal flip",
+    }
+    if evaluation:
+        card.metrics = {
+            "held_back_split": evaluation.get("split"),
+            "patients": evaluation.get("patients"),
+            "nodule_level": evaluation.get("nodule_level"),
+            "patient_level": evaluation.get("patient_level"),
+            "patient_level_max_nodule_vote": evaluation.get("patient_level_max_nodule_vote"),
+            "validation_patient_level": evaluation.get("validation_patient_level"),
+            "patch_level": evaluation.get("patch_level"),
+            "whole_studies": [
+                {k: w[k] for k in ("patient", "description", "split", "slices", "tumours", "tumours_found",
+                                   "false_positive_findings", "false_positive_candidates_3d",
+                                   "findings_on_other_marks", "patient_call")}
+                for w in evaluation.get("whole_studies", [])
+            ],
+            "whole_study_summary": evaluation.get("whole_study_summary"),
+        }
+        card.operating_point = {
+            "voting_threshold": evaluation.get("threshold", C.DEFAULT_VOTING_THRESHOLD),
+            "voting_threshold_reason": evaluation.get("threshold_reason", ""),
+            "min_roi_probability": C.DEFAULT_MIN_ROI_PROBABILITY,
+            "min_votes": C.DEFAULT_MIN_VOTES,
+            "min_area_mm2": C.DEFAULT_MIN_AREA_MM2,
+        }
+    card.deviations_from_method = list(DEVIATIONS)
+    card.licences = list(LICENCES)
+    card.reproduce = reproduce
+    card.notes = [
+        "Research use only: not a medical device and not for diagnosis.",
+        "Malignancy labels are radiologists' ratings, not pathology; benign/malignant separation of small "
+        "nodules from ratings is inherently noisy.",
+        "Background (Not-ROI) comes from only three whole studies (two GE, one Philips): expect more false "
+        "positives on other scanners, kernels, and on emphysema, fibrosis or pneumonia.",
+    ]
+    return card
+
+
+REPRODUCE = (
+    "D=../shared/data; "
+    "python -m training import-nodules $D/lidc-nodules --out data/layout && "
+    "python -m training import-lidc $D/lidc-idri/LIDC-IDRI-0001 --out data/layout && "
+    "python -m training import-lidc $D/lidc-idri/LIDC-IDRI-0005 --out data/layout && "
+    "python -m training import-voc $D/lung-pet-ct-dx/Lung_Dx-A0001 $D/lung-pet-ct-dx/Annotation/A0001 --out data/layout && "
+    "python -m training patches --data data/layout --out data/patches.npz --seed 1234 --per-class 10000 "
+    "--neg-per-slice 60 --train-patient LIDC-IDRI-0001 --train-patient Lung_Dx-A0001 --test-patient LIDC-IDRI-0005 && "
+    "python -m training train --patches data/patches.npz --run-dir runs/shipped --epochs 60 --epoch-size 6000 "
+    "--val-size 2400 --patience 6 --max-minutes 37 && "
+    "python -m training evaluate --model runs/shipped/model.keras --patches data/patches.npz --data data/layout "
+    "--out runs/shipped/eval && "
+    "python -m training export --model runs/shipped/model.keras --run-dir runs/shipped "
+    "--evaluation runs/shipped/eval/metrics.json --patches data/patches.npz"
+)
+
+
+def export(model_path: Path, out_dir: Path | None = None, run_dir: Path | None = None, evaluation: Path | None = None,
+           patches: Path | None = None, version: str | None = None, reproduce: str = REPRODUCE) -> Path:
+    loaded = load_model(model_path)
+    train_summary = _read(Path(run_dir) / "train_summary.json") if run_dir else {}
+    ev = _read(evaluation) if evaluation else {}
+    ps = _read(Path(patches).with_suffix(".json")) if patches else {}
+    version = version or f"1.0.0+{_dt.date.today():%Y%m%d}"
+    card = build_card(version, train_summary, ev, ps, reproduce)
+    out = Path(out_dir) if out_dir else DEFAULT_OUT
+    target = save_model(loaded.keras_model, out / MODEL_FILENAME, card)
+    load_model(target)  # the written file loads in safe mode with its card
+    return target
+
+
+def run_export(args) -> Path:
+    p = export(args.model, args.out, args.run_dir, args.evaluation, args.patches, args.version)
+    print(f"wrote {p} and {p.with_name(CARD_FILENAME)}")
+    return p

@@ -1,0 +1,107 @@
+"""Small, dependency-free metrics and the threshold-curve plot (Pillow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def auc(y_true, score) -> float | None:
+    """ROC AUC (Mann-Whitney, ties counted half); ``None`` when a class is missing."""
+    y = np.asarray(y_true).astype(bool)
+    s = np.asarray(score, dtype=np.float64)
+    pos, neg = s[y], s[~y]
+    if len(pos) == 0 or len(neg) == 0:
+        return None
+    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
+    allv = np.concatenate([pos, neg])[order]
+    ranks = np.empty(len(allv))
+    i = 0
+    while i < len(allv):  # average ranks of ties
+        j = i
+        while j + 1 < len(allv) and allv[j + 1] == allv[i]:
+            j += 1
+        ranks[i : j + 1] = (i + j) / 2 + 1
+        i = j + 1
+    r = np.empty(len(allv))
+    r[order] = ranks
+    return float((r[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def binary_stats(y_true, y_pred) -> dict:
+    y, p = np.asarray(y_true).astype(bool), np.asarray(y_pred).astype(bool)
+    tp, tn = int((y & p).sum()), int((~y & ~p).sum())
+    fp, fn = int((~y & p).sum()), int((y & ~p).sum())
+    n = len(y)
+    return {
+        "n": n, "tp": tp, "tn": tn, "fp": fp, "fn": fn,
+        "accuracy": (tp + tn) / n if n else None,
+        "sensitivity": tp / (tp + fn) if tp + fn else None,
+        "specificity": tn / (tn + fp) if tn + fp else None,
+    }
+
+
+def threshold_curve(y_true, frac, thresholds) -> list[dict]:
+    """Sensitivity/specificity/accuracy of ``frac >= t`` for each threshold ``t``."""
+    frac = np.asarray(frac, dtype=np.float64)
+    return [{"threshold": round(float(t), 4), **binary_stats(y_true, frac >= t)} for t in thresholds]
+
+
+def choose_threshold(curve: list[dict], min_sensitivity: float = 0.9) -> tuple[float, str]:
+    """Highest specificity among thresholds with sensitivity >= ``min_sensitivity`` (then
+    accuracy, then the larger threshold); Youden's J if none reaches it."""
+    ok = [c for c in curve if c["sensitivity"] is not None and c["sensitivity"] >= min_sensitivity]
+    if ok:
+        best = max(ok, key=lambda c: (c["specificity"] or 0, c["accuracy"] or 0, c["threshold"]))
+        return best["threshold"], (
+            f"highest validation specificity ({best['specificity']:.3f}) among thresholds keeping "
+            f"validation malignant sensitivity >= {min_sensitivity:.2f} (it is {best['sensitivity']:.3f})"
+        )
+    best = max(curve, key=lambda c: ((c["sensitivity"] or 0) + (c["specificity"] or 0), c["threshold"]))
+    return best["threshold"], "maximum Youden's J on validation (no threshold reached the sensitivity target)"
+
+
+def confusion(y_true, y_pred, k: int = 3) -> list[list[int]]:
+    m = np.zeros((k, k), dtype=int)
+    np.add.at(m, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
+    return m.tolist()
+
+
+def plot_curve(curve: list[dict], path: Path, title: str, marker: float | None = None) -> None:
+    """Sensitivity and specificity against the voting threshold, as a PNG (Pillow only)."""
+    from PIL import Image, ImageDraw
+
+    W, H, L, R, T, B = 720, 480, 70, 20, 40, 60
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    pw, ph = W - L - R, H - T - B
+
+    def xy(t, v):
+        return L + t * pw, T + (1 - v) * ph
+
+    for i in range(11):
+        v = i / 10
+        x, _ = xy(v, 0)
+        _, y = xy(0, v)
+        d.line([(L, y), (L + pw, y)], fill=(230, 230, 230))
+        d.line([(x, T), (x, T + ph)], fill=(230, 230, 230))
+        d.text((L - 30, y - 6), f"{v:.1f}", fill="black")
+        d.text((x - 8, T + ph + 6), f"{v:.1f}", fill="black")
+    d.rectangle([L, T, L + pw, T + ph], outline="black")
+    for key, col in (("sensitivity", (200, 30, 30)), ("specificity", (30, 80, 200)), ("accuracy", (40, 140, 40))):
+        pts = [xy(c["threshold"], c[key]) for c in curve if c[key] is not None]
+        if len(pts) > 1:
+            d.line(pts, fill=col, width=3)
+    if marker is not None:
+        x, _ = xy(marker, 0)
+        d.line([(x, T), (x, T + ph)], fill=(120, 120, 120), width=2)
+        d.text((x + 4, T + 4), f"default {marker:.2f}", fill=(80, 80, 80))
+    d.text((L, 12), title, fill="black")
+    d.text((L + pw // 2 - 120, H - 22), "voting threshold (malignant vote fraction >= t)", fill="black")
+    for i, (name, col) in enumerate((("sensitivity (malignant)", (200, 30, 30)), ("specificity (benign)", (30, 80, 200)), ("accuracy", (40, 140, 40)))):
+        y = T + ph - 60 + 18 * i
+        d.line([(L + 10, y + 6), (L + 40, y + 6)], fill=col, width=3)
+        d.text((L + 46, y), name, fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
