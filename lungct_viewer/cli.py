@@ -41,14 +41,15 @@ def _analyze_parser() -> argparse.ArgumentParser:
     p.add_argument("patient_dir", help="folder holding the patient's DICOM CT slices (searched recursively)")
     p.add_argument("--out", required=True, help="output folder (created if needed; never inside the DICOM folder)")
     p.add_argument("--model", help="model file (.keras); default: the shipped model")
-    p.add_argument("--threshold", type=_threshold, default=C.DEFAULT_VOTING_THRESHOLD,
-                   help="voting threshold: malignant fraction >= T => malignant (default %(default)s)")
+    p.add_argument("--threshold", type=_threshold, default=None,
+                   help="voting threshold: malignant fraction >= T => malignant (default: the model's operating point)")
     p.add_argument("--series", help="SeriesInstanceUID to analyse (default: the axial CT series with most slices)")
     p.add_argument("--all-slices", action="store_true", help="write a PNG for every slice, not only those with findings")
-    p.add_argument("--min-roi-probability", type=float, default=C.DEFAULT_MIN_ROI_PROBABILITY,
-                   help="detection sensitivity: P(benign)+P(malignant) for a patch to vote ROI (default %(default)s)")
-    p.add_argument("--min-votes", type=int, default=C.DEFAULT_MIN_VOTES,
-                   help="ROI pixels need at least this many ROI patches covering them (default %(default)s)")
+    p.add_argument("--min-roi-probability", type=float, default=None,
+                   help="detection sensitivity: P(benign)+P(malignant) for a patch to vote ROI "
+                        "(default: the model's operating point)")
+    p.add_argument("--min-votes", type=int, default=None,
+                   help="ROI pixels need at least this many ROI patches covering them (default: the model's operating point)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files in the output folder")
     p.add_argument("--no-field-mask", action="store_true", help="analyse every patch, not only the lung field")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the final summary")
@@ -106,10 +107,6 @@ def run_analyze(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if _is_within(out, src) if src.exists() else False:
         raise ExportError("The output folder must not be inside the DICOM folder; choose another --out.")
-    try:
-        params = DetectionParams(min_roi_probability=args.min_roi_probability, min_votes=args.min_votes)
-    except ValueError as exc:
-        raise ExportError(f"Invalid detection setting: {exc}.") from exc
     model_path = resolve_model_path(args.model)
 
     t0 = time.perf_counter()
@@ -120,6 +117,16 @@ def run_analyze(args: argparse.Namespace) -> int:
     for w in volume.warnings:
         say(f"warning: {w}")
     model = load_model(model_path)
+    threshold = model.voting_threshold if args.threshold is None else args.threshold
+    base = model.detection_params()
+    try:
+        params = DetectionParams(
+            min_roi_probability=base.min_roi_probability if args.min_roi_probability is None else args.min_roi_probability,
+            min_votes=base.min_votes if args.min_votes is None else args.min_votes,
+            min_area_mm2=base.min_area_mm2,
+        )
+    except ValueError as exc:
+        raise ExportError(f"Invalid detection setting: {exc}.") from exc
     analyzer = Analyzer(model, use_field_mask=not args.no_field_mask)
 
     def progress(_sa, done: int, total: int) -> None:
@@ -129,7 +136,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     analysis = analyzer.analyze(volume, on_slice=progress)
     detections = detect_study(analysis, volume, params)
     findings = all_findings(detections)
-    diagnosis = diagnose(findings, args.threshold)
+    diagnosis = diagnose(findings, threshold)
     indices = list(range(volume.num_slices)) if args.all_slices else sorted({f.slice_index for f in findings})
 
     # refuse to overwrite before anything is written
@@ -147,7 +154,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".lungct-export-", dir=out))
     try:
-        written = export_annotated_slices(volume, detections, indices, stage, threshold=args.threshold,
+        written = export_annotated_slices(volume, detections, indices, stage, threshold=threshold,
                                           model_version=model.version)
         written.append(write_report(stage, report))
         for p in written:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -49,3 +52,21 @@ def lung_dx_a0001() -> Path:
 @pytest.fixture(scope="session")
 def lidc_nodules() -> Path:
     return _need("lidc-nodules")
+
+
+@pytest.fixture(scope="session")
+def phantom_model(tmp_path_factory):
+    """``(path, held-out accuracy)`` of the CNN trained briefly on phantom patches."""
+    from phantom_model import train_phantom_model
+
+    return train_phantom_model(tmp_path_factory.mktemp("phantom-model"))
+
+
+@pytest.fixture(scope="session")
+def phantom_study(tmp_path_factory):
+    """A written phantom DICOM series (seed 5, 12 slices, 256 px) and its Phantom object."""
+    from lungct_viewer.core.phantom import phantom_volume, write_phantom_dicom
+
+    ph = phantom_volume(seed=5, n_slices=12, size=256)
+    folder = write_phantom_dicom(ph, tmp_path_factory.mktemp("phantom-study") / "PHANTOM")
+    return folder, ph

@@ -39,6 +39,16 @@ class DetectionParams:
     min_votes: int = C.DEFAULT_MIN_VOTES
     min_area_mm2: float = C.DEFAULT_MIN_AREA_MM2
 
+    @classmethod
+    def from_operating_point(cls, op: dict | None) -> "DetectionParams":
+        """Parameters from a model card's ``operating_point`` (defaults where absent)."""
+        op = op or {}
+        return cls(
+            min_roi_probability=float(op.get("min_roi_probability", C.DEFAULT_MIN_ROI_PROBABILITY)),
+            min_votes=int(op.get("min_votes", C.DEFAULT_MIN_VOTES)),
+            min_area_mm2=float(op.get("min_area_mm2", C.DEFAULT_MIN_AREA_MM2)),
+        )
+
     def __post_init__(self) -> None:
         if not 0.0 < self.min_roi_probability <= 1.0:
             raise ValueError("min_roi_probability must be in (0, 1]")

@@ -137,6 +137,17 @@ class LoadedModel:
     def version(self) -> str:
         return self.card.version
 
+    @property
+    def voting_threshold(self) -> float:
+        """The operating voting threshold chosen for this model (its card), else the default."""
+        return float(self.card.operating_point.get("voting_threshold", C.DEFAULT_VOTING_THRESHOLD))
+
+    def detection_params(self):
+        """Detection parameters of this model's operating point."""
+        from .detection import DetectionParams
+
+        return DetectionParams.from_operating_point(self.card.operating_point)
+
 
 def card_path_for(model_path: str | os.PathLike[str]) -> Path:
     return Path(model_path).with_name(CARD_FILENAME)

@@ -120,7 +120,7 @@ def render_slice(
         bar = heat_rgb(np.linspace(0, 1, 80))[None].repeat(8, axis=0)
         canvas.paste(Image.fromarray(bar, "RGB"), (230, fy + 3))
         draw.text((314, fy), f"P({kind}) 0-1", fill=(255, 255, 255), font=small)
-    draw.text((6, fy + 18), RESEARCH_NOTICE, fill=(255, 210, 0), font=small)
+    draw.text((6, fy + 18), RESEARCH_NOTICE.replace("\u2014", "-"), fill=(255, 210, 0), font=small)
     return canvas
 
 

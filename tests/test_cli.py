@@ -1,0 +1,147 @@
+"""The headless ``analyze`` command: real output on a phantom, clear errors on bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lungct_viewer.cli import main
+from lungct_viewer.core.export import slice_png_name
+
+REQUIRED = {"diagnosis", "series", "findings", "timing", "model"}
+
+
+def _run(args):
+    return subprocess.run([sys.executable, "-m", "lungct_viewer", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_analyze_phantom_writes_report_and_pngs(phantom_model, phantom_study, tmp_path, capsys):
+    model_path, acc = phantom_model
+    assert acc > 0.8, f"the phantom model did not learn (held-out accuracy {acc:.2f})"
+    folder, ph = phantom_study
+    out = tmp_path / "out"
+    assert main(["analyze", str(folder), "--out", str(out), "--model", str(model_path), "--threshold", "0.4"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert REQUIRED <= report.keys()
+    assert report["diagnosis"]["threshold"] == 0.4
+    assert report["diagnosis"]["label"] in {"benign", "malignant"}
+    assert report["series"]["slices"] == ph.volume.num_slices
+    assert report["series"]["pixel_spacing_mm"] == [0.7, 0.7]
+    assert report["model"]["version"] == "phantom-test"
+    assert report["timing"]["slices"] == ph.volume.num_slices
+    f0 = report["findings"]
+    assert f0, "no findings on a phantom with two nodules"
+    for f in f0:
+        assert {"slice_index", "sop_instance_uid", "bbox_px", "centroid_mm", "area_mm2", "label",
+                "p_benign", "p_malignant", "votes"} <= f.keys()
+        assert f["sop_instance_uid"] == ph.volume.sop_instance_uids[f["slice_index"]]
+    # every nodule's central slice has a finding whose box contains the nodule centre
+    for nod in ph.nodules:
+        k, r, c = int(round(nod.center[0])), nod.center[1], nod.center[2]
+        hits = [f for f in f0 if f["slice_index"] == k
+                and f["bbox_px"][0] <= c < f["bbox_px"][2] and f["bbox_px"][1] <= r < f["bbox_px"][3]]
+        assert hits, f"nodule {nod} not found"
+    # one PNG per slice with findings, named by index + UID; red where the ROI is
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    want = sorted({slice_png_name(f["slice_index"], f["sop_instance_uid"]) for f in f0})
+    assert pngs == want
+    mal = max(ph.nodules, key=lambda n: n.radius_px)
+    k = int(round(mal.center[0]))
+    with Image.open(out / slice_png_name(k, ph.volume.sop_instance_uids[k])) as im:
+        px = np.asarray(im.convert("RGB")).astype(int)
+    from lungct_viewer.core.render import HEADER_PX
+
+    r, c = int(mal.center[1]) + HEADER_PX, int(mal.center[2])
+    patch = px[r - 2 : r + 3, c - 2 : c + 3]
+    assert (patch[..., 0] > patch[..., 1] + 30).all(), "the nodule centre is not red in the export"
+    assert "Research use only" in capsys.readouterr().out
+
+
+def test_missing_folder_is_one_clear_line_and_no_output(tmp_path, phantom_model):
+    out = tmp_path / "out"
+    r = _run(["analyze", str(tmp_path / "nope"), "--out", str(out), "--model", str(phantom_model[0])])
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "nope" in lines[0]
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_junk_folder_and_bad_models(tmp_path, phantom_study):
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "a.txt").write_text("not a scan")
+    (junk / "b.dcm").write_bytes(b"\x00" * 300)
+    out = tmp_path / "out"
+    bad_model = tmp_path / "bad.keras"
+    bad_model.write_bytes(b"this is not a model")
+    for args, needle in (
+        (["analyze", str(junk), "--out", str(out), "--model", str(bad_model)], "damaged"),
+        (["analyze", str(phantom_study[0]), "--out", str(out), "--model", str(tmp_path / "none.keras")], "No model file"),
+        (["analyze", str(phantom_study[0]), "--out", str(out), "--model", str(bad_model)], "damaged"),
+    ):
+        assert main(args) == 2
+    # the junk folder fails on the study, before the model is touched, when the model is fine
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_junk_study_message(tmp_path, phantom_model, capsys):
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("hello")
+    assert main(["analyze", str(junk), "--out", str(tmp_path / "o"), "--model", str(phantom_model[0])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "No CT images" in err
+
+
+def test_wrong_shape_model_is_rejected(tmp_path, phantom_study):
+    import keras
+
+    from lungct_viewer.core.errors import ModelLoadError
+    from lungct_viewer.core.model import load_model
+
+    inp = keras.Input((32, 32, 1))
+    m = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(inp)))
+    path = tmp_path / "wrong.keras"
+    m.save(path)
+    with pytest.raises(ModelLoadError, match="wrong shape"):
+        load_model(path)
+
+
+def test_output_inside_source_and_existing_files_refused(tmp_path, phantom_model, phantom_study):
+    src = tmp_path / "src"
+    shutil.copytree(phantom_study[0], src)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in src.iterdir())
+    assert main(["analyze", str(src), "--out", str(src / "out"), "--model", str(phantom_model[0])]) == 2
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in src.iterdir()) == before
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text("{}")
+    assert main(["analyze", str(src), "--out", str(out), "--model", str(phantom_model[0]), "-q"]) == 2
+    assert (out / "report.json").read_text() == "{}"
+    assert sorted(p.name for p in out.iterdir()) == ["report.json"]
+
+
+def test_threshold_out_of_range_is_rejected(tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["analyze", str(tmp_path), "--out", str(tmp_path / "o"), "--threshold", "1.5"])
+    assert exc.value.code == 2
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_analyze_runs_on_real_two_series_study(lung_dx_a0001, phantom_model, tmp_path):
+    out = tmp_path / "out"
+    r = _run(["analyze", str(lung_dx_a0001), "--out", str(out), "--model", str(phantom_model[0]), "-q"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["series"]["slices"] == 64
+    assert report["series"]["pixel_spacing_mm"] == [0.841796875, 0.841796875]
+    assert report["timing"]["slices"] == 64
