@@ -96,7 +96,6 @@ class SliceDetection:
     roi_mask: np.ndarray  # (H, W) bool, native pixels
     findings: list[Finding] = field(default_factory=list)
     patch_labels: np.ndarray | None = None  # (gh, gw) int8: 0 not ROI, 1 benign, 2 malignant
-    component_labels: np.ndarray | None = None  # (H, W) int32, k+1 for findings[k], native
 
 
 def patch_labels(sa: SliceAnalysis, params: DetectionParams) -> np.ndarray:
@@ -119,10 +118,10 @@ def detect_slice(sa: SliceAnalysis, volume: CTVolume, params: DetectionParams = 
     votes = coverage_counts(labels > 0, mshape)
     roi = votes >= params.min_votes
     comp, n = ndimage.label(roi, structure=np.ones((3, 3), dtype=bool))
-    native_comp = np.zeros(sa.native_shape, dtype=np.int32)
+    roi_native = np.zeros(sa.native_shape, dtype=bool)
     findings: list[Finding] = []
     if n == 0:
-        return SliceDetection(sa.index, native_comp > 0, [], labels, native_comp)
+        return SliceDetection(sa.index, np.zeros(sa.native_shape, dtype=bool), [], labels)
     # which components each ROI patch's window overlaps
     s, ps = C.PATCH_STRIDE_PX, C.PATCH_SIZE_PX
     members: dict[int, list[tuple[int, int]]] = {k: [] for k in range(1, n + 1)}
@@ -152,8 +151,7 @@ def detect_slice(sa: SliceAnalysis, volume: CTVolume, params: DetectionParams = 
         c = float(cols.mean() + sl[1].start)
         y0, y1 = sl[0].start, sl[0].stop
         x0, x1 = sl[1].start, sl[1].stop
-        new_id = len(findings) + 1
-        native_comp[sl][region] = new_id
+        roi_native[sl] |= region
         findings.append(
             Finding(
                 slice_index=sa.index,
@@ -169,7 +167,7 @@ def detect_slice(sa: SliceAnalysis, volume: CTVolume, params: DetectionParams = 
                 p_malignant=float(pm.mean()),
             )
         )
-    return SliceDetection(sa.index, native_comp > 0, findings, labels, native_comp)
+    return SliceDetection(sa.index, roi_native, findings, labels)
 
 
 def detect_study(

@@ -846,7 +846,10 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _on_analysis_partial(self, gen: int, item) -> None:
         if item[0] == "model":
+            first = self.loaded_model is None
             self.loaded_model, self._analyzer = item[1], item[2]
+            if first:
+                self._adopt_operating_point(item[1])
             return
         if gen != self._generation or self.volume is None:
             return
@@ -857,6 +860,14 @@ class MainWindow(QtWidgets.QMainWindow):
         self.detections[sa.index] = detect_slice(sa, self.volume, self.params)
         self.strip.set_analysed(self.slice_results.keys())
         self._after_detections_changed(refresh_slice=sa.index == self.index)
+
+    def _adopt_operating_point(self, model) -> None:
+        """Start from the voting threshold and detection settings chosen for this model."""
+        self.params = model.detection_params()
+        self.sens_slider.blockSignals(True)
+        self.sens_slider.setValue(int(round(self.params.min_roi_probability * 100)))
+        self.sens_slider.blockSignals(False)
+        self.set_threshold(model.voting_threshold)
 
     def _on_analysis_done(self, gen: int, analysis) -> None:
         if gen != self._generation:
@@ -1223,7 +1234,9 @@ def _read_card_only(model_path: str | None):
         from lungct_viewer.core.model import ModelCard, card_path_for
 
         if model_path is None:
-            model_path = str(Path(__file__).resolve().parents[2] / "resources" / "model" / "lungct_cnn.keras")
+            from lungct_viewer.core.pipeline import default_model_path
+
+            model_path = str(default_model_path())
         cp = card_path_for(model_path)
         if cp.is_file():
             return ModelCard.from_dict(json.loads(cp.read_text(encoding="utf-8"))), model_path
