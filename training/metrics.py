@@ -55,11 +55,15 @@ def choose_threshold(curve: list[dict], min_sensitivity: float = 0.9) -> tuple[f
     if ok:
         best = max(ok, key=lambda c: (c["specificity"] or 0, c["accuracy"] or 0, c["threshold"]))
         return best["threshold"], (
-            f"highest validation specificity ({best['specificity']:.3f}) among thresholds keeping "
-            f"validation malignant sensitivity >= {min_sensitivity:.2f} (it is {best['sensitivity']:.3f})"
+            f"highest validation specificity ({_fmt(best['specificity'])}) among thresholds keeping "
+            f"validation malignant sensitivity >= {min_sensitivity:.2f} (it is {_fmt(best['sensitivity'])})"
         )
     best = max(curve, key=lambda c: ((c["sensitivity"] or 0) + (c["specificity"] or 0), c["threshold"]))
     return best["threshold"], "maximum Youden's J on validation (no threshold reached the sensitivity target)"
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 def confusion(y_true, y_pred, k: int = 3) -> list[list[int]]:
