@@ -84,19 +84,11 @@ def resolve_model_path(model: str | None) -> Path:
     return path
 
 
-def _is_within(child: Path, parent: Path) -> bool:
-    try:
-        child.resolve().relative_to(parent.resolve())
-        return True
-    except ValueError:
-        return False
-
-
 def run_analyze(args: argparse.Namespace) -> int:
     from .core.detection import DetectionParams, all_findings, detect_study
     from .core.dicom_io import load_study
     from .core.errors import ExportError
-    from .core.export import existing_outputs, export_annotated_slices
+    from .core.export import existing_outputs, export_annotated_slices, is_within
     from .core.model import load_model
     from .core.pipeline import Analyzer
     from .core.report import REPORT_NAME, build_report, write_report
@@ -105,7 +97,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     src = Path(args.patient_dir)
     out = Path(args.out)
-    if _is_within(out, src) if src.exists() else False:
+    if src.exists() and is_within(out, src):
         raise ExportError("The output folder must not be inside the DICOM folder; choose another --out.")
     model_path = resolve_model_path(args.model)
 

@@ -15,6 +15,15 @@ from .study import CTVolume
 _UNSAFE = re.compile(r"[^0-9A-Za-z._-]")
 
 
+def is_within(path: str | Path, folder: str | Path) -> bool:
+    """True when ``path`` is ``folder`` or lies inside it (after resolving links)."""
+    try:
+        Path(path).resolve().relative_to(Path(folder).resolve())
+        return True
+    except ValueError:
+        return False
+
+
 def slice_png_name(index: int, sop_uid: str) -> str:
     """``slice_0042_<SOPInstanceUID>.png`` (1-based slice number + UID: never collides)."""
     return f"slice_{index + 1:04d}_{_UNSAFE.sub('_', sop_uid) or 'unknown'}.png"

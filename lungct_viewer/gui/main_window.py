@@ -1086,12 +1086,13 @@ class MainWindow(QtWidgets.QMainWindow):
             if not out_dir:
                 return
         out_dir = Path(out_dir)
-        if self.study_path and _is_inside(out_dir, Path(self.study_path)):
+        from lungct_viewer.core import export as export_mod
+
+        if self.study_path and export_mod.is_within(out_dir, self.study_path):
             self._error("Choose another folder", "The app never writes into the study's folder; please choose another one.")
             self.exportFinished.emit(None)
             return
         self.settings.setValue("export/last_dir", str(out_dir))
-        from lungct_viewer.core import export as export_mod
 
         existing = list(export_mod.existing_outputs(out_dir, self.volume, indices))
         overwrite = False
@@ -1216,14 +1217,6 @@ class MainWindow(QtWidgets.QMainWindow):
         self._generation += 1  # late signals are ignored
         self.stop_workers()
         super().closeEvent(ev)
-
-
-def _is_inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
 
 
 def _read_card_only(model_path: str | None):
