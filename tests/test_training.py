@@ -277,6 +277,14 @@ def test_phantom_train_learns_evaluate_export(phantom_layout, tmp_path):
         assert (run / f).exists(), f
     assert summary["epochs_run"] == 5 and summary["epochs_this_session"] == 3
     assert len((run / "history.csv").read_text().splitlines()) == 6
+    mined = tmp_path / "mined.npz"
+    assert main(["mine-negatives", "--model", str(run / "model.keras"), "--patches", str(patches),
+                 "--data", str(phantom_layout), "--out", str(mined), "--per-slice", "5"]) == 0
+    with np.load(mined) as z, np.load(patches) as z0:
+        tr = z["split"] == 0
+        assert np.bincount(z["y"][tr], minlength=3).tolist() == np.bincount(z0["y"][z0["split"] == 0], minlength=3).tolist()
+        assert set(np.unique(z["patient"][z["origin"] == 4])) <= {0, 1, 2}  # training patients only
+        assert (z["x"][z["split"] != 0] == z0["x"][z0["split"] != 0]).all()  # held-back data untouched
     ev = tmp_path / "eval"
     assert main(["evaluate", "--model", str(run / "model.keras"), "--patches", str(patches), "--split", "val",
                  "--data", str(phantom_layout), "--studies", "PHANTOM-3", "--out", str(ev)]) == 0

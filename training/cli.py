@@ -68,6 +68,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--val-size", type=int, default=None, help="validate on a fixed class-balanced subsample of this many patches")
     p.add_argument("--strategy", choices=("auto", "default", "mirrored", "multiworker"), default="auto")
 
+    p = sub.add_parser("mine-negatives", help="add the model's false positives on training studies as Not-ROI patches")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--patches", type=Path, required=True)
+    p.add_argument("--data", type=Path, action="append", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--per-slice", type=int, default=20)
+    p.add_argument("--max-fraction", type=float, default=0.4)
+    p.add_argument("--seed", type=int, default=1234)
+
     p = sub.add_parser("evaluate", help="nodule, patient and whole-study metrics on held-back data")
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--patches", type=Path, required=True)
@@ -147,6 +156,12 @@ def _run(args) -> int:
             resume=args.resume,
         )
         train(args.patches, args.run_dir, cfg, log=lambda m: print(m, flush=True))
+        return 0
+    if args.cmd == "mine-negatives":
+        from .mine import mine_negatives
+
+        mine_negatives(args.model, args.patches, args.data, args.out, args.per_slice, args.max_fraction,
+                       args.seed, log=lambda m: print(m, flush=True))
         return 0
     if args.cmd == "evaluate":
         from .evaluate import run_evaluate

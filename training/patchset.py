@@ -52,7 +52,7 @@ from . import layout as L
 P = C.PATCH_SIZE_PX
 S = C.PATCH_STRIDE_PX
 SPLITS = ("train", "val", "test")
-ORIGINS = ("crop", "whole-study", "crop-surround", "crop-mimic")
+ORIGINS = ("crop", "whole-study", "crop-surround", "crop-mimic", "mined")
 AUG_OPS = ("none", "hflip", "zoom", "rot30", "rot45", "blur")
 CROP_FIELD_PX = 60
 NEG_MARGIN_MM = 5.0
