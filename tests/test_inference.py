@@ -84,3 +84,27 @@ def test_pipeline_field_mask_is_exact_inside_field(sharp_model, tmp_path):
         ref = d.predict(prepare_slice(vol.hu[i], vol.pixel_spacing_mm).image)
         assert np.abs(sf.probs - ref).max() <= 1e-4
     assert 0.0 < masked.skipped_fraction < 1.0
+
+
+def test_analyze_order_progress_and_cancel(sharp_model, tmp_path):
+    from lungct_viewer.core.model import LoadedModel, ModelCard
+    from lungct_viewer.core.phantom import phantom_volume
+    from lungct_viewer.core.pipeline import Analyzer, slice_order_from
+
+    assert slice_order_from(2, 5) == [2, 3, 1, 4, 0]
+    assert slice_order_from(9, 3) == [2, 1, 0]
+    vol = phantom_volume(seed=2, n_slices=6, size=160).volume
+    an = Analyzer(LoadedModel(sharp_model, ModelCard(version="t"), "m"))
+    seen = []
+    res = an.analyze(vol, order=slice_order_from(3, 6), on_slice=lambda sa, d, n: seen.append((sa.index, d, n)))
+    assert [s[0] for s in seen] == [3, 4, 2, 5, 1, 0]
+    assert [s[1] for s in seen] == [1, 2, 3, 4, 5, 6] and all(s[2] == 6 for s in seen)
+    assert res.complete and not res.cancelled
+    calls = []
+
+    def cancel_after_two():
+        calls.append(1)
+        return len(calls) > 2
+
+    part = an.analyze(vol, should_cancel=cancel_after_two)
+    assert part.cancelled and sorted(part.slices) == [0, 1] and not part.complete
