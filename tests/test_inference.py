@@ -108,3 +108,24 @@ def test_analyze_order_progress_and_cancel(sharp_model, tmp_path):
 
     part = an.analyze(vol, should_cancel=cancel_after_two)
     assert part.cancelled and sorted(part.slices) == [0, 1] and not part.complete
+
+
+def test_field_boxes_cover_every_in_field_patch():
+    from lungct_viewer.core.pipeline import _box_cost, field_boxes
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        f = np.zeros((47, 47), bool)
+        for _ in range(rng.integers(1, 4)):
+            i, j = rng.integers(0, 40, 2)
+            f[i : i + rng.integers(2, 20), j : j + rng.integers(2, 20)] = True
+        boxes = field_boxes(f)
+        cov = np.zeros_like(f)
+        for i0, i1, j0, j1 in boxes:
+            cov[i0:i1, j0:j1] = True
+        assert not (f & ~cov).any()
+        assert sum(_box_cost(b) for b in boxes) <= _box_cost((0, 47, 0, 47))
+    two = np.zeros((47, 47), bool)
+    two[10:30, 2:14] = two[10:30, 33:45] = True  # two lungs far apart: two boxes
+    assert sorted(field_boxes(two)) == [(10, 30, 2, 14), (10, 30, 33, 45)]
+    assert field_boxes(np.zeros((47, 47), bool)) == []

@@ -21,7 +21,7 @@ from .patches import grid_shape
 BODY_HU = -500.0
 LUNG_HU = -400.0
 MIN_LUNG_AREA_PX = 150  # ~75 mm^2 at 0.7 mm/px
-LUNG_MARGIN_PX = 8
+LUNG_MARGIN_PX = 4
 
 
 def lung_mask(hu_model: np.ndarray) -> np.ndarray:
