@@ -155,7 +155,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         shutil.rmtree(stage, ignore_errors=True)
     frac = "n/a" if diagnosis.malignant_fraction is None else f"{diagnosis.malignant_fraction:.2f}"
     print(f"{diagnosis.display}: malignant fraction {frac} at threshold {diagnosis.threshold:.2f}, "
-          f"{diagnosis.n_findings} finding(s) on {len(indices)} slice(s); "
+          f"{diagnosis.n_findings} finding(s) in {len(report['lesions'])} lesion(s) on {len(indices)} slice(s); "
           f"inference {analysis.inference_s:.1f} s on {analysis.device}; wrote {len(written)} file(s) to {out}")
     print(RESEARCH_NOTICE)
     return 0

@@ -38,6 +38,7 @@ def test_analyze_phantom_writes_report_and_pngs(phantom_model, phantom_study, tm
     assert report["model"]["version"] == "phantom-test"
     assert report["timing"]["slices"] == ph.volume.num_slices
     f0 = report["findings"]
+    assert {f["lesion_id"] for f in f0} == {les["id"] for les in report["lesions"]}
     assert f0, "no findings on a phantom with two nodules"
     for f in f0:
         assert {"slice_index", "sop_instance_uid", "bbox_px", "centroid_mm", "area_mm2", "label",

@@ -7,6 +7,7 @@ import pytest
 
 from lungct_viewer.core import constants as C
 from lungct_viewer.core.detection import (
+    Finding,
     DetectionParams,
     all_findings,
     class_heatmap,
@@ -111,3 +112,25 @@ def test_heatmap_is_mean_probability_of_covering_patches():
     assert hm.max() <= 1.0 and hm.min() >= 0.0
     with pytest.raises(ValueError):
         class_heatmap(sa, "spleen")
+
+
+def _finding(k, box, b=1, m=1):
+    return Finding(k, f"1.2.{k}", box, (0.0, 0.0), (0.0, 0.0, 0.0), 10.0, float(box[2] - box[0]), b, m, 0.2, 0.3)
+
+
+def test_group_lesions_links_overlapping_boxes_on_adjacent_slices():
+    from lungct_viewer.core.detection import Finding, group_lesions  # noqa: F401
+
+    fs = [
+        _finding(3, (10, 10, 30, 30), m=5),
+        _finding(4, (20, 20, 40, 40), b=5),  # overlaps slice 3 -> same lesion
+        _finding(4, (100, 100, 120, 120)),  # elsewhere -> new lesion
+        _finding(6, (20, 20, 40, 40)),  # a slice gap -> new lesion
+    ]
+    lesions = group_lesions(fs)
+    assert [len(les.findings) for les in lesions] == [2, 1, 1]
+    first = lesions[0]
+    assert first.slices == (3, 4) and first.votes_malignant == 6 and first.votes_benign == 6
+    assert first.label(0.5) == "malignant" and first.label(0.6) == "benign"
+    assert [les.id for les in lesions] == [1, 2, 3]
+    assert group_lesions([]) == []

@@ -372,6 +372,8 @@ def test_findings_list_click_and_next_previous(analysed, qtbot):
     t = w.findings_table
     assert t.rowCount() == 2
     assert [t.item(r, 0).text() for r in range(2)] == ["4", "7"]  # 1-based slice numbers
+    assert [t.item(r, 4).text() for r in range(2)] == ["1", "2"]  # slices 4 and 7: two lesions
+    assert "in 2 lesion(s)" in w.diag_detail.text()
     assert float(t.item(0, 1).text()) > 5
     w.set_index(0)
     rect = t.visualItemRect(t.item(1, 0))

@@ -203,3 +203,73 @@ def class_heatmap(sa: SliceAnalysis, kind: str) -> np.ndarray:
     heat = np.zeros(mshape, dtype=np.float32)
     np.divide(num, den * float(scale), out=heat, where=den > 0, casting="unsafe")
     return model_to_native(heat, sa.native_shape, sa.native_per_model)
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """Findings on adjacent slices whose boxes overlap: one candidate lesion in 3-D."""
+
+    id: int
+    findings: tuple[Finding, ...]
+
+    @property
+    def slices(self) -> tuple[int, int]:
+        """First and last slice index (inclusive)."""
+        idx = [f.slice_index for f in self.findings]
+        return min(idx), max(idx)
+
+    @property
+    def votes_benign(self) -> int:
+        return sum(f.votes_benign for f in self.findings)
+
+    @property
+    def votes_malignant(self) -> int:
+        return sum(f.votes_malignant for f in self.findings)
+
+    @property
+    def malignant_fraction(self) -> float:
+        n = self.votes_benign + self.votes_malignant
+        return self.votes_malignant / n if n else 0.0
+
+    @property
+    def diameter_mm(self) -> float:
+        """Largest in-plane extent over its slices, mm."""
+        return max(f.diameter_mm for f in self.findings)
+
+    @property
+    def largest(self) -> Finding:
+        return max(self.findings, key=lambda f: f.area_mm2)
+
+    def label(self, threshold: float = C.DEFAULT_VOTING_THRESHOLD) -> str:
+        return "malignant" if self.malignant_fraction >= threshold else "benign"
+
+
+def group_lesions(findings: list[Finding]) -> list[Lesion]:
+    """Group findings into 3-D lesions: findings on adjacent slices (index difference 1)
+    whose bounding boxes overlap belong to the same lesion. Lesions are numbered from 1 in
+    order of their first slice."""
+    fs = sorted(findings, key=lambda f: (f.slice_index, f.bbox_px))
+    parent = list(range(len(fs)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, a in enumerate(fs):
+        for j in range(i + 1, len(fs)):
+            b = fs[j]
+            gap = b.slice_index - a.slice_index
+            if gap > 1:
+                break
+            if gap == 1:
+                ax0, ay0, ax1, ay1 = a.bbox_px
+                bx0, by0, bx1, by1 = b.bbox_px
+                if ax0 < bx1 and bx0 < ax1 and ay0 < by1 and by0 < ay1:
+                    parent[root(i)] = root(j)
+    groups: dict[int, list[Finding]] = {}
+    for i, f in enumerate(fs):
+        groups.setdefault(root(i), []).append(f)
+    ordered = sorted(groups.values(), key=lambda g: (g[0].slice_index, g[0].bbox_px))
+    return [Lesion(k + 1, tuple(g)) for k, g in enumerate(ordered)]

@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import RESEARCH_NOTICE, __version__
 from .atomic import write_json_atomic
-from .detection import DetectionParams, SliceDetection, all_findings
+from .detection import DetectionParams, SliceDetection, all_findings, group_lesions
 from .results import StudyAnalysis
 from .study import CTVolume
 from .voting import Diagnosis
@@ -31,10 +31,14 @@ def build_report(
     warnings: list[str] | None = None,
 ) -> dict[str, Any]:
     """The report as a JSON-ready dict (no patient name or id)."""
+    found = all_findings(detections)
+    lesions = group_lesions(found)
+    lesion_of = {id(f): les.id for les in lesions for f in les.findings}
     findings = []
-    for f in all_findings(detections):
+    for f in found:
         findings.append(
             {
+                "lesion_id": lesion_of[id(f)],
                 "slice_index": f.slice_index,
                 "sop_instance_uid": f.sop_instance_uid,
                 "bbox_px": list(f.bbox_px),
@@ -79,6 +83,19 @@ def build_report(
             "slice_spacing_mm": volume.slice_spacing_mm,
         },
         "findings": findings,
+        "lesions": [
+            {
+                "id": les.id,
+                "slices": list(les.slices),
+                "n_findings": len(les.findings),
+                "diameter_mm": _r(les.diameter_mm, 1),
+                "centroid_mm": [_r(v, 2) for v in les.largest.centroid_mm],
+                "label": les.label(diagnosis.threshold),
+                "malignant_fraction": _r(les.malignant_fraction, 4),
+                "votes": {"benign": les.votes_benign, "malignant": les.votes_malignant},
+            }
+            for les in lesions
+        ],
         "timing": {
             "load_s": _r(load_s),
             "inference_s": _r(analysis.inference_s),

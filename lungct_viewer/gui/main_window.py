@@ -94,6 +94,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.detections: dict[int, Any] = {}
         self.diagnosis: Any = None
         self.sorted_findings: list[Any] = []
+        self.lesion_of: dict[int, int] = {}  # id(finding) -> lesion number
         self._finding_cursor: int | None = None
         self._heat_cache = _LRU(_CACHE_SLICES * 2)
         self._generation = 0
@@ -281,8 +282,10 @@ class MainWindow(QtWidgets.QMainWindow):
         # Findings
         fg = QtWidgets.QGroupBox("Findings (N / P: next / previous)")
         fl = QtWidgets.QVBoxLayout(fg)
-        self.findings_table = QtWidgets.QTableWidget(0, 4)
-        self.findings_table.setHorizontalHeaderLabels(["Slice", "Size (mm)", "Class", "P"])
+        self.findings_table = QtWidgets.QTableWidget(0, 5)
+        self.findings_table.setHorizontalHeaderLabels(["Slice", "Size (mm)", "Class", "P", "Lesion"])
+        self.findings_table.horizontalHeaderItem(4).setToolTip(
+            "Findings on adjacent slices with overlapping boxes share a lesion number")
         self.findings_table.verticalHeader().setVisible(False)
         self.findings_table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.findings_table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
@@ -628,6 +631,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.detections = {}
         self.diagnosis = None
         self.sorted_findings = []
+        self.lesion_of = {}
         self._finding_cursor = None
         self._heat_cache.clear()
         self.strip.set_count(volume.num_slices)
@@ -964,12 +968,17 @@ class MainWindow(QtWidgets.QMainWindow):
         self.sens_value.setText(f"P(ROI) \u2265 {self.params.min_roi_probability:.2f}")
 
     def all_findings(self) -> list:
-        return [f for i in sorted(self.detections) for f in self.detections[i].findings]
+        from lungct_viewer.core.detection import all_findings
+
+        return all_findings(self.detections)
 
     def _after_detections_changed(self, refresh_slice: bool) -> None:
+        from lungct_viewer.core.detection import group_lesions
+
         self.sorted_findings = sorted(
             self.all_findings(), key=lambda f: (f.slice_index, f.centroid_px[0], f.centroid_px[1])
         )
+        self.lesion_of = {id(f): les.id for les in group_lesions(self.sorted_findings) for f in les.findings}
         if self._finding_cursor is not None and self._finding_cursor >= len(self.sorted_findings):
             self._finding_cursor = None
         marks: dict[int, str] = {}
@@ -1006,7 +1015,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.diag_detail.setText(
             f"Malignant fraction {frac} (threshold {d.threshold:.2f})\n"
             f"Votes: {d.votes_malignant} malignant / {d.votes_benign} benign patches\n"
-            f"Findings: {d.n_findings} on {len({f.slice_index for f in self.sorted_findings})} slice(s); "
+            f"Findings: {d.n_findings} in {len(set(self.lesion_of.values()))} lesion(s) on "
+            f"{len({f.slice_index for f in self.sorted_findings})} slice(s); "
             f"{len(self.slice_results)} of {self._n()} slices analysed"
         )
 
@@ -1023,7 +1033,8 @@ class MainWindow(QtWidgets.QMainWindow):
         for r, f in enumerate(fs):
             lab = f.label(self.threshold)
             p = f.p_malignant if lab == "malignant" else f.p_benign
-            vals = (str(f.slice_index + 1), f"{f.diameter_mm:.1f}", lab, f"{p:.2f}")
+            vals = (str(f.slice_index + 1), f"{f.diameter_mm:.1f}", lab, f"{p:.2f}",
+                    str(self.lesion_of.get(id(f), "")))
             for c, v in enumerate(vals):
                 item = t.item(r, c)
                 if item is None:
