@@ -112,6 +112,17 @@ def build_card(version: str, train_summary: dict, evaluation: dict, patch_summar
         "nodules from ratings is inherently noisy.",
         "Background (Not-ROI) comes from only three whole studies (two GE, one Philips): expect more false "
         "positives on other scanners, kernels, and on emphysema, fibrosis or pneumonia.",
+        "Whole-scan false positives are high (about 130 slice-wise findings and 8-18 3-D candidates per scan at "
+        "the default detection settings, against 1-4 for clinical CAD); raising the detection sensitivity "
+        "threshold or the minimum votes removes few of them before the tumours are lost (checked on the "
+        "training studies).",
+        "The default voting threshold is low because the model leans towards 'benign' on LIDC nodules; "
+        "it was chosen on 45 validation patients, so it is itself uncertain.",
+        "A continuation with hard-negative mining (python -m training mine-negatives) improved patch-level "
+        "validation metrics but produced more whole-scan false positives on the training studies, so this "
+        "model (without mining) is the one shipped.",
+        "Training stopped by early stopping at epoch 20 (before the --max-minutes budget); CPU TensorFlow is not "
+        "bit-exact across machines, so a re-run gives close but not identical figures.",
     ]
     return card
 
@@ -129,7 +140,7 @@ REPRODUCE = (
     "python -m training evaluate --model runs/shipped/model.keras --patches data/patches.npz --data data/layout "
     "--out runs/shipped/eval && "
     "python -m training export --model runs/shipped/model.keras --run-dir runs/shipped "
-    "--evaluation runs/shipped/eval/metrics.json --patches data/patches.npz"
+    "--evaluation runs/shipped/eval/metrics.json --patches data/patches.npz --version 1.0.0"
 )
 
 
