@@ -1,7 +1,7 @@
 """Command line of the training package (``python -m training`` / ``lungct-train``).
 
-Commands: ``import-lidc``, ``import-nodules``, ``import-voc``, ``patches``, ``train``,
-``evaluate``, ``export``. Errors in the data are reported as one sentence naming the file
+Commands: ``import-lidc``, ``import-nodules``, ``import-voc``, ``patches``,
+``add-counterfactuals``, ``mine-negatives``, ``train``, ``evaluate``, ``export``. Errors in the data are reported as one sentence naming the file
 (exit status 2); nothing partial is left behind.
 """
 
@@ -67,6 +67,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--val-size", type=int, default=None, help="validate on a fixed class-balanced subsample of this many patches")
     p.add_argument("--strategy", choices=("auto", "default", "mirrored", "multiworker"), default="auto")
+
+    p = sub.add_parser("add-counterfactuals",
+                       help="replace Not-ROI patches by crop windows with the nodule removed (same patient and scanner)")
+    p.add_argument("--patches", type=Path, required=True)
+    p.add_argument("--data", type=Path, action="append", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--per-nodule", type=int, default=12)
+    p.add_argument("--fraction", type=float, default=0.5, help="at most this share of each split's Not-ROI patches")
+    p.add_argument("--seed", type=int, default=1234)
 
     p = sub.add_parser("mine-negatives", help="add the model's false positives on training studies as Not-ROI patches")
     p.add_argument("--model", type=Path, required=True)
@@ -156,6 +165,12 @@ def _run(args) -> int:
             resume=args.resume,
         )
         train(args.patches, args.run_dir, cfg, log=lambda m: print(m, flush=True))
+        return 0
+    if args.cmd == "add-counterfactuals":
+        from .counterfactual import add_counterfactuals
+
+        add_counterfactuals(args.patches, args.data, args.out, args.per_nodule, args.fraction, args.seed,
+                            log=lambda m: print(m, flush=True))
         return 0
     if args.cmd == "mine-negatives":
         from .mine import mine_negatives

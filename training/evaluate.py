@@ -141,7 +141,7 @@ def _box_hits(f, mask2d: np.ndarray) -> bool:
 
 def detect_whole_studies(loaded, roots: list[Path], split_of: dict[str, str], threshold: float,
                          studies: list[str] | None, log=print) -> list[dict]:
-    from lungct_viewer.core.detection import DetectionParams, all_findings, detect_study
+    from lungct_viewer.core.detection import all_findings, detect_study, group_lesions
     from lungct_viewer.core.pipeline import Analyzer
     from lungct_viewer.core.voting import diagnose
 
@@ -158,7 +158,7 @@ def detect_whole_studies(loaded, roots: list[Path], split_of: dict[str, str], th
                 u2k = {u: i for i, u in enumerate(vol.sop_instance_uids)}
                 full = {u2k[u]: m for u, m in masks.items() if u in u2k}
                 analysis = analyzer.analyze(vol)
-                det = detect_study(analysis, vol, DetectionParams())
+                det = detect_study(analysis, vol, loaded.detection_params())
                 findings = all_findings(det)
                 # ground truth objects
                 targets = []
@@ -197,7 +197,7 @@ def detect_whole_studies(loaded, roots: list[Path], split_of: dict[str, str], th
                         other += 1
                     else:
                         fps.append(f)
-                clusters = _cluster_3d(fps)
+                clusters = len(group_lesions(fps))
                 dpat = diagnose(findings, threshold)
                 split = split_of.get(pdir.name, "not in the patch set")
                 r = {
@@ -214,29 +214,6 @@ def detect_whole_studies(loaded, roots: list[Path], split_of: dict[str, str], th
                     f"FP findings {len(fps)}, FP 3-D candidates {clusters}, call {dpat.label}")
                 results.append(r)
     return results
-
-
-def _cluster_3d(findings) -> int:
-    fs = sorted(findings, key=lambda f: f.slice_index)
-    parent = list(range(len(fs)))
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, a in enumerate(fs):
-        for j in range(i + 1, len(fs)):
-            b = fs[j]
-            if b.slice_index - a.slice_index > 1:
-                break
-            if b.slice_index - a.slice_index == 1:
-                ax0, ay0, ax1, ay1 = a.bbox_px
-                bx0, by0, bx1, by1 = b.bbox_px
-                if ax0 < bx1 and bx0 < ax1 and ay0 < by1 and by0 < ay1:
-                    parent[find(i)] = find(j)
-    return len({find(i) for i in range(len(fs))})
 
 
 # ------------------------------------------------------------------ command
