@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from lungct_viewer.core.detection import DetectionParams, all_findings, detect_study  # noqa: E402
+from lungct_viewer.core.detection import all_findings, detect_study  # noqa: E402
 from lungct_viewer.core.dicom_io import load_study  # noqa: E402
 from lungct_viewer.core.inference import DenseClassifier, classify_patches_reference  # noqa: E402
 from lungct_viewer.core.model import LoadedModel, ModelCard, build_model, load_model  # noqa: E402
@@ -93,8 +93,8 @@ def main() -> int:
     t0 = time.perf_counter()
     res = analyzer.analyze(vol)
     infer = time.perf_counter() - t0
-    dets = detect_study(res, vol, DetectionParams())
-    diag = diagnose(all_findings(dets), 0.5)
+    dets = detect_study(res, vol, model.detection_params())
+    diag = diagnose(all_findings(dets), model.voting_threshold)
     total = time.perf_counter() - t_all
     print(f"whole study: load {load2:.2f} s (first load {load_s:.2f} s), inference {infer:.2f} s "
           f"({infer / vol.num_slices * 1000:.0f} ms/slice, {res.skipped_fraction:.0%} of patches outside the lung field), "
