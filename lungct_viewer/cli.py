@@ -66,6 +66,7 @@ def _gui_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model file (.keras); default: the shipped model")
     p.add_argument("--series", help="SeriesInstanceUID to open")
     p.add_argument("--screenshot", metavar="OUT.png", help="wait for the analysis, save a screenshot, exit")
+    p.add_argument("--slice", type=int, metavar="N", help="show slice N (1 = top) after opening")
     p.add_argument("--version", action="version", version=f"LungCT Viewer {__version__}")
     return p
 
@@ -178,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _gui_parser().parse_args(argv)
     from .gui.app import run_gui
 
-    return run_gui(args.path, model_path=args.model, series_uid=args.series, screenshot=args.screenshot)
+    return run_gui(args.path, model_path=args.model, series_uid=args.series, screenshot=args.screenshot,
+                   slice_number=args.slice)
 
 
 if __name__ == "__main__":  # pragma: no cover

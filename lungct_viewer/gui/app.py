@@ -9,6 +9,7 @@ from pathlib import Path
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from lungct_viewer import RESEARCH_NOTICE
+from lungct_viewer.core.atomic import atomic_path
 
 from .dialogs import Dialogs
 from .main_window import MainWindow
@@ -71,11 +72,13 @@ def run_gui(
     model_path: str | None = None,
     series_uid: str | None = None,
     screenshot: str | None = None,
+    slice_number: int | None = None,
 ) -> int:
     """Open the viewer on ``path`` (or the demo study) and run the event loop.
 
     With ``screenshot``, the analysis always runs; when it has finished (or failed) the
-    window is saved to that PNG file and the application exits (exit code 1 on failure).
+    window is saved to that PNG file and the application exits (exit code 1 on failure); it
+    shows slice ``slice_number`` (1-based) when given, else the largest finding.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
@@ -99,8 +102,14 @@ def run_gui(
             app.processEvents()
             win.repaint()
             img = win.grab()
-            out.parent.mkdir(parents=True, exist_ok=True)
-            if not img.save(str(out), "PNG"):
+            try:
+                with atomic_path(out, suffix=".png") as tmp:
+                    if not img.save(str(tmp), "PNG"):
+                        raise OSError("not written")
+                written = True
+            except OSError:
+                written = False
+            if not written:
                 print(f"Could not write the screenshot {out}.", file=sys.stderr)
                 state["rc"] = 1
             else:
@@ -113,7 +122,9 @@ def run_gui(
         def when_done(analysis) -> None:
             # let the last slice's overlays paint before grabbing
             ok = analysis is not None
-            if ok and win.sorted_findings:
+            if slice_number is not None:
+                win.set_index(slice_number - 1)
+            elif ok and win.sorted_findings:
                 win.go_to_finding(_largest_finding(win.sorted_findings))
             QtCore.QTimer.singleShot(300, lambda: save(ok))
 
@@ -121,6 +132,8 @@ def run_gui(
         win.loadFailed.connect(lambda _m: QtCore.QTimer.singleShot(100, lambda: save(False)))
         QtCore.QTimer.singleShot(SCREENSHOT_TIMEOUT_S * 1000, lambda: save(False))
 
+    if slice_number is not None:
+        win.studyLoaded.connect(lambda _vol: win.set_index(slice_number - 1))
     # Open after the window is on screen, so it appears at once.
     QtCore.QTimer.singleShot(0, lambda: win.open_path(path, series_uid=series_uid))
     log.info("%s", RESEARCH_NOTICE)
