@@ -70,3 +70,20 @@ def test_export_names_atomic_and_no_overwrite(case, tmp_path):
 def test_slice_png_name_is_safe():
     assert slice_png_name(0, "1.2.3") == "slice_0001_1.2.3.png"
     assert "/" not in slice_png_name(4, "../../etc/passwd")
+
+
+def test_atomic_writes_leave_no_temp_and_use_normal_permissions(tmp_path):
+    import os
+
+    from lungct_viewer.core.atomic import write_json_atomic
+
+    target = tmp_path / "r.json"
+    write_json_atomic(target, {"a": 1})
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+    with pytest.raises(TypeError):
+        write_json_atomic(target, {"a": object()})
+    assert target.read_text().strip() == '{\n  "a": 1\n}'
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]

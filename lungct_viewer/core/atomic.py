@@ -9,6 +9,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+# mkstemp creates 0600 files; written files get the usual mode (0666 less the umask) instead
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Path]:
@@ -25,6 +30,7 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
