@@ -213,6 +213,18 @@ def test_patches_on_real_subset(nodule_layout, lidc_layout, tmp_path):
     assert set(split[pat == list(pats).index("LIDC-IDRI-0005")]) == {2}
     summary = json.loads(out.with_suffix(".json").read_text())
     assert summary["split"]["LIDC-IDRI-0001"] == "train"
+    # counterfactual negatives: training crops with the nodule removed replace Not-ROI patches
+    cf = tmp_path / "cf.npz"
+    assert main(["add-counterfactuals", "--patches", str(out), "--data", str(nodule_layout), "--out", str(cf),
+                 "--fraction", "0.3"]) == 0
+    with np.load(cf) as z:
+        y2, split2, origin2, x2 = z["y"], z["split"], z["origin"], z["x"]
+    assert np.array_equal(y2, y) and np.array_equal(split2, split)  # counts and splits unchanged
+    new = origin2 == 5
+    assert new.any() and (y2[new] == 0).all() and set(split2[new].tolist()) <= {0, 1}
+    assert new[tr].sum() <= int(0.3 * 300)
+    assert not np.array_equal(x2[new], x[new])
+    assert json.loads(cf.with_suffix(".json").read_text())["counterfactual_negatives"]["count"]["train"] == new[tr].sum()
 
 
 def test_patches_errors(tmp_path):

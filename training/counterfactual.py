@@ -27,12 +27,20 @@ import numpy as np
 from scipy import ndimage
 
 from lungct_viewer.core import constants as C
-from lungct_viewer.core.atomic import atomic_path
 from lungct_viewer.core.errors import DataError
 from lungct_viewer.core.preprocessing import prepare_slice, resample_to_model_spacing
 
 from . import layout as L
-from .patchset import CROP_FIELD_PX, SPLITS, _pad_to, _take, load_patch_set, roi_positions
+from .patchset import (
+    CROP_FIELD_PX,
+    SPLITS,
+    _pad_to,
+    _take,
+    load_patch_set,
+    replace_patches,
+    roi_positions,
+    write_derived_patch_set,
+)
 
 COUNTERFACTUAL_ORIGIN = 5
 LUNG_MAX_HU = -500.0
@@ -123,17 +131,9 @@ def add_counterfactuals(patches: Path, roots: list[Path], out: Path, per_nodule:
             continue
         pick = rng.choice(len(items), n, replace=False)
         replace = rng.choice(neg, n, replace=False)
-        new["x"][replace] = np.stack([items[i][0] for i in pick]).astype(np.float16)
-        new["patient"][replace] = np.array([items[i][1] for i in pick])
-        new["origin"][replace] = COUNTERFACTUAL_ORIGIN
-        new["aug"][replace] = 0
-        new["nodule"][replace] = ""
-    with atomic_path(out, suffix=".npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **new)
-    summary = L.read_json(Path(patches).with_suffix(".json"))
-    summary["counterfactual_negatives"] = {"count": counts, "per_nodule": per_nodule, "fraction": fraction,
-                                           "crops": n_crops}
-    L.write_json(Path(out).with_suffix(".json"), summary)
+        replace_patches(new, replace, [items[i][0] for i in pick], [items[i][1] for i in pick],
+                        COUNTERFACTUAL_ORIGIN)
+    info = {"count": counts, "per_nodule": per_nodule, "fraction": fraction, "crops": n_crops}
+    write_derived_patch_set(Path(patches), Path(out), new, "counterfactual_negatives", info)
     log(f"counterfactual negatives (nodule removed from its crop) replace random Not-ROI patches: {counts} -> {out}")
-    return summary["counterfactual_negatives"]
+    return info

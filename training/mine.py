@@ -17,12 +17,11 @@ import numpy as np
 from scipy import ndimage
 
 from lungct_viewer.core import constants as C
-from lungct_viewer.core.atomic import atomic_path
 from lungct_viewer.core.patches import label_grid, patch_windows
 from lungct_viewer.core.preprocessing import prepare_slice, resample_to_model_spacing
 
 from . import layout as L
-from .patchset import NEG_MARGIN_MM, SPLITS, load_patch_set
+from .patchset import NEG_MARGIN_MM, SPLITS, load_patch_set, replace_patches, write_derived_patch_set
 
 MINED_ORIGIN = 4
 
@@ -83,18 +82,8 @@ def mine_negatives(model_path: Path, patches: Path, roots: list[Path], out: Path
         mined_pat = [mined_pat[i] for i in sel]
     replace = rng.choice(tr_neg, len(mined), replace=False) if mined else np.zeros(0, int)
     new = {k: v.copy() for k, v in data.items()}
-    if len(mined):
-        new["x"][replace] = np.stack(mined).astype(np.float16)
-        new["patient"][replace] = np.array(mined_pat)
-        new["origin"][replace] = MINED_ORIGIN
-        new["aug"][replace] = 0
-        new["nodule"][replace] = ""
-    with atomic_path(out, suffix=".npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **new)
-    summary = L.read_json(Path(patches).with_suffix(".json"))
-    summary["mined_negatives"] = {"model": str(model_path), "count": len(mined), "per_slice": per_slice,
-                                  "max_fraction": max_fraction}
-    L.write_json(Path(out).with_suffix(".json"), summary)
+    replace_patches(new, replace, mined, mined_pat, MINED_ORIGIN)
+    info = {"model": str(model_path), "count": len(mined), "per_slice": per_slice, "max_fraction": max_fraction}
+    write_derived_patch_set(Path(patches), Path(out), new, "mined_negatives", info)
     log(f"{len(mined)} hard negatives replace as many random Not-ROI training patches -> {out}")
-    return summary["mined_negatives"]
+    return info

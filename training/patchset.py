@@ -425,6 +425,27 @@ def build_patch_set(roots: list[Path], out: Path, cfg: PatchConfig, log=print) -
     return summary
 
 
+def replace_patches(arrays: dict[str, np.ndarray], idx: np.ndarray, patches, patients, origin: int) -> None:
+    """Overwrite the patches at ``idx`` in place (label unchanged) with new, un-augmented ones."""
+    if len(idx) == 0:
+        return
+    arrays["x"][idx] = np.stack(list(patches)).astype(np.float16)
+    arrays["patient"][idx] = np.asarray(patients)
+    arrays["origin"][idx] = origin
+    arrays["aug"][idx] = 0
+    arrays["nodule"][idx] = ""
+
+
+def write_derived_patch_set(src: Path, out: Path, arrays: dict[str, np.ndarray], key: str, info: dict) -> None:
+    """Write ``arrays`` to ``out`` (atomically) with ``src``'s summary plus ``info`` under ``key``."""
+    with atomic_path(out, suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    summary = L.read_json(Path(src).with_suffix(".json"))
+    summary[key] = info
+    L.write_json(Path(out).with_suffix(".json"), summary)
+
+
 def load_patch_set(path: Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
