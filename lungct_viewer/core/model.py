@@ -188,6 +188,17 @@ def _check_architecture(model, path: Path) -> None:
             )
 
 
+def read_model_card(model_path: str | os.PathLike[str]) -> ModelCard:
+    """The card beside a model file (no Keras import); a placeholder card when there is none."""
+    card_file = card_path_for(model_path)
+    if not card_file.is_file():
+        return ModelCard(version="unknown", notes=["no model card was found beside the model"])
+    try:
+        return ModelCard.from_dict(json.loads(card_file.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelLoadError(f"The model card {card_file.name} could not be read: {exc}") from exc
+
+
 def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     """Load a ``.keras`` model (Keras safe mode) and its card; errors are :class:`ModelLoadError`."""
     path = Path(path)
@@ -197,15 +208,7 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
         raise ModelLoadError(
             f"The model file {path.name} is damaged or is not a Keras model (.keras) file."
         )
-    card_file = card_path_for(path)
-    card: ModelCard
-    if card_file.is_file():
-        try:
-            card = ModelCard.from_dict(json.loads(card_file.read_text(encoding="utf-8")))
-        except (ValueError, TypeError) as exc:
-            raise ModelLoadError(f"The model card {card_file.name} could not be read: {exc}") from exc
-    else:
-        card = ModelCard(version="unknown", notes=["no model card was found beside the model"])
+    card = read_model_card(path)
     configure_tensorflow()
     import keras
 

@@ -1235,17 +1235,14 @@ class MainWindow(QtWidgets.QMainWindow):
 def _read_card_only(model_path: str | None):
     """The model card JSON without loading Keras (for About before the model is loaded)."""
     try:
-        import json
-
-        from lungct_viewer.core.model import ModelCard, card_path_for
+        from lungct_viewer.core.model import card_path_for, read_model_card
 
         if model_path is None:
             from lungct_viewer.core.pipeline import default_model_path
 
             model_path = str(default_model_path())
-        cp = card_path_for(model_path)
-        if cp.is_file():
-            return ModelCard.from_dict(json.loads(cp.read_text(encoding="utf-8"))), model_path
+        if card_path_for(model_path).is_file():
+            return read_model_card(model_path), model_path
     except Exception:  # noqa: BLE001 - About must always open
         log.debug("model card unreadable", exc_info=True)
     return None, model_path
