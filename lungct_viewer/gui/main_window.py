@@ -498,7 +498,11 @@ class MainWindow(QtWidgets.QMainWindow):
             info = series[k]
         else:
             info = scan.series[0]
-        if not demo:
+        if demo:
+            self.statusBar().showMessage(
+                "Demo study: a synthetic phantom, not a patient. The model was trained on real CT, "
+                "so its findings here only show how the viewer works.", 20000)
+        else:
             self._remember(path)
         self._load_series(gen, info)
 
