@@ -18,6 +18,7 @@ from lungct_viewer.core import constants as C
 from lungct_viewer.core.errors import DataError
 from training import layout as L
 from training.cli import main
+from training.patchset import ORIGINS, crop_patches
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -213,6 +214,10 @@ def test_patches_on_real_subset(nodule_layout, lidc_layout, tmp_path):
     assert set(split[pat == list(pats).index("LIDC-IDRI-0005")]) == {2}
     summary = json.loads(out.with_suffix(".json").read_text())
     assert summary["split"]["LIDC-IDRI-0001"] == "train"
+    # Not-ROI windows of nodule-free crop slices: many patients, every split, never an ROI label
+    cs = origin == ORIGINS.index("crop-slice")
+    assert cs.any() and (y[cs] == 0).all()
+    assert set(pat[cs].tolist()) <= set(pat[origin == ORIGINS.index("crop")].tolist())  # crop patients
     # counterfactual negatives: training crops with the nodule removed replace Not-ROI patches
     cf = tmp_path / "cf.npz"
     assert main(["add-counterfactuals", "--patches", str(out), "--data", str(nodule_layout), "--out", str(cf),
@@ -220,11 +225,31 @@ def test_patches_on_real_subset(nodule_layout, lidc_layout, tmp_path):
     with np.load(cf) as z:
         y2, split2, origin2, x2 = z["y"], z["split"], z["origin"], z["x"]
     assert np.array_equal(y2, y) and np.array_equal(split2, split)  # counts and splits unchanged
-    new = origin2 == 5
+    new = origin2 == ORIGINS.index("counterfactual")
     assert new.any() and (y2[new] == 0).all() and set(split2[new].tolist()) <= {0, 1}
     assert new[tr].sum() <= int(0.3 * 300)
     assert not np.array_equal(x2[new], x[new])
     assert json.loads(cf.with_suffix(".json").read_text())["counterfactual_negatives"]["count"]["train"] == new[tr].sum()
+
+
+def test_crop_slice_negatives_come_only_from_nodule_free_slices():
+    """A crop whose nodule spans the middle slices: ROI windows come from those slices, the
+    extra Not-ROI windows only from the slices above and below, padded like the ROI crops."""
+    rng = np.random.default_rng(0)
+    hu = np.full((5, 40, 40), -850.0, np.float32)
+    hu[[0, 4]] = -700.0  # marks the nodule-free slices
+    mask = np.zeros(hu.shape, np.uint8)
+    mask[1:4, 14:26, 14:26] = 1
+    hu[1:4][mask[1:4] > 0] = 30.0
+    nod = {"image": hu, "mask": mask, "pixel_spacing_mm": (0.7, 0.7), "file": "synthetic"}
+    rois, surround, empty = crop_patches(nod, rng, cap=30, per_slice=6, empty_per_slice=5)
+    assert len(rois) > 0 and len(surround) == 0  # a 40 px crop has no window without nodule
+    assert empty.shape == (10, 50, 50)
+    lung_700 = (-700 + 1000) / 1400
+    assert np.allclose(empty, lung_700, atol=1e-4)  # only slice 0 and 4 pixels, mirror-padded
+    assert (rois.max(axis=(1, 2)) > 0.7).all()  # every ROI window holds nodule (30 HU) pixels
+    _, _, none = crop_patches(nod, rng, cap=30, per_slice=6, empty_per_slice=0)
+    assert len(none) == 0
 
 
 def test_patches_errors(tmp_path):

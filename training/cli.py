@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--roi-per-nodule", type=int, default=48)
     p.add_argument("--neg-per-slice", type=int, default=60)
     p.add_argument("--mimic-fraction", type=float, default=0.25)
+    p.add_argument("--crop-neg-per-slice", type=int, default=8,
+                   help="Not-ROI windows from each crop slice that holds no part of the nodule (0: none)")
     p.add_argument("--slice-step", type=int, default=1, help="use every n-th slice of whole studies")
     for s in ("train", "val", "test"):
         p.add_argument(f"--{s}-patient", action="append", default=[], help=f"force a patient into the {s} split")
@@ -67,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--val-size", type=int, default=None, help="validate on a fixed class-balanced subsample of this many patches")
     p.add_argument("--strategy", choices=("auto", "default", "mirrored", "multiworker"), default="auto")
+    p.add_argument("--no-texture-augmentation", action="store_true",
+                   help="no random gain / offset / noise on the training patches")
 
     p = sub.add_parser("add-counterfactuals",
                        help="replace Not-ROI patches by crop windows with the nodule removed (same patient and scanner)")
@@ -147,7 +151,8 @@ def _run(args) -> int:
         cfg = PatchConfig(
             seed=args.seed, test_fraction=args.test_fraction, val_fraction=args.val_fraction,
             per_class=args.per_class or None, roi_per_slice=args.roi_per_slice, roi_per_nodule=args.roi_per_nodule,
-            neg_per_slice=args.neg_per_slice, mimic_fraction=args.mimic_fraction, forced=forced,
+            neg_per_slice=args.neg_per_slice, mimic_fraction=args.mimic_fraction,
+            crop_neg_per_slice=args.crop_neg_per_slice, forced=forced,
             slice_step=args.slice_step,
         )
         s = build_patch_set(args.data, args.out, cfg)
@@ -162,7 +167,7 @@ def _run(args) -> int:
             epochs=args.epochs, epoch_size=args.epoch_size, max_minutes=args.max_minutes, patience=args.patience,
             seed=args.seed, batch_size=args.batch_size or C.BATCH_SIZE,
             learning_rate=args.learning_rate or C.LEARNING_RATE, strategy=args.strategy, val_size=args.val_size,
-            resume=args.resume,
+            resume=args.resume, texture_augmentation=not args.no_texture_augmentation,
         )
         train(args.patches, args.run_dir, cfg, log=lambda m: print(m, flush=True))
         return 0

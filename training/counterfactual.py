@@ -33,6 +33,7 @@ from lungct_viewer.core.preprocessing import prepare_slice, resample_to_model_sp
 from . import layout as L
 from .patchset import (
     CROP_FIELD_PX,
+    ORIGINS,
     SPLITS,
     _pad_to,
     _take,
@@ -42,7 +43,7 @@ from .patchset import (
     write_derived_patch_set,
 )
 
-COUNTERFACTUAL_ORIGIN = 5
+COUNTERFACTUAL_ORIGIN = ORIGINS.index("counterfactual")
 LUNG_MAX_HU = -500.0
 
 

@@ -21,9 +21,9 @@ from lungct_viewer.core.patches import label_grid, patch_windows
 from lungct_viewer.core.preprocessing import prepare_slice, resample_to_model_spacing
 
 from . import layout as L
-from .patchset import NEG_MARGIN_MM, SPLITS, load_patch_set, replace_patches, write_derived_patch_set
+from .patchset import NEG_MARGIN_MM, ORIGINS, SPLITS, load_patch_set, replace_patches, write_derived_patch_set
 
-MINED_ORIGIN = 4
+MINED_ORIGIN = ORIGINS.index("mined")
 
 
 def mine_negatives(model_path: Path, patches: Path, roots: list[Path], out: Path, per_slice: int = 20,

@@ -19,7 +19,10 @@ Sources
   border (``numpy.pad(mode="symmetric")``); the mask is padded with zeros.
 * Not-ROI patches: the whole studies, away from every mark, sampled with weights that favour
   hard negatives (vessels and airway walls inside the lungs, chest wall, mediastinum,
-  diaphragm) and keep some air outside the body; plus crop surroundings with an empty mask.
+  diaphragm) and keep some air outside the body; plus crop surroundings with an empty mask;
+  plus the crop slices that hold no part of the nodule (above and below it), padded exactly
+  like the ROI crops. These come from hundreds of patients and scanners, so lung texture is
+  seen under both labels and cannot stand in for "nodule".
   A share (``mimic_fraction``) of them is cut and mirror-padded exactly like a small crop, so
   that the padding of crops is not a cue for "ROI".
 * Balance (training split only): classes below ``per_class`` are filled with augmented
@@ -52,7 +55,8 @@ from . import layout as L
 P = C.PATCH_SIZE_PX
 S = C.PATCH_STRIDE_PX
 SPLITS = ("train", "val", "test")
-ORIGINS = ("crop", "whole-study", "crop-surround", "crop-mimic", "mined")
+# where a patch came from (the ``origin`` array holds the index into this tuple)
+ORIGINS = ("crop", "whole-study", "crop-surround", "crop-mimic", "mined", "counterfactual", "crop-slice")
 AUG_OPS = ("none", "hflip", "zoom", "rot30", "rot45", "blur")
 CROP_FIELD_PX = 60
 NEG_MARGIN_MM = 5.0
@@ -68,6 +72,7 @@ class PatchConfig:
     roi_per_nodule: int = 48
     eval_roi_per_nodule: int = 40
     neg_per_slice: int = 40
+    crop_neg_per_slice: int = 8  # Not-ROI windows per nodule-free crop slice
     mimic_fraction: float = 0.25
     slice_step: int = 1  # use every n-th slice of whole studies (small test runs)
     forced: dict[str, str] = field(default_factory=dict)  # patient -> split
@@ -200,8 +205,21 @@ def split_patients(labels: dict[str, int], cfg: PatchConfig) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- builders
-def crop_patches(nod: dict, rng: np.random.Generator, cap: int, per_slice: int):
-    """ROI patches and crop-surround Not-ROI patches of one nodule crop."""
+def crop_slice_negatives(img: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
+    """Not-ROI windows of a model-space crop slice that holds no part of the nodule: padded to
+    the crop field exactly like an ROI crop slice, windows at random offsets."""
+    if n <= 0:
+        return np.zeros((0, P, P), np.float32)
+    pimg, _ = _pad_to(img, CROP_FIELD_PX, "mirror")
+    h, w = pimg.shape
+    offs = [(y, x) for y in range(h - P + 1) for x in range(w - P + 1)]
+    sel = rng.choice(len(offs), min(n, len(offs)), replace=False)
+    return _take(pimg, [offs[i] for i in sel])
+
+
+def crop_patches(nod: dict, rng: np.random.Generator, cap: int, per_slice: int, empty_per_slice: int = 0):
+    """ROI patches, crop-surround Not-ROI patches and nodule-free-slice Not-ROI patches of one
+    nodule crop: ``(rois, surround, slice_negatives)``."""
     hu, mask = nod["image"], nod["mask"]
     spacing = tuple(nod["pixel_spacing_mm"])
     if hu.shape != mask.shape:
@@ -230,7 +248,10 @@ def crop_patches(nod: dict, rng: np.random.Generator, cap: int, per_slice: int):
     if len(r) > cap:
         r = r[rng.choice(len(r), cap, replace=False)]
     n = np.concatenate(negs) if negs else np.zeros((0, P, P), np.float32)
-    return r, n
+    empty = [crop_slice_negatives(prepare_slice(hu[k].astype(np.float32), spacing).image, rng, empty_per_slice)
+             for k in range(hu.shape[0]) if ks and not mask[k].any()]
+    e = np.concatenate(empty) if empty else np.zeros((0, P, P), np.float32)
+    return r, n, e
 
 
 def mimic_crop(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -324,9 +345,10 @@ def build_patch_set(roots: list[Path], out: Path, cfg: PatchConfig, log=print) -
             if cls is None:
                 continue
             cap = cfg.roi_per_nodule if sp == 0 else cfg.eval_roi_per_nodule
-            r, n = crop_patches(nod, rng, cap, cfg.roi_per_slice)
+            r, n, e = crop_patches(nod, rng, cap, cfg.roi_per_slice, cfg.crop_neg_per_slice)
             bank.add(r, cls, pidx[pid], sp, f"{pid}/{nod['key']}", 0)
             bank.add(n, C.NOT_ROI, pidx[pid], sp, "", 2)
+            bank.add(e, C.NOT_ROI, pidx[pid], sp, "", ORIGINS.index("crop-slice"))
         for info, masks in series[pid]:
             uids = info["sop_instance_uids"]
             vol = load_ct(info["source"], info["series_uid"])

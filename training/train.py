@@ -43,6 +43,7 @@ class TrainConfig:
     strategy: str = "auto"
     resume: bool = False  # continue from checkpoints/last.keras and history.csv
     val_size: int | None = None  # validate on a fixed class-balanced subsample of this size
+    texture_augmentation: bool = True  # random gain / offset / noise on every training patch
     verbose: int = 2
 
 
@@ -64,8 +65,18 @@ def pick_strategy(name: str = "auto"):
     return tf.distribute.get_strategy()
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int, training: bool):
-    """tf.data pipeline: float16 patches -> float32 (50, 50, 1); random horizontal flips."""
+# Scanner variation applied to every training patch whatever its class (units: the model's
+# [0, 1] intensity scale, 1.0 = 1400 HU): a gain, an offset (+-0.02 = +-28 HU) and added
+# noise (sigma up to 0.012 = 17 HU) on the tissue, never on the clipped air below -1000 HU.
+TEXTURE_GAIN = 0.05
+TEXTURE_OFFSET = 0.02
+TEXTURE_NOISE_MAX = 0.012
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int, training: bool, texture: bool = False):
+    """tf.data pipeline: float16 patches -> float32 (50, 50, 1); random horizontal flips and,
+    with ``texture``, a random gain, offset and noise level per patch (see ``TEXTURE_*``), so
+    that a patient's or scanner's intensity and noise are no cue for the class."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
@@ -76,6 +87,13 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int, training: 
         p = tf.cast(p, tf.float32)[..., None]
         if training:
             p = tf.image.random_flip_left_right(p)
+            if texture:
+                tissue = tf.cast(p > 0.0, tf.float32)
+                gain = tf.random.uniform([], 1 - TEXTURE_GAIN, 1 + TEXTURE_GAIN)
+                offset = tf.random.uniform([], -TEXTURE_OFFSET, TEXTURE_OFFSET)
+                sigma = tf.random.uniform([], 0.0, TEXTURE_NOISE_MAX)
+                noise = tf.random.normal(tf.shape(p), stddev=sigma)
+                p = tf.clip_by_value(p + tissue * ((gain - 1.0) * p + offset + noise), 0.0, 1.0)
         return p, label
 
     ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE).batch(batch, drop_remainder=training)
@@ -133,7 +151,7 @@ def train(patches: Path, run_dir: Path, cfg: TrainConfig, log=print) -> dict:
                 metrics=["accuracy"],
             )
     steps = max(1, (cfg.epoch_size or len(xtr)) // cfg.batch_size)
-    ds_tr = make_dataset(xtr, ytr, cfg.batch_size, cfg.seed, True)
+    ds_tr = make_dataset(xtr, ytr, cfg.batch_size, cfg.seed, True, cfg.texture_augmentation)
     ds_va = make_dataset(xva, yva, cfg.batch_size, cfg.seed, False)
     t0 = time.time()
 
