@@ -232,6 +232,33 @@ def test_patches_on_real_subset(nodule_layout, lidc_layout, tmp_path):
     assert json.loads(cf.with_suffix(".json").read_text())["counterfactual_negatives"]["count"]["train"] == new[tr].sum()
 
 
+@pytest.mark.realdata
+def test_patches_min_train_diameter_drops_only_small_training_nodules(nodule_layout, tmp_path):
+    """``--min-train-diameter-mm``: no ROI patch of a smaller crop nodule in the training split;
+    the held-back splits keep every nodule, so the evaluation population is unchanged."""
+    nods = {f"{p.name}/{n['key']}": n for p in L.list_patients(nodule_layout) for n in L.read_nodules(p)}
+    diam = {k: n["diameter_mm"] for k, n in nods.items()}
+    # keep the largest benign and the largest malignant training nodule, drop the rest
+    train = {k: n for k, n in nods.items() if not k.startswith("LIDC-IDRI-0005/")}
+    limit = min(max(n["diameter_mm"] for n in train.values() if n["label"] == lab) for lab in ("benign", "malignant"))
+    runs = {}
+    for name, extra in (("all", []), ("big", ["--min-train-diameter-mm", str(limit)])):
+        out = tmp_path / f"{name}.npz"
+        assert main(["patches", "--data", str(nodule_layout), "--out", str(out), "--per-class", "0",
+                     "--test-fraction", "0", "--val-fraction", "0", "--test-patient", "LIDC-IDRI-0005",
+                     "--crop-neg-per-slice", "2"] + extra) == 0
+        with np.load(out) as z:
+            runs[name] = {k: z[k] for k in ("y", "split", "nodule", "origin")}
+    for name, r in runs.items():
+        roi = (r["y"] > 0) & (r["origin"] == ORIGINS.index("crop"))
+        train_nodules = set(r["nodule"][roi & (r["split"] == 0)].tolist())
+        held = sorted(r["nodule"][roi & (r["split"] > 0)].tolist())
+        runs[name]["train_nodules"], runs[name]["held"] = train_nodules, held
+    small = {k for k in runs["all"]["train_nodules"] if diam[k] < limit}
+    assert small and runs["big"]["train_nodules"] == runs["all"]["train_nodules"] - small
+    assert runs["big"]["held"] == runs["all"]["held"] and runs["big"]["held"]
+
+
 def test_crop_slice_negatives_come_only_from_nodule_free_slices():
     """A crop whose nodule spans the middle slices: ROI windows come from those slices, the
     extra Not-ROI windows only from the slices above and below, padded like the ROI crops."""

@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--roi-per-nodule", type=int, default=48)
     p.add_argument("--neg-per-slice", type=int, default=60)
     p.add_argument("--mimic-fraction", type=float, default=0.25)
+    p.add_argument("--min-train-diameter-mm", type=float, default=0.0,
+                   help="training split: no ROI patches from crop nodules smaller than this (nodules.csv diameter)")
     p.add_argument("--crop-neg-per-slice", type=int, default=8,
                    help="Not-ROI windows from each crop slice that holds no part of the nodule (0: none)")
     p.add_argument("--slice-step", type=int, default=1, help="use every n-th slice of whole studies")
@@ -152,7 +154,8 @@ def _run(args) -> int:
             seed=args.seed, test_fraction=args.test_fraction, val_fraction=args.val_fraction,
             per_class=args.per_class or None, roi_per_slice=args.roi_per_slice, roi_per_nodule=args.roi_per_nodule,
             neg_per_slice=args.neg_per_slice, mimic_fraction=args.mimic_fraction,
-            crop_neg_per_slice=args.crop_neg_per_slice, forced=forced,
+            crop_neg_per_slice=args.crop_neg_per_slice, min_train_diameter_mm=args.min_train_diameter_mm,
+            forced=forced,
             slice_step=args.slice_step,
         )
         s = build_patch_set(args.data, args.out, cfg)

@@ -38,7 +38,7 @@ from lungct_viewer.core.errors import DataError
 
 from . import layout as L
 from .metrics import auc, binary_stats, choose_threshold, confusion, plot_curve, threshold_curve
-from .patchset import SPLITS, load_patch_set
+from .patchset import ORIGINS, SPLITS, load_patch_set
 
 THRESHOLDS = np.round(np.arange(0.0, 1.0001, 0.02), 4)
 
@@ -158,7 +158,10 @@ def detect_whole_studies(loaded, roots: list[Path], split_of: dict[str, str], th
                 u2k = {u: i for i, u in enumerate(vol.sop_instance_uids)}
                 full = {u2k[u]: m for u, m in masks.items() if u in u2k}
                 analysis = analyzer.analyze(vol)
-                det = detect_study(analysis, vol, loaded.detection_params())
+                params = loaded.detection_params()
+                det = detect_study(analysis, vol, params)
+                p_roi = np.concatenate([s.probs[s.in_field][:, 1] + s.probs[s.in_field][:, 2]
+                                        for s in analysis.slices.values()])
                 findings = all_findings(det)
                 # ground truth objects
                 targets = []
@@ -208,6 +211,8 @@ def detect_whole_studies(loaded, roots: list[Path], split_of: dict[str, str], th
                     "findings": len(findings), "false_positive_findings": len(fps),
                     "false_positive_candidates_3d": clusters, "findings_on_other_marks": other,
                     "patient_call": dpat.label, "patient_malignant_fraction": dpat.malignant_fraction,
+                    # share of the analysed (lung-field) windows the model calls ROI
+                    "roi_window_fraction": float((p_roi >= params.min_roi_probability).mean()) if p_roi.size else 0.0,
                     "inference_s": round(analysis.inference_s, 1),
                 }
                 log(f"  {pdir.name} {info['series_uid'][-10:]} ({split}): tumours found {r['tumours_found']}/{r['tumours']}, "
@@ -256,6 +261,14 @@ def evaluate(model_path: Path, patches: Path, out: Path, split: str = "test", th
         "per_class_recall": {C.CLASS_NAMES[c]: float((pred[yv == c] == c).mean()) if (yv == c).any() else None for c in range(3)},
         "roi_detection_recall": float(((probs[sel_eval][:, 1] + probs[sel_eval][:, 2]) >= min_roi)[yv > 0].mean()) if (yv > 0).any() else None,
         "not_roi_specificity": float(((probs[sel_eval][:, 1] + probs[sel_eval][:, 2]) < min_roi)[yv == 0].mean()) if (yv == 0).any() else None,
+    }
+    # Not-ROI specificity by where the patch came from: whole-study background vs the
+    # nodule-free slices of other patients' crops (many patients and scanners)
+    org = data["origin"][sel_eval]
+    neg_roi = (probs[sel_eval][:, 1] + probs[sel_eval][:, 2]) >= min_roi
+    patch["not_roi_specificity_by_origin"] = {
+        ORIGINS[o]: {"n": int(((yv == 0) & (org == o)).sum()), "specificity": float(1 - neg_roi[(yv == 0) & (org == o)].mean())}
+        for o in np.unique(org[yv == 0]).tolist()
     }
     nod_m = level_metrics(nod, "vote_fraction", "score", threshold)
     nod_m["confusion_matrix"] = confusion([r["malignant"] for r in nod], [int(r["vote_fraction"] >= threshold) for r in nod], 2)
@@ -328,9 +341,12 @@ def format_table(m: dict) -> str:
               f"Not-ROI specificity {_f(p['not_roi_specificity'])}",
               "confusion (rows true, cols predicted: not_roi, benign, malignant):"]
     lines += [f"  {C.CLASS_NAMES[i]:<10} {row}" for i, row in enumerate(p["confusion_matrix"]["counts"])]
+    for name, r in p.get("not_roi_specificity_by_origin", {}).items():
+        lines.append(f"Not-ROI specificity, {name} patches ({r['n']}): {r['specificity']:.3f}")
     for w in m.get("whole_studies", []):
         lines.append(f"{w['patient']} {w['description']} [{w['split']}]: tumours {w['tumours_found']}/{w['tumours']}, "
-                     f"FP findings {w['false_positive_findings']}, FP 3-D {w['false_positive_candidates_3d']}, call {w['patient_call']}")
+                     f"FP findings {w['false_positive_findings']}, FP 3-D {w['false_positive_candidates_3d']}, call {w['patient_call']}, "
+                     f"ROI windows {w.get('roi_window_fraction', 0):.3f}")
     return "\n".join(lines)
 
 

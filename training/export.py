@@ -32,6 +32,9 @@ DEVIATIONS = [
     "is cut and mirror-padded the same way so that padding is not a cue for ROI.",
     "Balanced by augmentation of the minority class (the method's flip, zoom-in, 30/45 degree rotation, blur) "
     "and subsampling of larger classes to the same count; random horizontal flips on the fly.",
+    "Not-ROI patches also come from the nodule-free slices of the nodule crops (hundreds of patients and "
+    "scanners), so that lung texture is seen under both labels; every training patch gets a random gain, "
+    "offset (+-28 HU) and noise (sigma up to 17 HU) so that scanner intensity and noise are no cue for the class.",
     "Training was cut by a wall-clock budget (shared 2-core CPU) and early stopping on held-back patients, "
     "far fewer patch presentations than the method's 200 epochs of 60,000 patches.",
 ]
@@ -61,6 +64,8 @@ def build_card(version: str, train_summary: dict, evaluation: dict, patch_summar
         "malignant ROI patches and Not-ROI background (training).",
         "LIDC-IDRI-0005 (GE, 2.5 mm; two indeterminate nodules, median rating 3, excluded from the ROI classes): "
         "held back entirely (test split) for whole-study false positives.",
+        "Nodule-free slices of the training patients' nodule crops (above and below the nodule), padded like the "
+        "ROI crops: Not-ROI patches from many patients and scanners.",
         f"Patients per split (by patient, stratified, seed {patch_summary.get('config', {}).get('seed')}): "
         f"{patch_summary.get('patients')}; patch counts [not_roi, benign, malignant] per split: {counts}.",
     ]
@@ -77,7 +82,9 @@ def build_card(version: str, train_summary: dict, evaluation: dict, patch_summar
             "val_per_class_recall")},
         "early_stopping": "validation loss on held-back patients, best weights kept",
         "augmentation": "minority classes: horizontal flip, zoom-in 1.1-1.35, rotation +-30 / +-45 degrees, "
-                        "Gaussian blur sigma 0.6-1.2; all training patches: random horizontal flip",
+                        "Gaussian blur sigma 0.6-1.2; all training patches: random horizontal flip"
+                        + ("" if train_summary.get("config", {}).get("texture_augmentation") is False else
+                           ", random gain 0.95-1.05, offset +-0.02 (28 HU) and noise sigma 0-0.012 (17 HU) on tissue"),
     }
     if evaluation:
         card.metrics = {
@@ -110,20 +117,24 @@ def build_card(version: str, train_summary: dict, evaluation: dict, patch_summar
         "Research use only: not a medical device and not for diagnosis.",
         "Malignancy labels are radiologists' ratings, not pathology; benign/malignant separation of small "
         "nodules from ratings is inherently noisy.",
-        "Background (Not-ROI) comes from only three whole studies (two GE, one Philips): expect more false "
-        "positives on other scanners, kernels, and on emphysema, fibrosis or pneumonia.",
-        "Whole-scan false positives are high (about 130 slice-wise findings and 8-18 3-D candidates per scan at "
-        "the default detection settings, against 1-4 for clinical CAD); raising the detection sensitivity "
-        "threshold or the minimum votes removes few of them before the tumours are lost (checked on the "
-        "training studies).",
-        "The default voting threshold is low because the model leans towards 'benign' on LIDC nodules; "
-        "it was chosen on 45 validation patients, so it is itself uncertain.",
-        "A continuation with hard-negative mining (python -m training mine-negatives) improved patch-level "
-        "validation metrics but produced more whole-scan false positives on the training studies, so this "
-        "model (without mining) is the one shipped.",
-        "Training stopped by early stopping at epoch 20 (before the --max-minutes budget); CPU TensorFlow is not "
-        "bit-exact across machines, so a re-run gives close but not identical figures.",
+        "Whole-study background (Not-ROI) comes from only three whole studies (two GE, one Philips), plus the "
+        "nodule-free slices of the crops: expect more false positives on other scanners, kernels, and on "
+        "emphysema, fibrosis or pneumonia.",
+        "The default voting threshold was chosen on the validation patients only (a few dozen), so it is itself "
+        "uncertain.",
+        "CPU TensorFlow is not bit-exact across machines, so a re-run gives close but not identical figures.",
     ]
+    summary = (evaluation or {}).get("whole_study_summary")
+    if summary:
+        unseen = [w for w in evaluation.get("whole_studies", []) if w.get("split") == "test"]
+        txt = (f"Whole-scan false positives at the default detection settings: "
+               f"{summary['false_positive_findings_per_scan']:.0f} slice-wise findings and "
+               f"{summary['false_positive_candidates_3d_per_scan']:.1f} 3-D candidates per scan on average")
+        if unseen:
+            txt += " (held-back whole studies: " + "; ".join(
+                f"{w['patient']} {w['false_positive_findings']} findings, {w['false_positive_candidates_3d']} candidates"
+                for w in unseen) + ")"
+        card.notes.append(txt + ". Clinical CAD runs at 1-4 per scan.")
     return card
 
 

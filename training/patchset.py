@@ -25,6 +25,11 @@ Sources
   seen under both labels and cannot stand in for "nodule".
   A share (``mimic_fraction``) of them is cut and mirror-padded exactly like a small crop, so
   that the padding of crops is not a cue for "ROI".
+* Nodule size (``min_train_diameter_mm``, training split only): crop nodules smaller than this
+  (``nodules.csv`` diameter) give no ROI patch; they stay marked, so no Not-ROI window
+  touches them either. On one slice a nodule of 3-5 mm looks like a vessel seen end-on, and
+  teaching "small round blob = ROI" makes every vessel an ROI. Validation and test keep all
+  nodules, so the evaluation population does not change.
 * Balance (training split only): classes below ``per_class`` are filled with augmented
   copies (horizontal flip, zoom-in, 30 and 45 degree rotation, blur: the method's list);
   classes above it are subsampled.
@@ -73,6 +78,7 @@ class PatchConfig:
     eval_roi_per_nodule: int = 40
     neg_per_slice: int = 40
     crop_neg_per_slice: int = 8  # Not-ROI windows per nodule-free crop slice
+    min_train_diameter_mm: float = 0.0  # training split: no ROI patches from smaller crop nodules
     mimic_fraction: float = 0.25
     slice_step: int = 1  # use every n-th slice of whole studies (small test runs)
     forced: dict[str, str] = field(default_factory=dict)  # patient -> split
@@ -346,7 +352,9 @@ def build_patch_set(roots: list[Path], out: Path, cfg: PatchConfig, log=print) -
                 continue
             cap = cfg.roi_per_nodule if sp == 0 else cfg.eval_roi_per_nodule
             r, n, e = crop_patches(nod, rng, cap, cfg.roi_per_slice, cfg.crop_neg_per_slice)
-            bank.add(r, cls, pidx[pid], sp, f"{pid}/{nod['key']}", 0)
+            small = sp == 0 and (nod.get("diameter_mm") or np.inf) < cfg.min_train_diameter_mm
+            if not small:  # evaluation splits keep every nodule
+                bank.add(r, cls, pidx[pid], sp, f"{pid}/{nod['key']}", 0)
             bank.add(n, C.NOT_ROI, pidx[pid], sp, "", 2)
             bank.add(e, C.NOT_ROI, pidx[pid], sp, "", ORIGINS.index("crop-slice"))
         for info, masks in series[pid]:
