@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 from . import RESEARCH_NOTICE, __version__
-from .core import constants as C
 from .core.errors import LungCTError
 
 log = logging.getLogger("lungct_viewer")

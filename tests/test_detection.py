@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lungct_viewer.core import constants as C
 from lungct_viewer.core.detection import (
     Finding,
     DetectionParams,

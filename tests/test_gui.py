@@ -362,6 +362,21 @@ def test_threshold_slider_changes_diagnosis_live(analysed, qtbot):
         assert w.strip.marks() == {}
         w.set_sensitivity(0.5)
         assert len(w.sorted_findings) == 2 and set(w.strip.marks()) == {3, 6}
+        # minimum votes: the spin box starts at the model's setting; the strictest keeps only
+        # pixels covered by 25 ROI patches, and the findings follow detect_slice exactly
+        from lungct_viewer.core.detection import detect_slice
+
+        assert w.votes_spin.value() == w.params.min_votes
+        areas = sum(f.area_mm2 for f in w.sorted_findings)
+        w.set_min_votes(25)
+        assert w.params.min_votes == 25
+        expect = [f for i in sorted(w.slice_results) for f in detect_slice(w.slice_results[i], w.volume, w.params).findings]
+        assert w.all_findings() == expect
+        assert sum(f.area_mm2 for f in w.all_findings()) < areas
+        w.set_min_votes(1)
+        assert sum(f.area_mm2 for f in w.all_findings()) > areas
+        w.set_min_votes(4)
+        assert len(w.sorted_findings) == 2
     finally:
         pipeline.Analyzer.analyze = orig
     assert calls == []

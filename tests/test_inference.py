@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lungct_viewer.core import constants as C
 from lungct_viewer.core.inference import DenseClassifier, classify_patches_reference
 from lungct_viewer.core.model import build_model
 

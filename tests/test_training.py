@@ -6,7 +6,6 @@ learning test trains briefly on synthetic phantom patches.
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 from pathlib import Path
@@ -14,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lungct_viewer.core import constants as C
 from lungct_viewer.core.errors import DataError
 from training import layout as L
 from training.cli import main
@@ -196,6 +194,7 @@ def test_patches_on_real_subset(nodule_layout, lidc_layout, tmp_path):
         "patches", "--data", str(nodule_layout), "--data", str(lidc_layout), "--out", str(out),
         "--per-class", "300", "--slice-step", "12", "--neg-per-slice", "40", "--test-fraction", "0.25",
         "--train-patient", "LIDC-IDRI-0001", "--test-patient", "LIDC-IDRI-0005", "--val-patient", "LIDC-IDRI-0002",
+        "--crop-neg-per-slice", "4",
     ]) == 0
     with np.load(out) as z:
         x, y, split, pat, pats = z["x"], z["y"], z["split"], z["patient"], z["patients"]
@@ -257,6 +256,27 @@ def test_patches_min_train_diameter_drops_only_small_training_nodules(nodule_lay
     small = {k for k in runs["all"]["train_nodules"] if diam[k] < limit}
     assert small and runs["big"]["train_nodules"] == runs["all"]["train_nodules"] - small
     assert runs["big"]["held"] == runs["all"]["held"] and runs["big"]["held"]
+
+
+def test_texture_augmentation_varies_tissue_and_keeps_air():
+    """The training pipeline's scanner variation: tissue intensities change within the stated
+    bounds, air clipped at -1000 HU stays 0, values stay in [0, 1]; off, patches pass unchanged
+    (up to the horizontal flip)."""
+    from training.train import TEXTURE_GAIN, TEXTURE_NOISE_MAX, TEXTURE_OFFSET, make_dataset
+
+    x = np.zeros((64, 50, 50), np.float16)
+    x[:, 10:40, 10:40] = 0.5  # a tissue square, symmetric under the flip
+    y = np.zeros(64, np.int8)
+    plain = next(iter(make_dataset(x, y, 64, 0, True, texture=False)))[0].numpy()[..., 0]
+    assert np.array_equal(plain, x.astype(np.float32))
+    varied = next(iter(make_dataset(x, y, 64, 0, True, texture=True)))[0].numpy()[..., 0]
+    assert (varied[:, :10, :] == 0).all()  # air untouched
+    tissue = varied[:, 10:40, 10:40]
+    assert 0.0 <= varied.min() and varied.max() <= 1.0
+    means = tissue.mean(axis=(1, 2))
+    bound = 0.5 * TEXTURE_GAIN + TEXTURE_OFFSET + 0.01
+    assert np.abs(means - 0.5).max() <= bound and means.std() > 0.002  # per-patch gain / offset
+    assert 0.0 < tissue.std(axis=(1, 2)).max() <= TEXTURE_NOISE_MAX * 1.2  # per-patch noise level
 
 
 def test_crop_slice_negatives_come_only_from_nodule_free_slices():
@@ -354,10 +374,19 @@ def test_phantom_train_learns_evaluate_export(phantom_layout, tmp_path):
         assert (z["x"][z["split"] != 0] == z0["x"][z0["split"] != 0]).all()  # held-back data untouched
     ev = tmp_path / "eval"
     assert main(["evaluate", "--model", str(run / "model.keras"), "--patches", str(patches), "--split", "val",
-                 "--data", str(phantom_layout), "--studies", "PHANTOM-3", "--out", str(ev)]) == 0
+                 "--data", str(phantom_layout), "--studies", "PHANTOM-3", "--out", str(ev), "--detection-sweep"]) == 0
     m = json.loads((ev / "metrics.json").read_text())
     assert {"nodule_level", "patient_level", "patch_level", "whole_studies"} <= set(m)
-    assert m["whole_studies"][0]["tumours"] == 2
+    w = m["whole_studies"][0]
+    assert w["tumours"] == 2 and 0.0 <= w["roi_window_fraction"] <= 1.0
+    # the operating-point sweep: one row per setting; the default setting agrees with the main result
+    import csv
+
+    sweep = list(csv.DictReader(open(ev / "whole_study_sweep.csv")))
+    assert len(sweep) == 25
+    default = [r for r in sweep if float(r["min_roi_probability"]) == 0.5 and int(r["min_votes"]) == 4]
+    assert [int(default[0][k]) for k in ("tumours_found", "false_positive_findings", "false_positive_candidates_3d")] == [
+        w["tumours_found"], w["false_positive_findings"], w["false_positive_candidates_3d"]]
     assert (ev / "patient_threshold_curve.png").stat().st_size > 1000
     assert len((ev / "patient_threshold_curve.csv").read_text().splitlines()) == 52
     out = tmp_path / "model"

@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mimic-fraction", type=float, default=0.25)
     p.add_argument("--min-train-diameter-mm", type=float, default=0.0,
                    help="training split: no ROI patches from crop nodules smaller than this (nodules.csv diameter)")
-    p.add_argument("--crop-neg-per-slice", type=int, default=8,
+    p.add_argument("--crop-neg-per-slice", type=int, default=0,
                    help="Not-ROI windows from each crop slice that holds no part of the nodule (0: none)")
     p.add_argument("--slice-step", type=int, default=1, help="use every n-th slice of whole studies")
     for s in ("train", "val", "test"):
@@ -71,8 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--val-size", type=int, default=None, help="validate on a fixed class-balanced subsample of this many patches")
     p.add_argument("--strategy", choices=("auto", "default", "mirrored", "multiworker"), default="auto")
-    p.add_argument("--no-texture-augmentation", action="store_true",
-                   help="no random gain / offset / noise on the training patches")
+    p.add_argument("--texture-augmentation", action="store_true",
+                   help="random gain / offset / noise on every training patch (scanner variation)")
 
     p = sub.add_parser("add-counterfactuals",
                        help="replace Not-ROI patches by crop windows with the nodule removed (same patient and scanner)")
@@ -101,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None, help="voting threshold (default: chosen on the validation split)")
     p.add_argument("--studies", action="append", default=None, help="whole-study patients to run detection on (default: all in --data)")
     p.add_argument("--no-detection", action="store_true")
+    p.add_argument("--detection-sweep", action="store_true",
+                   help="also score whole-study detection over a grid of sensitivity x minimum votes "
+                        "(whole_study_sweep.csv)")
 
     p = sub.add_parser("export", help="write the model and its model card to resources/model/")
     p.add_argument("--model", type=Path, required=True)
@@ -170,7 +173,7 @@ def _run(args) -> int:
             epochs=args.epochs, epoch_size=args.epoch_size, max_minutes=args.max_minutes, patience=args.patience,
             seed=args.seed, batch_size=args.batch_size or C.BATCH_SIZE,
             learning_rate=args.learning_rate or C.LEARNING_RATE, strategy=args.strategy, val_size=args.val_size,
-            resume=args.resume, texture_augmentation=not args.no_texture_augmentation,
+            resume=args.resume, texture_augmentation=args.texture_augmentation,
         )
         train(args.patches, args.run_dir, cfg, log=lambda m: print(m, flush=True))
         return 0

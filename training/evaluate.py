@@ -27,7 +27,6 @@ Definitions
 from __future__ import annotations
 
 import csv
-import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -139,16 +138,76 @@ def _box_hits(f, mask2d: np.ndarray) -> bool:
     return bool(mask2d[y0:y1, x0:x1].any())
 
 
+SWEEP_MIN_ROI_PROBABILITY = (0.5, 0.7, 0.8, 0.9, 0.95)
+SWEEP_MIN_VOTES = (1, 4, 8, 12, 16)
+
+
+def _study_targets(info: dict, vol, full: dict[int, np.ndarray]) -> list[dict]:
+    """Ground-truth objects of one series: ``{"label", "masks": {slice: bool mask}}``."""
+    targets = []
+    if info.get("annotation") == "voc-boxes":
+        for nd in info.get("nodules", []):
+            tm = {k: np.zeros(vol.shape[1:], bool) for k in nd["slices"]}
+            for b in info["boxes"]:
+                x0, y0, x1, y1 = b["box_px"]
+                tm[b["slice"]][y0:y1, x0:x1] = True
+            targets.append({"label": "malignant", "masks": tm})
+    else:
+        for nd in info.get("nodules", []):
+            if nd["label"] not in ("benign", "malignant", "indeterminate"):
+                continue
+            code = L.LABEL_TO_CODE[nd["label"]]
+            tm = {k: full[k] == code for k in nd["slices"] if k in full}
+            targets.append({"label": nd["label"], "masks": tm})
+    return targets
+
+
+def _score_findings(findings, targets: list[dict], full: dict[int, np.ndarray], threshold: float) -> dict:
+    """Targets found, false-positive findings and 3-D candidates for one series' findings."""
+    from lungct_viewer.core.detection import group_lesions
+    from lungct_viewer.core.voting import diagnose
+
+    found, hit_ids = [], set()
+    for t in targets:
+        hits = [f for f in findings if f.slice_index in t["masks"] and _box_hits(f, t["masks"][f.slice_index])]
+        hit_ids |= {id(f) for f in hits}
+        d = diagnose(hits, threshold)
+        found.append({
+            "label": t["label"], "slices": len(t["masks"]),
+            "slices_detected": len({f.slice_index for f in hits}), "found": bool(hits),
+            "findings": len(hits), "malignant_fraction": d.malignant_fraction, "call": d.label,
+        })
+    fps, other = [], 0
+    for f in findings:
+        if id(f) in hit_ids:
+            continue
+        m = full.get(f.slice_index)
+        if m is not None and _box_hits(f, m > 0):
+            other += 1
+        else:
+            fps.append(f)
+    return {
+        "targets": found,
+        "tumours": sum(1 for t in found if t["label"] in ("benign", "malignant")),
+        "tumours_found": sum(1 for t in found if t["label"] in ("benign", "malignant") and t["found"]),
+        "findings": len(findings), "false_positive_findings": len(fps),
+        "false_positive_candidates_3d": len(group_lesions(fps)), "findings_on_other_marks": other,
+    }
+
+
 def detect_whole_studies(loaded, roots: list[Path], split_of: dict[str, str], threshold: float,
-                         studies: list[str] | None, log=print) -> list[dict]:
-    from lungct_viewer.core.detection import all_findings, detect_study, group_lesions
+                         studies: list[str] | None, log=print, sweep: bool = False) -> tuple[list[dict], list[dict]]:
+    """Run the viewer's pipeline on every whole study; score the default detection settings
+    and, with ``sweep``, every pair of :data:`SWEEP_MIN_ROI_PROBABILITY` x
+    :data:`SWEEP_MIN_VOTES` (the network runs once per series). Returns ``(results, sweep_rows)``."""
+    from lungct_viewer.core.detection import DetectionParams, all_findings, detect_study
     from lungct_viewer.core.pipeline import Analyzer
     from lungct_viewer.core.voting import diagnose
 
     from .ctio import load_ct
 
     analyzer = Analyzer(loaded)
-    results = []
+    results, sweep_rows = [], []
     for root in roots:
         for pdir in L.list_patients(root):
             if studies and pdir.name not in studies:
@@ -159,72 +218,45 @@ def detect_whole_studies(loaded, roots: list[Path], split_of: dict[str, str], th
                 full = {u2k[u]: m for u, m in masks.items() if u in u2k}
                 analysis = analyzer.analyze(vol)
                 params = loaded.detection_params()
-                det = detect_study(analysis, vol, params)
                 p_roi = np.concatenate([s.probs[s.in_field][:, 1] + s.probs[s.in_field][:, 2]
                                         for s in analysis.slices.values()])
-                findings = all_findings(det)
-                # ground truth objects
-                targets = []
-                if info.get("annotation") == "voc-boxes":
-                    for nd in info.get("nodules", []):
-                        tm = {k: np.zeros(vol.shape[1:], bool) for k in nd["slices"]}
-                        for b in info["boxes"]:
-                            x0, y0, x1, y1 = b["box_px"]
-                            tm[b["slice"]][y0:y1, x0:x1] = True
-                        targets.append({"label": "malignant", "masks": tm})
-                else:
-                    for nd in info.get("nodules", []):
-                        if nd["label"] not in ("benign", "malignant", "indeterminate"):
-                            continue
-                        code = L.LABEL_TO_CODE[nd["label"]]
-                        tm = {k: full[k] == code for k in nd["slices"] if k in full}
-                        targets.append({"label": nd["label"], "masks": tm})
-                found = []
-                hit_ids = set()
-                for t_i, t in enumerate(targets):
-                    hits = [f for f in findings if f.slice_index in t["masks"] and _box_hits(f, t["masks"][f.slice_index])]
-                    hit_ids |= {id(f) for f in hits}
-                    d = diagnose(hits, threshold)
-                    found.append({
-                        "label": t["label"], "slices": len(t["masks"]),
-                        "slices_detected": len({f.slice_index for f in hits}), "found": bool(hits),
-                        "findings": len(hits), "malignant_fraction": d.malignant_fraction,
-                        "call": d.label,
-                    })
-                fps, other = [], 0
-                for f in findings:
-                    if id(f) in hit_ids:
-                        continue
-                    m = full.get(f.slice_index)
-                    if m is not None and _box_hits(f, m > 0):
-                        other += 1
-                    else:
-                        fps.append(f)
-                clusters = len(group_lesions(fps))
+                targets = _study_targets(info, vol, full)
+                findings = all_findings(detect_study(analysis, vol, params))
+                score = _score_findings(findings, targets, full, threshold)
                 dpat = diagnose(findings, threshold)
                 split = split_of.get(pdir.name, "not in the patch set")
                 r = {
                     "patient": pdir.name, "series_uid": info["series_uid"], "description": info.get("description", ""),
-                    "split": split, "slices": vol.num_slices, "targets": found,
-                    "tumours": sum(1 for t in found if t["label"] in ("benign", "malignant")),
-                    "tumours_found": sum(1 for t in found if t["label"] in ("benign", "malignant") and t["found"]),
-                    "findings": len(findings), "false_positive_findings": len(fps),
-                    "false_positive_candidates_3d": clusters, "findings_on_other_marks": other,
+                    "split": split, "slices": vol.num_slices, **score,
                     "patient_call": dpat.label, "patient_malignant_fraction": dpat.malignant_fraction,
                     # share of the analysed (lung-field) windows the model calls ROI
                     "roi_window_fraction": float((p_roi >= params.min_roi_probability).mean()) if p_roi.size else 0.0,
                     "inference_s": round(analysis.inference_s, 1),
                 }
                 log(f"  {pdir.name} {info['series_uid'][-10:]} ({split}): tumours found {r['tumours_found']}/{r['tumours']}, "
-                    f"FP findings {len(fps)}, FP 3-D candidates {clusters}, call {dpat.label}")
+                    f"FP findings {r['false_positive_findings']}, FP 3-D candidates {r['false_positive_candidates_3d']}, "
+                    f"call {dpat.label}")
                 results.append(r)
-    return results
+                if sweep:
+                    for mrp in SWEEP_MIN_ROI_PROBABILITY:
+                        for mv in SWEEP_MIN_VOTES:
+                            fs = all_findings(detect_study(analysis, vol, DetectionParams(mrp, mv, params.min_area_mm2)))
+                            sc = _score_findings(fs, targets, full, threshold)
+                            sweep_rows.append({
+                                "patient": pdir.name, "series_uid": info["series_uid"], "split": split,
+                                "min_roi_probability": mrp, "min_votes": mv,
+                                "tumours": sc["tumours"], "tumours_found": sc["tumours_found"],
+                                "targets": len(sc["targets"]), "targets_found": sum(t["found"] for t in sc["targets"]),
+                                "false_positive_findings": sc["false_positive_findings"],
+                                "false_positive_candidates_3d": sc["false_positive_candidates_3d"],
+                            })
+    return results, sweep_rows
 
 
 # ------------------------------------------------------------------ command
 def evaluate(model_path: Path, patches: Path, out: Path, split: str = "test", threshold: float | None = None,
              roots: list[Path] | None = None, studies: list[str] | None = None, detection: bool = True,
-             log=print) -> dict:
+             log=print, sweep: bool = False) -> dict:
     from lungct_viewer.core.model import load_model
 
     loaded = load_model(model_path)
@@ -280,7 +312,8 @@ def evaluate(model_path: Path, patches: Path, out: Path, split: str = "test", th
     whole = []
     if detection and roots:
         log("whole-study detection (viewer pipeline):")
-        whole = detect_whole_studies(loaded, roots, split_of, threshold, studies, log)
+        whole, sweep_rows = detect_whole_studies(loaded, roots, split_of, threshold, studies, log, sweep)
+        _write_csv(out / "whole_study_sweep.csv", sweep_rows)
     metrics = {
         "model": str(Path(model_path).resolve()),
         "model_version": loaded.version,
@@ -352,4 +385,5 @@ def format_table(m: dict) -> str:
 
 def run_evaluate(args) -> dict:
     return evaluate(args.model, args.patches, args.out, args.split, args.threshold, args.data,
-                    args.studies, not args.no_detection, log=lambda s: print(s, flush=True))
+                    args.studies, not args.no_detection, log=lambda s: print(s, flush=True),
+                    sweep=args.detection_sweep)

@@ -32,12 +32,26 @@ DEVIATIONS = [
     "is cut and mirror-padded the same way so that padding is not a cue for ROI.",
     "Balanced by augmentation of the minority class (the method's flip, zoom-in, 30/45 degree rotation, blur) "
     "and subsampling of larger classes to the same count; random horizontal flips on the fly.",
-    "Not-ROI patches also come from the nodule-free slices of the nodule crops (hundreds of patients and "
-    "scanners), so that lung texture is seen under both labels; every training patch gets a random gain, "
-    "offset (+-28 HU) and noise (sigma up to 17 HU) so that scanner intensity and noise are no cue for the class.",
+
     "Training was cut by a wall-clock budget (shared 2-core CPU) and early stopping on held-back patients, "
     "far fewer patch presentations than the method's 200 epochs of 60,000 patches.",
 ]
+
+
+def recipe_deviations(train_summary: dict, patch_summary: dict) -> list[str]:
+    """Deviations that depend on the options the patch set and the run were made with."""
+    pc, tc = patch_summary.get("config", {}), train_summary.get("config", {})
+    out = []
+    if pc.get("crop_neg_per_slice"):
+        out.append(f"Not-ROI patches also come from the nodule-free slices of the nodule crops "
+                   f"({pc['crop_neg_per_slice']} windows per slice), so that other patients' lung is seen as Not-ROI.")
+    if pc.get("min_train_diameter_mm"):
+        out.append(f"Training ROI patches only from crop nodules of at least {pc['min_train_diameter_mm']:g} mm; "
+                   "smaller ones are neither ROI nor Not-ROI (evaluation keeps every nodule).")
+    if tc.get("texture_augmentation"):
+        out.append("Every training patch gets a random gain (0.95-1.05), offset (+-28 HU) and noise (sigma up to "
+                   "17 HU) so that scanner intensity and noise are no cue for the class.")
+    return out
 
 
 def _read(path: Path | None) -> dict:
@@ -64,8 +78,6 @@ def build_card(version: str, train_summary: dict, evaluation: dict, patch_summar
         "malignant ROI patches and Not-ROI background (training).",
         "LIDC-IDRI-0005 (GE, 2.5 mm; two indeterminate nodules, median rating 3, excluded from the ROI classes): "
         "held back entirely (test split) for whole-study false positives.",
-        "Nodule-free slices of the training patients' nodule crops (above and below the nodule), padded like the "
-        "ROI crops: Not-ROI patches from many patients and scanners.",
         f"Patients per split (by patient, stratified, seed {patch_summary.get('config', {}).get('seed')}): "
         f"{patch_summary.get('patients')}; patch counts [not_roi, benign, malignant] per split: {counts}.",
     ]
@@ -83,7 +95,7 @@ def build_card(version: str, train_summary: dict, evaluation: dict, patch_summar
         "early_stopping": "validation loss on held-back patients, best weights kept",
         "augmentation": "minority classes: horizontal flip, zoom-in 1.1-1.35, rotation +-30 / +-45 degrees, "
                         "Gaussian blur sigma 0.6-1.2; all training patches: random horizontal flip"
-                        + ("" if train_summary.get("config", {}).get("texture_augmentation") is False else
+                        + ("" if not train_summary.get("config", {}).get("texture_augmentation") else
                            ", random gain 0.95-1.05, offset +-0.02 (28 HU) and noise sigma 0-0.012 (17 HU) on tissue"),
     }
     if evaluation:
@@ -110,16 +122,15 @@ def build_card(version: str, train_summary: dict, evaluation: dict, patch_summar
             "min_votes": C.DEFAULT_MIN_VOTES,
             "min_area_mm2": C.DEFAULT_MIN_AREA_MM2,
         }
-    card.deviations_from_method = list(DEVIATIONS)
+    card.deviations_from_method = list(DEVIATIONS) + recipe_deviations(train_summary, patch_summary)
     card.licences = list(LICENCES)
     card.reproduce = reproduce
     card.notes = [
         "Research use only: not a medical device and not for diagnosis.",
         "Malignancy labels are radiologists' ratings, not pathology; benign/malignant separation of small "
         "nodules from ratings is inherently noisy.",
-        "Whole-study background (Not-ROI) comes from only three whole studies (two GE, one Philips), plus the "
-        "nodule-free slices of the crops: expect more false positives on other scanners, kernels, and on "
-        "emphysema, fibrosis or pneumonia.",
+        "Whole-study background (Not-ROI) comes from only three whole studies (two GE, one Philips): expect more "
+        "false positives on other scanners, kernels, and on emphysema, fibrosis or pneumonia.",
         "The default voting threshold was chosen on the validation patients only (a few dozen), so it is itself "
         "uncertain.",
         "CPU TensorFlow is not bit-exact across machines, so a re-run gives close but not identical figures.",

@@ -21,7 +21,7 @@ from lungct_viewer.core.patches import label_grid, patch_windows
 from lungct_viewer.core.preprocessing import prepare_slice, resample_to_model_spacing
 
 from . import layout as L
-from .patchset import NEG_MARGIN_MM, ORIGINS, SPLITS, load_patch_set, replace_patches, write_derived_patch_set
+from .patchset import NEG_MARGIN_MM, ORIGINS, load_patch_set, replace_patches, write_derived_patch_set
 
 MINED_ORIGIN = ORIGINS.index("mined")
 

@@ -20,9 +20,9 @@ Sources
 * Not-ROI patches: the whole studies, away from every mark, sampled with weights that favour
   hard negatives (vessels and airway walls inside the lungs, chest wall, mediastinum,
   diaphragm) and keep some air outside the body; plus crop surroundings with an empty mask;
-  plus the crop slices that hold no part of the nodule (above and below it), padded exactly
-  like the ROI crops. These come from hundreds of patients and scanners, so lung texture is
-  seen under both labels and cannot stand in for "nodule".
+  optionally (``crop_neg_per_slice``) the crop slices that hold no part of the nodule (above
+  and below it), padded exactly like the ROI crops. These come from hundreds of patients and
+  scanners, so other patients' lung is seen as Not-ROI and not only around their nodules.
   A share (``mimic_fraction``) of them is cut and mirror-padded exactly like a small crop, so
   that the padding of crops is not a cue for "ROI".
 * Nodule size (``min_train_diameter_mm``, training split only): crop nodules smaller than this
@@ -77,7 +77,7 @@ class PatchConfig:
     roi_per_nodule: int = 48
     eval_roi_per_nodule: int = 40
     neg_per_slice: int = 40
-    crop_neg_per_slice: int = 8  # Not-ROI windows per nodule-free crop slice
+    crop_neg_per_slice: int = 0  # Not-ROI windows per nodule-free crop slice (0: none)
     min_train_diameter_mm: float = 0.0  # training split: no ROI patches from smaller crop nodules
     mimic_fraction: float = 0.25
     slice_step: int = 1  # use every n-th slice of whole studies (small test runs)

@@ -43,7 +43,7 @@ class TrainConfig:
     strategy: str = "auto"
     resume: bool = False  # continue from checkpoints/last.keras and history.csv
     val_size: int | None = None  # validate on a fixed class-balanced subsample of this size
-    texture_augmentation: bool = True  # random gain / offset / noise on every training patch
+    texture_augmentation: bool = False  # random gain / offset / noise on every training patch
     verbose: int = 2
 
 
@@ -105,7 +105,6 @@ def train(patches: Path, run_dir: Path, cfg: TrainConfig, log=print) -> dict:
 
     configure_tensorflow()
     import keras
-    import tensorflow as tf
 
     data = load_patch_set(patches)
     tr, va = data["split"] == 0, data["split"] == 1

@@ -265,6 +265,15 @@ class MainWindow(QtWidgets.QMainWindow):
         )
         self.sens_slider.valueChanged.connect(self._on_sensitivity)
         self.sens_value = QtWidgets.QLabel()
+        self.votes_spin = QtWidgets.QSpinBox()
+        self.votes_spin.setRange(1, (C.PATCH_SIZE_PX // C.PATCH_STRIDE_PX) ** 2)
+        self.votes_spin.setValue(int(self.params.min_votes))
+        self.votes_spin.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # keys belong to the slice view
+        self.votes_spin.setToolTip(
+            "Minimum votes: a pixel is ROI when at least this many ROI patches cover it (of 25). "
+            "Higher = fewer, more certain findings."
+        )
+        self.votes_spin.valueChanged.connect(self._on_min_votes)
         self.analyze_button = QtWidgets.QPushButton("Analyse study")
         self.analyze_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.analyze_button.clicked.connect(self.start_analysis)
@@ -276,7 +285,9 @@ class MainWindow(QtWidgets.QMainWindow):
         gl.addWidget(QtWidgets.QLabel("Sensitivity"), 3, 0)
         gl.addWidget(self.sens_slider, 3, 1)
         gl.addWidget(self.sens_value, 3, 2)
-        gl.addWidget(self.analyze_button, 4, 0, 1, 3)
+        gl.addWidget(QtWidgets.QLabel("Minimum votes"), 4, 0)
+        gl.addWidget(self.votes_spin, 4, 1)
+        gl.addWidget(self.analyze_button, 5, 0, 1, 3)
         pv.addWidget(dg)
 
         # Findings
@@ -877,6 +888,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.sens_slider.blockSignals(True)
         self.sens_slider.setValue(int(round(self.params.min_roi_probability * 100)))
         self.sens_slider.blockSignals(False)
+        self.votes_spin.blockSignals(True)
+        self.votes_spin.setValue(int(self.params.min_votes))
+        self.votes_spin.blockSignals(False)
         self.set_threshold(model.voting_threshold)
 
     def _on_analysis_done(self, gen: int, analysis) -> None:
@@ -944,6 +958,16 @@ class MainWindow(QtWidgets.QMainWindow):
         self.params = dataclasses.replace(self.params, min_roi_probability=v / 100.0)
         self._update_threshold_labels()
         self._sens_timer.start()
+
+    def _on_min_votes(self, v: int) -> None:
+        self.params = dataclasses.replace(self.params, min_votes=int(v))
+        self._sens_timer.start()
+
+    def set_min_votes(self, min_votes: int) -> None:
+        """Set the minimum votes for an ROI pixel and recompute at once."""
+        self.votes_spin.setValue(int(min_votes))
+        self._sens_timer.stop()
+        self._recompute_detections()
 
     def set_sensitivity(self, min_roi_probability: float) -> None:
         """Set the detection sensitivity (minimum P(ROI)) and recompute at once."""
