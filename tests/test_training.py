@@ -364,6 +364,13 @@ def test_phantom_train_learns_evaluate_export(phantom_layout, tmp_path):
         assert (run / f).exists(), f
     assert summary["epochs_run"] == 4 and summary["epochs_this_session"] == 2
     assert len((run / "history.csv").read_text().splitlines()) == 5
+    # fine-tuning starts from the given model's weights (a vanishing learning rate keeps them)
+    ft = tmp_path / "ft"
+    assert main(["train", "--patches", str(patches), "--run-dir", str(ft), "--batch-size", "50", "--epochs", "1",
+                 "--learning-rate", "1e-12", "--init-model", str(run / "model.keras")]) == 0
+    w0 = load_model(run / "model.keras").keras_model.get_weights()
+    w1 = load_model(ft / "model.keras").keras_model.get_weights()
+    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(w0, w1))
     mined = tmp_path / "mined.npz"
     assert main(["mine-negatives", "--model", str(run / "model.keras"), "--patches", str(patches),
                  "--data", str(phantom_layout), "--out", str(mined), "--per-slice", "5"]) == 0

@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--val-size", type=int, default=None, help="validate on a fixed class-balanced subsample of this many patches")
     p.add_argument("--strategy", choices=("auto", "default", "mirrored", "multiworker"), default="auto")
+    p.add_argument("--init-model", default=None,
+                   help="start from this model's weights (fine-tuning; same architecture, fresh optimizer)")
     p.add_argument("--texture-augmentation", action="store_true",
                    help="random gain / offset / noise on every training patch (scanner variation)")
 
@@ -173,7 +175,7 @@ def _run(args) -> int:
             epochs=args.epochs, epoch_size=args.epoch_size, max_minutes=args.max_minutes, patience=args.patience,
             seed=args.seed, batch_size=args.batch_size or C.BATCH_SIZE,
             learning_rate=args.learning_rate or C.LEARNING_RATE, strategy=args.strategy, val_size=args.val_size,
-            resume=args.resume, texture_augmentation=args.texture_augmentation,
+            resume=args.resume, texture_augmentation=args.texture_augmentation, init_model=args.init_model,
         )
         train(args.patches, args.run_dir, cfg, log=lambda m: print(m, flush=True))
         return 0

@@ -44,6 +44,7 @@ class TrainConfig:
     resume: bool = False  # continue from checkpoints/last.keras and history.csv
     val_size: int | None = None  # validate on a fixed class-balanced subsample of this size
     texture_augmentation: bool = False  # random gain / offset / noise on every training patch
+    init_model: str | None = None  # start from this model's weights (fine-tuning), fresh optimizer
     verbose: int = 2
 
 
@@ -144,6 +145,11 @@ def train(patches: Path, run_dir: Path, cfg: TrainConfig, log=print) -> dict:
             if not cfg.resume and hist_csv.exists():
                 hist_csv.unlink()  # a fresh run starts a fresh log
             model = build_model(cfg.seed)
+            if cfg.init_model:
+                from lungct_viewer.core.model import load_model
+
+                model.set_weights(load_model(Path(cfg.init_model)).keras_model.get_weights())
+                log(f"starting from the weights of {cfg.init_model}")
             model.compile(
                 optimizer=keras.optimizers.Adam(cfg.learning_rate),
                 loss="sparse_categorical_crossentropy",
