@@ -10,6 +10,8 @@ from lungct_viewer.core import constants as C
 from lungct_viewer.core.errors import DataError
 from lungct_viewer.core.model import CARD_FILENAME, MODEL_FILENAME, ModelCard, load_model, save_model
 
+from .train import texture_augmentation_text
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "resources" / "model"
 
@@ -32,7 +34,6 @@ DEVIATIONS = [
     "is cut and mirror-padded the same way so that padding is not a cue for ROI.",
     "Balanced by augmentation of the minority class (the method's flip, zoom-in, 30/45 degree rotation, blur) "
     "and subsampling of larger classes to the same count; random horizontal flips on the fly.",
-
     "Training was cut by a wall-clock budget (shared 2-core CPU) and early stopping on held-back patients, "
     "far fewer patch presentations than the method's 200 epochs of 60,000 patches.",
 ]
@@ -53,8 +54,8 @@ def recipe_deviations(train_summary: dict, patch_summary: dict) -> list[str]:
                    f"({Path(tc['init_model']).name}) on the patch set described here (best of "
                    f"{train_summary.get('epochs_run')} epochs of {train_summary.get('patches_per_epoch')} patches).")
     if tc.get("texture_augmentation"):
-        out.append("Every training patch gets a random gain (0.95-1.05), offset (+-28 HU) and noise (sigma up to "
-                   "17 HU) so that scanner intensity and noise are no cue for the class.")
+        out.append(f"Every training patch gets a {texture_augmentation_text()}, so that scanner intensity and "
+                   "noise are no cue for the class.")
     return out
 
 
@@ -99,8 +100,8 @@ def build_card(version: str, train_summary: dict, evaluation: dict, patch_summar
         "early_stopping": "validation loss on held-back patients, best weights kept",
         "augmentation": "minority classes: horizontal flip, zoom-in 1.1-1.35, rotation +-30 / +-45 degrees, "
                         "Gaussian blur sigma 0.6-1.2; all training patches: random horizontal flip"
-                        + ("" if not train_summary.get("config", {}).get("texture_augmentation") else
-                           ", random gain 0.95-1.05, offset +-0.02 (28 HU) and noise sigma 0-0.012 (17 HU) on tissue"),
+                        + (f", {texture_augmentation_text()}"
+                           if train_summary.get("config", {}).get("texture_augmentation") else ""),
     }
     if evaluation:
         card.metrics = {

@@ -255,7 +255,7 @@ def crop_patches(nod: dict, rng: np.random.Generator, cap: int, per_slice: int, 
         r = r[rng.choice(len(r), cap, replace=False)]
     n = np.concatenate(negs) if negs else np.zeros((0, P, P), np.float32)
     empty = [crop_slice_negatives(prepare_slice(hu[k].astype(np.float32), spacing).image, rng, empty_per_slice)
-             for k in range(hu.shape[0]) if ks and not mask[k].any()]
+             for k in range(hu.shape[0]) if empty_per_slice > 0 and ks and not mask[k].any()]
     e = np.concatenate(empty) if empty else np.zeros((0, P, P), np.float32)
     return r, n, e
 
@@ -355,7 +355,7 @@ def build_patch_set(roots: list[Path], out: Path, cfg: PatchConfig, log=print) -
             small = sp == 0 and (nod.get("diameter_mm") or np.inf) < cfg.min_train_diameter_mm
             if not small:  # evaluation splits keep every nodule
                 bank.add(r, cls, pidx[pid], sp, f"{pid}/{nod['key']}", 0)
-            bank.add(n, C.NOT_ROI, pidx[pid], sp, "", 2)
+            bank.add(n, C.NOT_ROI, pidx[pid], sp, "", ORIGINS.index("crop-surround"))
             bank.add(e, C.NOT_ROI, pidx[pid], sp, "", ORIGINS.index("crop-slice"))
         for info, masks in series[pid]:
             uids = info["sop_instance_uids"]

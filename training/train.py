@@ -72,6 +72,13 @@ def pick_strategy(name: str = "auto"):
 TEXTURE_GAIN = 0.05
 TEXTURE_OFFSET = 0.02
 TEXTURE_NOISE_MAX = 0.012
+HU_PER_UNIT = C.INPUT_HU_MAX - C.INPUT_HU_MIN  # HU per unit of the model's [0, 1] scale
+
+
+def texture_augmentation_text() -> str:
+    """The scanner variation in words, from the constants above (for the model card)."""
+    return (f"random gain {1 - TEXTURE_GAIN:.2f}-{1 + TEXTURE_GAIN:.2f}, offset +-{TEXTURE_OFFSET * HU_PER_UNIT:.0f} HU "
+            f"and noise sigma up to {TEXTURE_NOISE_MAX * HU_PER_UNIT:.0f} HU on tissue, whatever the class")
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int, training: bool, texture: bool = False):
