@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from lungct_viewer.core.detection import all_findings, detect_study  # noqa: E402
-from lungct_viewer.core.dicom_io import load_study  # noqa: E402
+from lungct_viewer.core.dicom import load_study  # noqa: E402
 from lungct_viewer.core.inference import DenseClassifier, classify_patches_reference  # noqa: E402
 from lungct_viewer.core.model import LoadedModel, ModelCard, build_model, load_model  # noqa: E402
 from lungct_viewer.core.pipeline import Analyzer, default_model_path  # noqa: E402

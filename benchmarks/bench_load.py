@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lungct_viewer.core.dicom_io import load_series, scan_folder  # noqa: E402
+from lungct_viewer.core.dicom import load_series, scan_folder  # noqa: E402
 
 
 def data_dir() -> Path:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = [time_once(folder) for _ in range(max(1, args.repeat))]
         scans = [r[0] for r in runs]
         loads = [r[1] for r in runs]
-        totals = [a + b for a, b in zip(scans, loads)]
+        totals = [a + b for a, b in zip(scans, loads, strict=True)]
         print(
             f"median of {len(runs)}: scan {statistics.median(scans):.3f} s  "
             f"load {statistics.median(loads):.3f} s  total {statistics.median(totals):.3f} s  "

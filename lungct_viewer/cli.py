@@ -86,7 +86,7 @@ def resolve_model_path(model: str | None) -> Path:
 
 def run_analyze(args: argparse.Namespace) -> int:
     from .core.detection import DetectionParams, all_findings, detect_study
-    from .core.dicom_io import load_study
+    from .core.dicom import load_study
     from .core.errors import ExportError
     from .core.export import existing_outputs, export_annotated_slices, is_within
     from .core.model import load_model

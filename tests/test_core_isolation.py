@@ -9,7 +9,7 @@ import sys
 def test_core_imports_without_qt_or_tensorflow():
     code = (
         "import sys\n"
-        "import lungct_viewer.core.study, lungct_viewer.core.dicom_io, lungct_viewer.core.detection\n"
+        "import lungct_viewer.core.study, lungct_viewer.core.dicom, lungct_viewer.core.detection\n"
         "import lungct_viewer.core.voting, lungct_viewer.core.render, lungct_viewer.core.export\n"
         "import lungct_viewer.core.report, lungct_viewer.core.preprocessing, lungct_viewer.core.phantom\n"
         "import lungct_viewer.core.model, lungct_viewer.core.pipeline, lungct_viewer.cli\n"

@@ -49,7 +49,7 @@ def test_dense_batch_equals_single(sharp_model):
 
 @pytest.mark.realdata
 def test_dense_matches_reference_on_real_slice(sharp_model, lidc_0001):
-    from lungct_viewer.core.dicom_io import load_study
+    from lungct_viewer.core.dicom import load_study
     from lungct_viewer.core.preprocessing import prepare_slice
 
     vol, _ = load_study(lidc_0001)

@@ -11,7 +11,7 @@ import pydicom
 import pytest
 
 from lungct_viewer.core import constants as C
-from lungct_viewer.core.dicom_io import load_study
+from lungct_viewer.core.dicom import load_study
 from lungct_viewer.core.phantom import (
     BENIGN_RADIUS_PX,
     MALIGNANT_RADIUS_PX,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_files
 
-from lungct_viewer.core.dicom_io import load_study
+from lungct_viewer.core.dicom import load_study
 from lungct_viewer.core.errors import StudyLoadError
 from lungct_viewer.core.study import CTVolume
 

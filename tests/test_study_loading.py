@@ -1,8 +1,15 @@
-"""Loading real CT studies (and broken copies of them) with :mod:`lungct_viewer.core.dicom_io`."""
+"""Loading CT studies with :mod:`lungct_viewer.core.dicom`.
+
+Broken folders (shuffled, duplicated, missing, truncated, mixed, junk, special files) are
+built from the synthetic phantom, which is written as real DICOM, so these tests run
+without the shared data. Tests on the real studies are marked ``realdata``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import itertools
 import os
 import random
 import shutil
@@ -12,20 +19,14 @@ import numpy as np
 import pydicom
 import pytest
 
-from lungct_viewer.core.dicom_io import (
-    LoadCancelled,
-    PADDING_HU,
-    load_series,
-    load_study,
-    scan_folder,
-)
+from lungct_viewer.core.dicom import LoadCancelled, load_series, load_study, scan_folder, select_series
+from lungct_viewer.core.dicom.decode import PADDING_HU
 from lungct_viewer.core.errors import AnalysisCancelled, StudyLoadError
+from lungct_viewer.core.study import SeriesInfo
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-
-def _dcm_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*.dcm"))
+N = 12  # slices of the phantom series the broken copies are made from
 
 
 def _tree_fingerprint(folder: Path) -> str:
@@ -41,20 +42,14 @@ def _tree_fingerprint(folder: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def lidc1_files(lidc_0001: Path) -> list[Path]:
-    files = _dcm_files(lidc_0001)
-    assert len(files) == 133
+def series_files(tmp_path_factory) -> list[Path]:
+    """A 12-slice phantom series (128 x 128, 2.5 mm apart), files in head-to-feet order."""
+    from lungct_viewer.core.phantom import phantom_volume, write_phantom_dicom
+
+    folder = write_phantom_dicom(phantom_volume(seed=3, n_slices=N, size=128), tmp_path_factory.mktemp("src"))
+    files = sorted(folder.glob("*.dcm"))
+    assert len(files) == N
     return files
-
-
-@pytest.fixture(scope="module")
-def lidc1_subset(lidc1_files: list[Path]) -> list[Path]:
-    """12 consecutive slices, in position order (head first), as the loader sorts them."""
-    order = sorted(
-        lidc1_files,
-        key=lambda p: -float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]),
-    )
-    return order[60:72]
 
 
 def _copy(files: list[Path], dest: Path, names: list[str] | None = None) -> Path:
@@ -64,9 +59,21 @@ def _copy(files: list[Path], dest: Path, names: list[str] | None = None) -> Path
     return dest
 
 
+def _rewrite(folder: Path, edit) -> None:
+    for f in sorted(folder.iterdir()):
+        ds = pydicom.dcmread(f)
+        edit(f, ds)
+        ds.save_as(f)
+
+
+def _uid(f: Path) -> str:
+    return str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)
+
+
 # ------------------------------------------------------------------------------ real studies
 
 
+@pytest.mark.realdata
 def test_lidc_0001_loads_correctly(lidc_0001: Path) -> None:
     before = _tree_fingerprint(lidc_0001)
     vol, scan = load_study(lidc_0001)
@@ -102,6 +109,7 @@ def test_lidc_0001_loads_correctly(lidc_0001: Path) -> None:
     assert vol.hu.min() >= -2048 and vol.hu.max() <= 3071
 
 
+@pytest.mark.realdata
 def test_lidc_0005_loads_correctly(lidc_0005: Path) -> None:
     vol, scan = load_study(lidc_0005)
     assert vol.shape == (133, 512, 512)
@@ -112,6 +120,7 @@ def test_lidc_0005_loads_correctly(lidc_0005: Path) -> None:
     assert [Path(s.path).name for s in scan.skipped] == ["076.xml"]
 
 
+@pytest.mark.realdata
 def test_lung_dx_two_series_never_mixed(lung_dx_a0001: Path) -> None:
     scan = scan_folder(lung_dx_a0001)
     assert len(scan.series) == 2
@@ -119,13 +128,10 @@ def test_lung_dx_two_series_never_mixed(lung_dx_a0001: Path) -> None:
     assert all(s.num_slices == 64 and s.is_axial for s in scan.series)
     for s in scan.series:
         assert len({Path(f).parent for f in s.files}) == 1, "a series mixes folders"
-        assert "64 slices" in s.summary()
 
     default = scan.default_series()
-    assert default is scan_folder(lung_dx_a0001).default_series() or (
-        default.uid == scan_folder(lung_dx_a0001).default_series().uid
-    )
     assert default.kernel == "L"  # series 2 (lung kernel): lowest series number wins ties
+    assert scan_folder(lung_dx_a0001).default_series().uid == default.uid  # the same every time
 
     vol_default, _ = load_study(lung_dx_a0001)
     other = next(s for s in scan.series if s.uid != default.uid)
@@ -139,53 +145,135 @@ def test_lung_dx_two_series_never_mixed(lung_dx_a0001: Path) -> None:
     assert not np.array_equal(vol_default.hu, vol_other.hu)
 
 
+@pytest.mark.realdata
+def test_lung_dx_series_summaries_tell_the_series_apart(lung_dx_a0001: Path) -> None:
+    """Same description, size, thickness and time: the kernel and number tell them apart."""
+    scan = scan_folder(lung_dx_a0001)
+    by_kernel = {s.kernel: s.summary() for s in scan.series}
+    assert set(by_kernel) == {"B", "L"}
+    assert by_kernel["L"] != by_kernel["B"]
+    for kernel, text in by_kernel.items():
+        assert "5mm" in text and f"kernel {kernel}" in text and "64 slices" in text, text
+        assert "5.0 mm thick" in text and "5.0 mm apart" in text, text
+        assert "19:00:47" in text, text  # AcquisitionTime: these files have no SeriesTime
+    assert by_kernel["L"].startswith("#2 ") and by_kernel["B"].startswith("#3 ")
+
+
+@pytest.mark.realdata
 def test_unknown_series_uid_lists_available(lung_dx_a0001: Path) -> None:
-    with pytest.raises(StudyLoadError, match="not in .*Series available.*64 slices"):
+    with pytest.raises(StudyLoadError, match="not in .*Series available.*kernel L.*64 slices"):
         load_study(lung_dx_a0001, series_uid="1.2.3.4.5")
+
+
+# --------------------------------------------------------------------------- series summary
+
+
+def _info(**kw) -> SeriesInfo:
+    base = dict(
+        uid="2.25.1",
+        description="Thorax 1.0 B70f",
+        modality="CT",
+        num_slices=120,
+        rows=512,
+        cols=512,
+        pixel_spacing_mm=(0.7, 0.68),
+        slice_spacing_mm=1.0,
+        is_axial=True,
+        files=(),
+        series_number=4,
+        kernel="B70f",
+        slice_thickness_mm=1.0,
+        series_time="10:32:05",
+    )
+    base.update(kw)
+    return SeriesInfo(**base)
+
+
+def test_summary_lists_what_tells_series_apart() -> None:
+    text = _info().summary()
+    assert text == (
+        "#4 Thorax 1.0 B70f: kernel B70f, 120 slices, 1.0 mm thick, 1.0 mm apart, 0.68 x 0.70 mm pixels, 10:32:05"
+    )
+    assert _info(kernel="B30f").summary() != text
+    assert _info(slice_thickness_mm=5.0).summary() != text
+    assert _info(series_time="10:35:00").summary() != text
+    bare = _info(
+        description="",
+        series_number=None,
+        kernel="",
+        slice_thickness_mm=None,
+        slice_spacing_mm=None,
+        series_time="",
+        num_slices=1,
+        is_axial=False,
+    ).summary()
+    assert bare == "(no description): 1 slice, 0.68 x 0.70 mm pixels, not axial"
+
+
+def test_scan_reads_kernel_thickness_and_time(tmp_path: Path, series_files) -> None:
+    folder = _copy(series_files[:4], tmp_path / "k")
+
+    def edit(_f, ds):
+        ds.ConvolutionKernel = "B45f"
+        ds.SliceThickness = "3"
+        ds.SeriesTime = "083015.123"
+
+    _rewrite(folder, edit)
+    [info] = scan_folder(folder).series
+    assert (info.kernel, info.slice_thickness_mm, info.series_time) == ("B45f", 3.0, "08:30:15")
+    assert info.slice_spacing_mm == pytest.approx(2.5)
+    assert "kernel B45f" in info.summary() and "3.0 mm thick" in info.summary()
 
 
 # ---------------------------------------------------------------------------- broken copies
 
 
-def test_shuffled_and_renamed_files_sort_by_position(tmp_path: Path, lidc1_subset) -> None:
-    ref, _ = load_study(_copy(lidc1_subset, tmp_path / "ref"))
-    names = [f"x{random.Random(1).random():.6f}_{i}.dcm" for i in range(len(lidc1_subset))]
+def test_phantom_series_loads_in_position_order(tmp_path: Path, series_files) -> None:
+    vol, scan = load_study(_copy(series_files, tmp_path / "ok"))
+    assert vol.shape == (N, 128, 128) and vol.warnings == () and scan.skipped == ()
+    assert vol.sop_instance_uids == tuple(_uid(f) for f in series_files)
+    assert np.allclose(np.diff(vol.slice_positions_mm), -2.5)
+    assert scan.series[0].slice_spacing_mm == pytest.approx(2.5)
+
+
+def test_shuffled_and_renamed_files_sort_by_position(tmp_path: Path, series_files) -> None:
+    ref, _ = load_study(_copy(series_files, tmp_path / "ref"))
+    names = [f"x{random.Random(i).random():.6f}.dcm" for i in range(N)]
     random.Random(7).shuffle(names)
-    vol, _ = load_study(_copy(lidc1_subset, tmp_path / "shuffled", names))
-    assert vol.sop_instance_uids == ref.sop_instance_uids
+    assert sorted(names) != names
+    vol, _ = load_study(_copy(series_files, tmp_path / "shuffled", names))
+    assert vol.sop_instance_uids == ref.sop_instance_uids == tuple(_uid(f) for f in series_files)
     assert np.array_equal(vol.hu, ref.hu)
-    expected = tuple(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in lidc1_subset)
-    assert vol.sop_instance_uids == expected
 
 
-def test_duplicate_slice_kept_once_with_warning(tmp_path: Path, lidc1_subset) -> None:
-    folder = _copy(lidc1_subset, tmp_path / "dup")
-    shutil.copyfile(lidc1_subset[5], folder / "copy_of_slice.dcm")
+def test_duplicate_slice_kept_once_with_warning(tmp_path: Path, series_files) -> None:
+    folder = _copy(series_files, tmp_path / "dup")
+    shutil.copyfile(series_files[5], folder / "copy_of_slice.dcm")
     vol, scan = load_study(folder)
-    assert scan.series[0].num_slices == 13
-    assert vol.num_slices == 12
+    assert scan.series[0].num_slices == N + 1
+    assert vol.num_slices == N
     assert any("duplicate" in w for w in vol.warnings), vol.warnings
     assert np.all(np.diff(vol.slice_positions_mm) < 0)
 
 
-def test_missing_slice_reports_uneven_spacing(tmp_path: Path, lidc1_subset) -> None:
-    files = lidc1_subset[:5] + lidc1_subset[6:]
+def test_missing_slice_reports_uneven_spacing(tmp_path: Path, series_files) -> None:
+    files = series_files[:5] + series_files[6:]
     vol, _ = load_study(_copy(files, tmp_path / "gap"))
-    assert vol.num_slices == 11
+    assert vol.num_slices == N - 1
     [w] = [w for w in vol.warnings if "uneven" in w]
     assert "2.50 mm" in w and "5.00 mm" in w and "missing" in w
 
 
-def test_junk_and_text_files_are_skipped_with_reasons(tmp_path: Path, lidc1_subset) -> None:
-    folder = _copy(lidc1_subset, tmp_path / "mixed")
+def test_junk_and_text_files_are_skipped_with_reasons(tmp_path: Path, series_files) -> None:
+    folder = _copy(series_files, tmp_path / "mixed")
     (folder / "notes.txt").write_text("patient notes\n")
-    (folder / "junk.dcm").write_bytes(os.urandom(3000))
+    (folder / "junk.dcm").write_bytes(random.Random(3).randbytes(3000))
     (folder / "empty.dcm").write_bytes(b"")
     sub = folder / "sub"
     sub.mkdir()
     (sub / "readme.md").write_text("# nothing\n")
     vol, scan = load_study(folder)
-    assert vol.num_slices == 12
+    assert vol.num_slices == N
     reasons = {Path(s.path).name: s.reason for s in scan.skipped}
     assert set(reasons) == {"notes.txt", "junk.dcm", "empty.dcm", "readme.md"}
     assert "not a DICOM file" in reasons["notes.txt"]
@@ -194,11 +282,11 @@ def test_junk_and_text_files_are_skipped_with_reasons(tmp_path: Path, lidc1_subs
     assert all(r.endswith(".") and r.startswith(n) for n, r in reasons.items())
 
 
-def test_subfolders_are_scanned(tmp_path: Path, lidc1_subset) -> None:
-    _copy(lidc1_subset[:6], tmp_path / "a" / "b")
-    _copy(lidc1_subset[6:], tmp_path / "c")
+def test_subfolders_are_scanned(tmp_path: Path, series_files) -> None:
+    _copy(series_files[:6], tmp_path / "a" / "b")
+    _copy(series_files[6:], tmp_path / "c")
     vol, _ = load_study(tmp_path)
-    assert vol.num_slices == 12
+    assert vol.num_slices == N
 
 
 def test_empty_folder(tmp_path: Path) -> None:
@@ -208,7 +296,7 @@ def test_empty_folder(tmp_path: Path) -> None:
 
 def test_folder_of_junk_only(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("hello")
-    (tmp_path / "b.bin").write_bytes(os.urandom(500))
+    (tmp_path / "b.bin").write_bytes(random.Random(5).randbytes(500))
     with pytest.raises(StudyLoadError) as err:
         load_study(tmp_path)
     msg = str(err.value)
@@ -225,7 +313,7 @@ def test_nonexistent_path_and_file_path(tmp_path: Path) -> None:
         load_study(f)
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads anything")
+@pytest.mark.skipif(os.geteuid() == 0, reason="permissions do not apply to root")
 def test_unreadable_folder(tmp_path: Path) -> None:
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -237,101 +325,90 @@ def test_unreadable_folder(tmp_path: Path) -> None:
         locked.chmod(0o700)
 
 
-def test_truncated_slice_is_skipped(tmp_path: Path, lidc1_subset) -> None:
-    folder = _copy(lidc1_subset, tmp_path / "trunc")
-    bad = folder / lidc1_subset[3].name
+def test_truncated_slice_is_skipped(tmp_path: Path, series_files) -> None:
+    folder = _copy(series_files, tmp_path / "trunc")
+    bad = folder / series_files[3].name
     data = bad.read_bytes()
     bad.write_bytes(data[: len(data) // 2])
     vol, scan = load_study(folder)
-    assert vol.num_slices == 11
+    assert vol.num_slices == N - 1
+    assert _uid(series_files[3]) not in vol.sop_instance_uids
     mentioned = [s.reason for s in scan.skipped] + list(vol.warnings)
-    assert any(bad.name in m and ("skipped" in m or "damaged" in m or "decoded" in m)
-               for m in mentioned), mentioned
+    assert any(bad.name in m and ("damaged" in m or "decoded" in m) for m in mentioned), mentioned
 
 
-def test_no_slice_decodes(tmp_path: Path, lidc1_subset) -> None:
-    folder = _copy(lidc1_subset[:3], tmp_path / "bad")
-    for f in folder.iterdir():
-        ds = pydicom.dcmread(f)
-        ds.PixelData = ds.PixelData[:100]
-        ds.save_as(f)
-    with pytest.raises(StudyLoadError):
+def test_no_slice_decodes(tmp_path: Path, series_files) -> None:
+    folder = _copy(series_files[:3], tmp_path / "bad")
+    _rewrite(folder, lambda _f, ds: setattr(ds, "PixelData", ds.PixelData[:100]))
+    with pytest.raises(StudyLoadError, match="None of the 3 slices .* could be read"):
         load_study(folder)
 
 
-def _rewrite(folder: Path, edit) -> None:
-    for f in sorted(folder.iterdir()):
-        ds = pydicom.dcmread(f)
-        edit(f, ds)
-        ds.save_as(f)
-
-
-def test_missing_positions_fall_back_to_instance_number(tmp_path: Path, lidc1_subset) -> None:
-    ref, _ = load_study(_copy(lidc1_subset, tmp_path / "ref"))
-    folder = _copy(lidc1_subset, tmp_path / "nopos")
-
-    def edit(_f, ds):
-        del ds.ImagePositionPatient
-
-    _rewrite(folder, edit)
-    vol, _ = load_study(folder)
-    assert any("instance number" in w for w in vol.warnings)
-    ins = [int(pydicom.dcmread(f, stop_before_pixels=True).InstanceNumber) for f in lidc1_subset]
-    expected = [u for _, u in sorted(zip(ins, ref.sop_instance_uids))]
-    assert list(vol.sop_instance_uids) == expected
-    assert vol.image_positions_mm.shape == (12, 3)
-
-
-def test_mixed_sizes_drop_minority(tmp_path: Path, lidc1_subset) -> None:
-    folder = _copy(lidc1_subset, tmp_path / "sizes")
-    odd = folder / lidc1_subset[4].name
-    ds = pydicom.dcmread(odd)
-    ds.PixelData = ds.pixel_array[::2, ::2].copy().tobytes()
-    ds.Rows, ds.Columns = 256, 256
-    ds.save_as(odd)
-    vol, _ = load_study(folder)
-    assert vol.shape == (11, 512, 512)
-    assert any("different size (256 x 256" in w for w in vol.warnings), vol.warnings
-
-
-def test_padding_and_rescale(tmp_path: Path, lidc1_subset) -> None:
-    folder = _copy(lidc1_subset[:2], tmp_path / "pad")
-    raw0 = pydicom.dcmread(lidc1_subset[0]).pixel_array
+def test_missing_positions_fall_back_to_instance_number(tmp_path: Path, series_files) -> None:
+    folder = _copy(series_files, tmp_path / "nopos")
 
     def edit(f, ds):
-        arr = ds.pixel_array.copy()
-        arr[:10, :10] = -2000  # the series' PixelPaddingValue (63536 read as signed)
-        ds.PixelData = arr.tobytes()
-        ds.RescaleSlope = 2
-        ds.RescaleIntercept = -1000
+        del ds.ImagePositionPatient
+        ds.InstanceNumber = N + 1 - int(f.stem)  # reversed against the file names
 
     _rewrite(folder, edit)
     vol, _ = load_study(folder)
-    hu = vol.hu[0]
-    assert np.all(hu[:10, :10] == PADDING_HU)
-    np.testing.assert_array_equal(hu[100:110, 200:210], raw0[100:110, 200:210] * 2 - 1000)
+    assert any("instance number" in w for w in vol.warnings), vol.warnings
+    assert vol.sop_instance_uids == tuple(_uid(f) for f in reversed(series_files))
+    assert vol.image_positions_mm.shape == (N, 3)
+    assert vol.slice_spacing_mm == pytest.approx(2.5)  # from SliceThickness
 
 
-def test_non_axial_series_is_flagged(tmp_path: Path, lidc1_subset) -> None:
-    folder = _copy(lidc1_subset[:3], tmp_path / "cor")
+def test_mixed_sizes_drop_minority(tmp_path: Path, series_files) -> None:
+    folder = _copy(series_files, tmp_path / "sizes")
+    odd = folder / series_files[4].name
+    ds = pydicom.dcmread(odd)
+    ds.PixelData = ds.pixel_array[::2, ::2].copy().tobytes()
+    ds.Rows, ds.Columns = 64, 64
+    ds.save_as(odd)
+    vol, _ = load_study(folder)
+    assert vol.shape == (N - 1, 128, 128)
+    assert any("different size (64 x 64" in w for w in vol.warnings), vol.warnings
+
+
+def test_signed_padding_and_rescale(tmp_path: Path, series_files) -> None:
+    """Signed pixels with PixelPaddingValue written as unsigned (63536 = -2000), as GE does."""
+    folder = _copy(series_files[:2], tmp_path / "pad")
+    ref, _ = load_study(_copy(series_files[:2], tmp_path / "ref"))
 
     def edit(_f, ds):
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+        hu = ds.pixel_array.astype(np.int32) - 1024
+        stored = ((hu + 1000) // 2).astype(np.int16)  # HU = 2 * stored - 1000
+        stored[:10, :10] = -2000
+        ds.PixelRepresentation = 1
+        ds.RescaleSlope, ds.RescaleIntercept = "2", "-1000"
+        ds.add_new(0x00280120, "US", 63536)  # PixelPaddingValue
+        ds.PixelData = stored.tobytes()
 
     _rewrite(folder, edit)
+    vol, _ = load_study(folder)
+    assert np.all(vol.hu[:, :10, :10] == PADDING_HU)
+    expected = 2 * ((ref.hu.astype(np.int32) + 1000) // 2) - 1000
+    np.testing.assert_array_equal(vol.hu[:, 10:, 10:], expected[:, 10:, 10:])
+
+
+def test_non_axial_series_is_flagged(tmp_path: Path, series_files) -> None:
+    folder = _copy(series_files[:3], tmp_path / "cor")
+    _rewrite(folder, lambda _f, ds: setattr(ds, "ImageOrientationPatient", [1, 0, 0, 0, 0, -1]))
     scan = scan_folder(folder)
     assert scan.series[0].is_axial is False
+    assert "not axial" in scan.series[0].summary()
     vol = load_series(scan.series[0])
     assert any("not axial" in w for w in vol.warnings)
 
 
-def test_non_ct_and_localizer_skipped(tmp_path: Path, lidc1_subset) -> None:
-    folder = _copy(lidc1_subset[:3], tmp_path / "types")
-    mr = pydicom.dcmread(lidc1_subset[3])
+def test_non_ct_and_localizer_skipped(tmp_path: Path, series_files) -> None:
+    folder = _copy(series_files[:3], tmp_path / "types")
+    mr = pydicom.dcmread(series_files[3])
     mr.Modality = "MR"
     mr.SOPInstanceUID = "2.25.11"
     mr.save_as(folder / "mr.dcm")
-    loc = pydicom.dcmread(lidc1_subset[4])
+    loc = pydicom.dcmread(series_files[4])
     loc.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
     loc.SeriesInstanceUID = "2.25.12"
     loc.save_as(folder / "scout.dcm")
@@ -342,62 +419,49 @@ def test_non_ct_and_localizer_skipped(tmp_path: Path, lidc1_subset) -> None:
     assert "localizer" in reasons["scout.dcm"]
 
 
-def test_progress_and_cancel(tmp_path: Path, lidc1_subset) -> None:
-    folder = _copy(lidc1_subset, tmp_path / "p")
-    scan = scan_folder(folder)
-    calls: list[tuple[int, int]] = []
-    load_series(scan.series[0], progress=lambda d, t: calls.append((d, t)))
-    assert calls and calls[-1] == (12, 12)
-    assert all(a <= b for (a, _), (b, _) in zip(calls, calls[1:]))
-    with pytest.raises(LoadCancelled) as err:
-        load_series(scan.series[0], cancel=lambda: True)
-    assert isinstance(err.value, StudyLoadError) and isinstance(err.value, AnalysisCancelled)
-    with pytest.raises(StudyLoadError, match="cancelled"):
-        load_study(folder, cancel=lambda: True)
+def test_select_series(tmp_path: Path, series_files) -> None:
+    scan = scan_folder(_copy(series_files[:3], tmp_path / "one"))
+    assert select_series(scan) is scan.default_series() is scan.series[0]
+    assert select_series(scan, scan.series[0].uid) is scan.series[0]
+    with pytest.raises(StudyLoadError, match="is not in .*Series available: #1 "):
+        select_series(scan, "1.2.3")
 
 
-def test_source_folder_untouched_on_errors(tmp_path: Path, lidc1_subset) -> None:
-    folder = _copy(lidc1_subset[:3], tmp_path / "ro")
+def test_source_folder_untouched_on_errors(tmp_path: Path, series_files) -> None:
+    folder = _copy(series_files[:3], tmp_path / "ro")
     (folder / "junk.txt").write_text("junk")
     before = _tree_fingerprint(folder)
     load_study(folder)
     with pytest.raises(StudyLoadError):
         load_study(folder, series_uid="nope")
     assert _tree_fingerprint(folder) == before
-    assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [f.name for f in lidc1_subset[:3]] + ["junk.txt"]
-    )
+    assert sorted(p.name for p in folder.iterdir()) == sorted([f.name for f in series_files[:3]] + ["junk.txt"])
 
 
-def test_fast_and_full_decode_paths_agree(tmp_path: Path, lidc1_subset) -> None:
-    """Pixels read at the offset recorded by the scan equal a full pydicom decode."""
-    from lungct_viewer.core import dicom_io
-
-    folder = _copy(lidc1_subset[:4], tmp_path / "paths")
-    scan = scan_folder(folder)
-    fast = load_series(scan.series[0])
-    dicom_io._HEADER_CACHE.clear()
-    full = load_series(scan.series[0])
+def test_fast_and_full_decode_paths_agree(tmp_path: Path, series_files) -> None:
+    """Pixels read at the offsets the scan recorded equal a full pydicom decode."""
+    folder = _copy(series_files[:4], tmp_path / "paths")
+    [info] = scan_folder(folder).series
+    assert len(info.headers) == 4 and all(h.pixel_offset for h in info.headers)
+    fast = load_series(info)
+    full = load_series(dataclasses.replace(info, headers=()))  # no scan headers: parse every file
     np.testing.assert_array_equal(fast.hu, full.hu)
     assert fast.sop_instance_uids == full.sop_instance_uids
-    ref = pydicom.dcmread(lidc1_subset[0])
-    expected = ref.pixel_array.astype(np.int32) * int(ref.RescaleSlope) + int(ref.RescaleIntercept)
-    i = fast.sop_instance_uids.index(ref.SOPInstanceUID)
-    assert np.array_equal(fast.hu[i], expected)  # no padding pixels in the middle slices
+    ref = pydicom.dcmread(series_files[0])
+    np.testing.assert_array_equal(fast.hu[0], ref.pixel_array.astype(np.int32) - 1024)
 
     # a file changed after the scan is read again, not from stale offsets
-    scan = scan_folder(folder)
-    f = folder / lidc1_subset[1].name
+    f = folder / series_files[1].name
     ds = pydicom.dcmread(f)
     ds.RescaleIntercept = -1000
     ds.save_as(f)
-    vol = load_series(scan.series[0])
-    j = vol.sop_instance_uids.index(ds.SOPInstanceUID)
-    np.testing.assert_array_equal(vol.hu[j].astype(np.int32), ds.pixel_array.astype(np.int32) - 1000)
+    vol = load_series(info)
+    np.testing.assert_array_equal(vol.hu[1].astype(np.int32), ds.pixel_array.astype(np.int32) - 1000)
+    np.testing.assert_array_equal(vol.hu[0], fast.hu[0])
 
 
-def test_special_files_and_broken_links_are_skipped(tmp_path: Path, lidc1_subset) -> None:
-    folder = _copy(lidc1_subset[:3], tmp_path / "special")
+def test_special_files_and_broken_links_are_skipped(tmp_path: Path, series_files) -> None:
+    folder = _copy(series_files[:3], tmp_path / "special")
     os.mkfifo(folder / "pipe")
     os.symlink(folder / "missing-target", folder / "dangling")
     vol, scan = load_study(folder)
@@ -405,3 +469,59 @@ def test_special_files_and_broken_links_are_skipped(tmp_path: Path, lidc1_subset
     reasons = {Path(s.path).name: s.reason for s in scan.skipped}
     assert "not a regular file" in reasons["pipe"]
     assert "could not be opened" in reasons["dangling"]
+
+
+# ------------------------------------------------------------------- progress and cancelling
+
+
+def test_load_progress_and_cancel(tmp_path: Path, series_files) -> None:
+    folder = _copy(series_files, tmp_path / "p")
+    [info] = scan_folder(folder).series
+    calls: list[tuple[int, int]] = []
+    load_series(info, progress=lambda d, t: calls.append((d, t)))
+    assert calls and calls[-1] == (N, N)
+    assert all(a <= b for (a, _), (b, _) in itertools.pairwise(calls))
+    with pytest.raises(LoadCancelled, match="Loading the series was cancelled") as err:
+        load_series(info, cancel=lambda: True)
+    assert isinstance(err.value, StudyLoadError) and isinstance(err.value, AnalysisCancelled)
+
+
+class _CancelAfter:
+    """A cancel callable that says stop from its ``n``-th call on, counting the calls."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.calls = n, 0
+
+    def __call__(self) -> bool:
+        self.calls += 1
+        return self.calls >= self.n
+
+
+def test_folder_scan_polls_cancel_between_files(tmp_path: Path, series_files) -> None:
+    folder = _copy(series_files, tmp_path / "c")
+    never = _CancelAfter(10**9)
+    scan = scan_folder(folder, cancel=never)
+    assert len(scan.series) == 1
+    assert never.calls >= N, "the scan must ask whether to stop at least once per file"
+
+    # cancelled while the folder is listed: the fifth file is never looked at
+    early = _CancelAfter(5)
+    with pytest.raises(LoadCancelled, match="Reading the folder was cancelled") as err:
+        scan_folder(folder, cancel=early)
+    assert early.calls == 5
+    assert isinstance(err.value, StudyLoadError) and isinstance(err.value, AnalysisCancelled)
+
+    # cancelled after the listing (N + 1 polls) and the start of the header reading (N + 2),
+    # while the headers are read
+    late = _CancelAfter(N + 3)
+    with pytest.raises(LoadCancelled, match="Reading the folder was cancelled"):
+        scan_folder(folder, cancel=late)
+    assert late.calls == N + 3
+
+
+def test_load_study_cancel_stops_the_scan(tmp_path: Path, series_files) -> None:
+    folder = _copy(series_files[:3], tmp_path / "s")
+    loaded: list[int] = []
+    with pytest.raises(LoadCancelled, match="Reading the folder was cancelled"):
+        load_study(folder, progress=lambda d, t: loaded.append(d), cancel=lambda: True)
+    assert loaded == [], "nothing was decoded"

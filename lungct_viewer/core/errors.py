@@ -19,6 +19,14 @@ class AnalysisCancelled(LungCTError):
     """The user cancelled an analysis; results for the slices already done are kept."""
 
 
+class LoadCancelled(StudyLoadError, AnalysisCancelled):
+    """The user cancelled scanning a folder or loading a series (nothing is returned).
+
+    Both a :class:`StudyLoadError` and an :class:`AnalysisCancelled`, so code that catches
+    either family handles it.
+    """
+
+
 class ExportError(LungCTError):
     """An export could not be written."""
 

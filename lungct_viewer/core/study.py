@@ -14,8 +14,11 @@ Conventions
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+from . import geometry
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,11 @@ class SkippedFile:
 
 @dataclass(frozen=True)
 class SeriesInfo:
-    """Header-level summary of one series found in a folder (no pixel data read)."""
+    """Header-level summary of one series found in a folder (no pixel data read).
+
+    ``headers`` are the headers the scan read for ``files`` (opaque to callers): loading
+    uses them to read pixels without parsing each header again.
+    """
 
     uid: str
     description: str
@@ -44,14 +51,35 @@ class SeriesInfo:
     study_uid: str = ""
     manufacturer: str = ""
     kernel: str = ""
+    slice_thickness_mm: float | None = None
+    #: SeriesTime (else the earliest AcquisitionTime) as ``HH:MM[:SS]``; "" when unknown
+    series_time: str = ""
+    headers: tuple[Any, ...] = field(default=(), repr=False, compare=False)
 
     def summary(self) -> str:
-        """One line for a series chooser: description, slices, spacing."""
-        desc = self.description or "(no description)"
-        sp = f"{self.pixel_spacing_mm[1]:.2f} x {self.pixel_spacing_mm[0]:.2f} mm"
-        th = f", {self.slice_spacing_mm:.1f} mm apart" if self.slice_spacing_mm else ""
+        """One line for a series chooser, with what tells series of one study apart.
+
+        Number and description, convolution kernel, slice count, slice thickness and
+        spacing, pixel size, series time; e.g.
+        ``#2 5mm: kernel L, 64 slices, 5.0 mm thick, 5.0 mm apart, 0.84 x 0.84 mm pixels, 19:00:47``.
+        """
         num = f"#{self.series_number} " if self.series_number is not None else ""
-        return f"{num}{desc} - {self.modality}, {self.num_slices} slices, {sp}{th}"
+        parts = []
+        if self.modality != "CT":
+            parts.append(self.modality)
+        if self.kernel:
+            parts.append(f"kernel {self.kernel}")
+        parts.append(f"{self.num_slices} slice{'s' if self.num_slices != 1 else ''}")
+        if self.slice_thickness_mm:
+            parts.append(f"{self.slice_thickness_mm:.1f} mm thick")
+        if self.slice_spacing_mm:
+            parts.append(f"{self.slice_spacing_mm:.1f} mm apart")
+        parts.append(f"{self.pixel_spacing_mm[1]:.2f} x {self.pixel_spacing_mm[0]:.2f} mm pixels")
+        if not self.is_axial:
+            parts.append("not axial")
+        if self.series_time:
+            parts.append(self.series_time)
+        return f"{num}{self.description or '(no description)'}: {', '.join(parts)}"
 
 
 @dataclass(frozen=True)
@@ -100,6 +128,8 @@ class CTVolume:
             raise ValueError("image_positions_mm must be (n, 3)")
         if len(self.sop_instance_uids) != n:
             raise ValueError("one SOPInstanceUID per slice is required")
+        if geometry.slice_normal(self.orientation) is None:
+            raise ValueError("orientation must be 6 direction cosines of two non-parallel axes")
 
     @property
     def num_slices(self) -> int:
@@ -111,19 +141,18 @@ class CTVolume:
 
     @property
     def normal(self) -> np.ndarray:
-        return np.cross(self.orientation[:3], self.orientation[3:])
+        """Unit slice normal (row cosines x column cosines)."""
+        return geometry.slice_normal(self.orientation)
 
     @property
     def slice_positions_mm(self) -> np.ndarray:
         """Position of each slice along the slice normal, mm (decreasing with index)."""
-        return self.image_positions_mm @ self.normal
+        return geometry.projected_positions(self.image_positions_mm, self.normal)
 
     @property
     def slice_spacing_mm(self) -> float | None:
-        pos = self.slice_positions_mm
-        if len(pos) < 2:
-            return None
-        return float(np.median(np.abs(np.diff(pos))))
+        """Median distance between neighbouring slices, mm (None for a single slice)."""
+        return geometry.slice_spacing(self.slice_positions_mm)
 
     def pixel_to_patient_mm(self, index: int, row: float, col: float) -> tuple[float, float, float]:
         """Patient (LPS) coordinates in mm of a (fractional) pixel of slice ``index``."""
@@ -143,7 +172,7 @@ class CTVolume:
         slice_spacing_mm: float = 2.5,
         series_uid: str = "2.25.1",
         description: str = "array",
-    ) -> "CTVolume":
+    ) -> CTVolume:
         """An axial volume from an array (tests, phantoms): index 0 is the top slice."""
         n = hu.shape[0]
         z = -slice_spacing_mm * np.arange(n, dtype=np.float64)

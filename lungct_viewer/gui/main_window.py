@@ -129,7 +129,7 @@ class MainWindow(QtWidgets.QMainWindow):
         """Import the DICOM reader off the GUI thread so opening a folder starts at once."""
 
         def warm(task: TaskThread):
-            from lungct_viewer.core import dicom_io  # noqa: F401
+            from lungct_viewer.core import dicom  # noqa: F401
 
         self._start_task("warm-up", warm)
 
@@ -460,14 +460,14 @@ class MainWindow(QtWidgets.QMainWindow):
         self.load_progress.busy("Preparing the demo study\u2026" if demo else "Reading the folder\u2026")
 
         def scan(task: TaskThread):
-            from lungct_viewer.core import dicom_io
+            from lungct_viewer.core import dicom
 
             p = path
             if p is None:
                 from lungct_viewer.core.phantom import ensure_demo_study
 
                 p = ensure_demo_study()
-            return str(p), dicom_io.scan_folder(p)
+            return str(p), dicom.scan_folder(p)
 
         t = self._start_task("scan", scan)
         t.succeeded.connect(lambda res: self._on_scanned(gen, res, series_uid, demo))
@@ -521,7 +521,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.load_progress.start(info.num_slices, "Loading slices")
 
         def load(task: TaskThread):
-            from lungct_viewer.core import dicom_io
+            from lungct_viewer.core import dicom
 
             if info.num_slices > 1 and len(info.files) == info.num_slices:
                 # the files are ordered head to feet: decode the middle one first, so a
@@ -529,10 +529,10 @@ class MainWindow(QtWidgets.QMainWindow):
                 mid = info.num_slices // 2
                 try:
                     one = dataclasses.replace(info, files=(info.files[mid],), num_slices=1)
-                    task.partial.emit((mid, dicom_io.load_series(one).hu[0]))
+                    task.partial.emit((mid, dicom.load_series(one).hu[0]))
                 except Exception:  # noqa: BLE001 - the preview is optional
                     log.debug("preview slice failed", exc_info=True)
-            return dicom_io.load_series(
+            return dicom.load_series(
                 info,
                 progress=lambda done, total: task.progressed.emit(int(done), int(total)),
                 cancel=task.is_cancelled,
