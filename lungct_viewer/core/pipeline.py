@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import resources
 from . import constants as C
 from .field import field_grid
 from .model import MODEL_FILENAME, LoadedModel
@@ -21,7 +22,7 @@ from .preprocessing import PreparedSlice, prepare_slice
 from .results import SliceAnalysis, StudyAnalysis
 from .study import CTVolume
 
-RESOURCES_DIR = Path(__file__).resolve().parents[2] / "resources"
+RESOURCES_DIR = resources.ROOT
 
 
 def default_model_path() -> Path:

@@ -10,13 +10,14 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from lungct_viewer import RESEARCH_NOTICE
 from lungct_viewer.core.atomic import atomic_path
+from lungct_viewer.resources import STYLE_DIR
 
 from .dialogs import Dialogs
 from .main_window import MainWindow
 
 log = logging.getLogger(__name__)
 
-STYLE_FILE = Path(__file__).resolve().parents[2] / "resources" / "style" / "dark.qss"
+STYLE_FILE = STYLE_DIR / "dark.qss"
 #: Longest wait for the analysis in ``--screenshot`` mode before the screenshot is taken anyway.
 SCREENSHOT_TIMEOUT_S = 3600
 
