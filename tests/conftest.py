@@ -13,13 +13,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 
 def data_dir() -> Path:
     """Shared real data: ``$LUNGCT_DATA_DIR`` or ``../shared/data`` beside the repository."""
-    env = os.environ.get("LUNGCT_DATA_DIR")
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+    from lungct_viewer.core.userdirs import default_data_dir
+
+    return default_data_dir()
 
 
 def _need(rel: str) -> Path:

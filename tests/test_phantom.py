@@ -17,7 +17,7 @@ from lungct_viewer.core.phantom import (
     MALIGNANT_RADIUS_PX,
     Nodule,
     Phantom,
-    ensure_demo_study,
+    ensure_phantom_study,
     phantom_volume,
     read_masks,
     write_phantom_dicom,
@@ -187,23 +187,23 @@ def test_masks_never_inside_series_folder(tmp_path: Path) -> None:
         write_phantom_dicom(ph, tmp_path / "s", masks_path=tmp_path / "s" / "m.npz")
 
 
-def test_demo_study_cached_and_repaired(tmp_path: Path) -> None:
-    folder = ensure_demo_study(tmp_path)
+def test_phantom_study_cached_and_repaired(tmp_path: Path) -> None:
+    folder = ensure_phantom_study(tmp_path)
     files = sorted(folder.iterdir())
     assert len(files) == 40
     mtimes = [f.stat().st_mtime_ns for f in files]
-    assert ensure_demo_study(tmp_path) == folder
+    assert ensure_phantom_study(tmp_path) == folder
     assert [f.stat().st_mtime_ns for f in sorted(folder.iterdir())] == mtimes  # cached
     files[7].unlink()  # incomplete cache -> rewritten
-    folder2 = ensure_demo_study(tmp_path)
+    folder2 = ensure_phantom_study(tmp_path)
     assert len(list(folder2.iterdir())) == 40
     vol, scan = load_study(folder2)
     assert vol.shape == (40, 512, 512) and len(scan.series) == 1
     assert sorted(n.cls for n in read_masks(tmp_path / "demo-v1-masks.npz")[2]) == [1, 2]
 
 
-def test_demo_default_cache_respects_xdg(tmp_path: Path, monkeypatch) -> None:
-    from lungct_viewer.core.phantom import default_cache_dir
+def test_default_cache_respects_xdg(tmp_path: Path, monkeypatch) -> None:
+    from lungct_viewer.core.userdirs import default_cache_dir
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert default_cache_dir() == tmp_path / "lungct-viewer"

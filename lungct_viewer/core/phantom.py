@@ -15,7 +15,8 @@ mask (0 background, 1 benign, 2 malignant) of the nodule bodies (spicules exclud
 
 The same arguments always give byte-identical pixel data. :func:`write_phantom_dicom`
 writes a valid CT DICOM series (UIDs derived from the seed and the arguments) and
-:func:`ensure_demo_study` caches a 512 x 512 demo study on disk.
+:func:`ensure_phantom_study` caches a 512 x 512 phantom study on disk: the demo study when
+the real one cannot be built (see :mod:`.demo`).
 """
 
 from __future__ import annotations
@@ -26,15 +27,16 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from . import constants as C
 from .atomic import atomic_path, write_json_atomic
 from .study import CTVolume
+from .userdirs import default_cache_dir
 
 #: HU of the phantom's tissues.
 AIR_HU = -1000
@@ -398,7 +400,7 @@ def phantom_volume(
                 )
                 img[rib & ~lung] = BONE_HU
         img = ndimage.gaussian_filter(img, 0.6)
-        for nod, shp in zip(nods, shapes):
+        for nod, shp in zip(nods, shapes, strict=True):
             _draw_nodule(img, labels[z], nod, shp, z, z_px_per_slice)
         noise = np.random.default_rng([seed, 4, z]).normal(0.0, 12.0, size=(size, size))
         img += noise
@@ -461,7 +463,7 @@ def write_phantom_dicom(
     """
     import pydicom
     from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian
 
     out = Path(out_dir)
     if masks_path is not None:
@@ -577,19 +579,23 @@ def read_masks(path: str | os.PathLike[str]) -> tuple[np.ndarray, tuple[str, ...
 # ------------------------------------------------------------------------------- demo study
 
 
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/lungct-viewer`` or ``~/.cache/lungct-viewer``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "lungct-viewer"
-
-
 def demo_phantom() -> Phantom:
-    """The demo study's phantom (512 x 512, 40 slices)."""
+    """The phantom demo study (512 x 512, 40 slices)."""
     return phantom_volume(seed=DEMO_SEED, n_slices=DEMO_SLICES, size=DEMO_SIZE)
 
 
 def ensure_demo_study(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Write the demo study once into ``cache_dir`` (default :func:`default_cache_dir`).
+    """The demo study's folder: :func:`lungct_viewer.core.demo.ensure_demo_study`.
+
+    A real CT slab when the shared data are present (or it is cached), else the phantom.
+    """
+    from .demo import ensure_demo_study as ensure
+
+    return ensure(cache_dir)
+
+
+def ensure_phantom_study(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Write the phantom demo study once into ``cache_dir`` (default: the user's cache folder).
 
     Returns the folder holding the DICOM series. Its label masks are in
     ``<folder>-masks.npz`` beside it. An incomplete or damaged cache is rewritten.
