@@ -543,8 +543,7 @@ def test_several_series_offer_a_choice(window, qtbot, tmp_path, dialogs):
     dialogs.series_choice = None  # user cancels: nothing loaded
     with qtbot.waitSignal(window.loadFailed, timeout=30_000):
         window.open_path(str(root))
-    if len(dialogs.series_offered) < 2:
-        pytest.skip("the two phantom series share a SeriesInstanceUID")
+    assert len(dialogs.series_offered) == 2, dialogs.series_offered
     assert any("7 slices" in s for s in dialogs.series_offered)
     assert window.volume is None
     k = next(i for i, s in enumerate(dialogs.series_offered) if "5 slices" in s)
@@ -563,37 +562,47 @@ def test_about_shows_model_card_and_notice(window, random_model_path, dialogs):
 
 
 # ----------------------------------------------------------------------------- analysis thread
-def test_analysis_on_worker_keeps_event_loop_turning(make_window, qtbot, random_model_path):
+def test_analysis_on_worker_keeps_event_loop_turning(make_window, qtbot, random_model_path, monkeypatch):
+    """The CNN runs on a worker thread while the GUI thread keeps handling events.
+
+    The worker waits, before its first batch, for an event that only the GUI thread's event
+    loop sets (a zero-delay timer started after ``start_analysis`` returns): if the analysis
+    ran on the GUI thread, or kept its event loop from turning, it could not finish.
+    """
+    import threading
+
+    import lungct_viewer.core.pipeline as pipeline
+
+    gui_thread = threading.current_thread()
+    gui_turned = threading.Event()
+    waited: list[tuple[threading.Thread, bool]] = []
+    analyse_group = pipeline.Analyzer._analyze_group
+
+    def after_gui_turned(self, volume, indices):
+        waited.append((threading.current_thread(), gui_turned.wait(60)))  # 60 s: a guard, not a timing
+        return analyse_group(self, volume, indices)
+
+    monkeypatch.setattr(pipeline.Analyzer, "_analyze_group", after_gui_turned)
     w = make_window(model_path=random_model_path)
     vol = synth_volume(n=10)
     w.set_volume(vol)
     w.set_index(7)
-    ticks: list[float] = []
-    timer = QtCore.QTimer()
-    timer.setInterval(10)
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    order: list[int] = []
-    w.analysis_progress.bar.valueChanged.connect(lambda v: order.append(v))
     first: list[int] = []
 
     def on_partial(item):
         if item[0] == "slice" and not first:
             first.append(item[1].index)
 
-    timer.start()
     w.start_analysis()
+    QtCore.QTimer.singleShot(0, gui_turned.set)
     w._analysis_task.partial.connect(on_partial)
     assert w.is_analysing() and w.analysis_progress.isVisible()
     res = wait_analysis(qtbot, w)
-    timer.stop()
     assert res is not None and not res.cancelled and len(res.slices) == 10
+    assert waited and all(thread is not gui_thread and ok for thread, ok in waited), waited
     assert first == [7], "the current slice is analysed first"
     assert w.analysis is res and set(w.slice_results) == set(range(10))
     assert not w.analysis_progress.isVisible()
-    gaps = np.diff(ticks)
-    assert len(ticks) > 20
-    # the GUI thread never stalls while the CNN runs (generous for 2 shared cores)
-    assert gaps.max() < 0.5, f"event loop stalled for {gaps.max():.3f} s"
     assert w.diag_label.text() != "NOT ANALYSED"
 
 
@@ -608,15 +617,15 @@ def test_cancel_and_close_during_analysis(make_window, qtbot, random_model_path,
     res = wait_analysis(qtbot, w)
     assert res.cancelled and 2 <= len(res.slices) < 40
     assert w.analyze_button.isEnabled()
-    # the partial result is shown and exportable
-    assert "(partial)" in w.diag_label.text() or w.diagnosis is not None
+    # the partial result is shown, marked as partial
+    assert w.diagnosis is not None
+    assert w.diag_label.text().endswith(" (partial)"), w.diag_label.text()
     # start again, then close the window mid-way: the worker stops cleanly
     w.start_analysis()
     qtbot.waitUntil(lambda: len(w.slice_results) >= 1, timeout=90_000)
-    t0 = time.perf_counter()
     task = w._analysis_task
     w.close()
-    assert not task.isRunning() and time.perf_counter() - t0 < 20
+    assert not task.isRunning(), "closing the window stops the worker before it returns"
 
 
 def test_worker_exception_shows_dialog_and_app_stays_usable(make_window, qtbot, random_model_path, dialogs, monkeypatch):

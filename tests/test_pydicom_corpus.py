@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,6 @@ def test_corpus_is_present() -> None:
 
 
 def test_every_file_loads_or_fails_clearly(tmp_path: Path) -> None:
-    t0 = time.perf_counter()
     loaded, refused = [], []
     for i, src in enumerate(FILES):
         folder = tmp_path / f"{i:03d}"
@@ -53,7 +51,6 @@ def test_every_file_loads_or_fails_clearly(tmp_path: Path) -> None:
     assert "CT_small.dcm" in names
     assert any("J2K" in n for n in names)
     assert refused, "non-CT files must be refused"
-    assert time.perf_counter() - t0 < 60
 
 
 def test_all_corpus_ct_in_one_folder(tmp_path: Path) -> None:

@@ -9,6 +9,10 @@ import pytest
 
 
 @pytest.mark.gui
+@pytest.mark.skipif(
+    sys.version_info >= (3, 12),
+    reason="None is immortal from Python 3.12 on: its reference count cannot drop, so this check proves nothing",
+)
 def test_void_qt_calls_keep_none_refcount(qtbot):
     from PySide6.QtWidgets import QLabel
 
