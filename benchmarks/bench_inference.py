@@ -97,7 +97,8 @@ def main() -> int:
     diag = diagnose(all_findings(dets), model.voting_threshold)
     total = time.perf_counter() - t_all
     print(f"whole study: load {load2:.2f} s (first load {load_s:.2f} s), inference {infer:.2f} s "
-          f"({infer / vol.num_slices * 1000:.0f} ms/slice, {res.skipped_fraction:.0%} of patches outside the lung field), "
+          f"({infer / vol.num_slices * 1000:.0f} ms/slice, "
+          f"{res.skipped_fraction:.0%} of patches outside the lung field), "
           f"end to end {total:.2f} s on {res.device}; diagnosis {diag.label}, {diag.n_findings} findings")
     return 0
 

@@ -74,7 +74,7 @@ def test_missing_folder_is_one_clear_line_and_no_output(tmp_path, phantom_model)
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_junk_folder_and_bad_models(tmp_path, phantom_study):
+def test_junk_folder_and_bad_models(tmp_path, phantom_study, capsys):
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "a.txt").write_text("not a scan")
@@ -82,13 +82,16 @@ def test_junk_folder_and_bad_models(tmp_path, phantom_study):
     out = tmp_path / "out"
     bad_model = tmp_path / "bad.keras"
     bad_model.write_bytes(b"this is not a model")
+    study = str(phantom_study[0])
     for args, needle in (
-        (["analyze", str(junk), "--out", str(out), "--model", str(bad_model)], "damaged"),
-        (["analyze", str(phantom_study[0]), "--out", str(out), "--model", str(tmp_path / "none.keras")], "No model file"),
-        (["analyze", str(phantom_study[0]), "--out", str(out), "--model", str(bad_model)], "damaged"),
+        # the junk folder fails on the study, before the (damaged) model is touched
+        (["analyze", str(junk), "--out", str(out), "--model", str(bad_model)], "No CT images were found"),
+        (["analyze", study, "--out", str(out), "--model", str(tmp_path / "none.keras")], "No model file"),
+        (["analyze", study, "--out", str(out), "--model", str(bad_model)], "is damaged"),
     ):
         assert main(args) == 2
-    # the junk folder fails on the study, before the model is touched, when the model is fine
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and needle in err, (needle, err)
     assert not out.exists() or not any(out.iterdir())
 
 

@@ -172,7 +172,8 @@ def test_no_tensorflow_at_import():
 
     code = (
         "import sys, lungct_viewer.gui.app, lungct_viewer.gui.main_window;"
-        "bad=[m for m in ('tensorflow','keras','lungct_viewer.core.model','lungct_viewer.core.pipeline') if m in sys.modules];"
+        "heavy=('tensorflow','keras','lungct_viewer.core.model','lungct_viewer.core.pipeline');"
+        "bad=[m for m in heavy if m in sys.modules];"
         "print(bad); raise SystemExit(1 if bad else 0)"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
@@ -370,7 +371,9 @@ def test_threshold_slider_changes_diagnosis_live(analysed, qtbot):
         areas = sum(f.area_mm2 for f in w.sorted_findings)
         w.set_min_votes(25)
         assert w.params.min_votes == 25
-        expect = [f for i in sorted(w.slice_results) for f in detect_slice(w.slice_results[i], w.volume, w.params).findings]
+        expect = [
+            f for i in sorted(w.slice_results) for f in detect_slice(w.slice_results[i], w.volume, w.params).findings
+        ]
         assert w.all_findings() == expect
         assert sum(f.area_mm2 for f in w.all_findings()) < areas
         w.set_min_votes(1)
@@ -628,7 +631,9 @@ def test_cancel_and_close_during_analysis(make_window, qtbot, random_model_path,
     assert not task.isRunning(), "closing the window stops the worker before it returns"
 
 
-def test_worker_exception_shows_dialog_and_app_stays_usable(make_window, qtbot, random_model_path, dialogs, monkeypatch):
+def test_worker_exception_shows_dialog_and_app_stays_usable(
+    make_window, qtbot, random_model_path, dialogs, monkeypatch
+):
     import lungct_viewer.core.pipeline as pipeline
 
     def boom(self, *a, **k):

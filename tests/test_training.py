@@ -179,7 +179,9 @@ def test_import_nodules_corrupt_nifti_leaves_nothing(lidc_nodules, tmp_path, cap
     _no_partial(out)
     # a mask of the wrong size
     shutil.copy(lidc_nodules / "image" / "LIDC-IDRI-0005_R_2.nii.gz", src / "image")
-    shutil.copy(lidc_nodules / "nodule_mask" / "LIDC-IDRI-0001_R_1.nii.gz", src / "nodule_mask" / "LIDC-IDRI-0005_R_2.nii.gz")
+    shutil.copy(
+        lidc_nodules / "nodule_mask" / "LIDC-IDRI-0001_R_1.nii.gz", src / "nodule_mask" / "LIDC-IDRI-0005_R_2.nii.gz"
+    )
     assert main(["import-nodules", str(src), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "LIDC-IDRI-0005_R_2" in err and "but its image" in err, err  # the size mismatch is named
@@ -229,7 +231,8 @@ def test_patches_on_real_subset(nodule_layout, lidc_layout, tmp_path):
     assert new.any() and (y2[new] == 0).all() and set(split2[new].tolist()) <= {0, 1}
     assert new[tr].sum() <= int(0.3 * 300)
     assert not np.array_equal(x2[new], x[new])
-    assert json.loads(cf.with_suffix(".json").read_text())["counterfactual_negatives"]["count"]["train"] == new[tr].sum()
+    info = json.loads(cf.with_suffix(".json").read_text())
+    assert info["counterfactual_negatives"]["count"]["train"] == new[tr].sum()
 
 
 @pytest.mark.realdata
@@ -338,7 +341,9 @@ def test_phantom_wrong_mask_size_and_empty_class(phantom_layout, tmp_path):
     m = {u: np.where(a == L.MALIGNANT_CODE, 0, a).astype(np.uint8) for u, a in m.items()}
     np.savez_compressed(tmp_path / "one" / "PHANTOM-1" / "masks_0.npz", **m)
     with pytest.raises(DataError, match="empty class"):
-        build_patch_set([tmp_path / "one"], tmp_path / "p2.npz", PatchConfig(per_class=50, forced={"PHANTOM-1": "train"}))
+        build_patch_set(
+            [tmp_path / "one"], tmp_path / "p2.npz", PatchConfig(per_class=50, forced={"PHANTOM-1": "train"})
+        )
     assert not (tmp_path / "p.npz").exists() and not (tmp_path / "p2.npz").exists()
 
 
@@ -371,13 +376,14 @@ def test_phantom_train_learns_evaluate_export(phantom_layout, tmp_path):
                  "--learning-rate", "1e-12", "--init-model", str(run / "model.keras")]) == 0
     w0 = load_model(run / "model.keras").keras_model.get_weights()
     w1 = load_model(ft / "model.keras").keras_model.get_weights()
-    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(w0, w1))
+    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(w0, w1, strict=True))
     mined = tmp_path / "mined.npz"
     assert main(["mine-negatives", "--model", str(run / "model.keras"), "--patches", str(patches),
                  "--data", str(phantom_layout), "--out", str(mined), "--per-slice", "5"]) == 0
     with np.load(mined) as z, np.load(patches) as z0:
         tr = z["split"] == 0
-        assert np.bincount(z["y"][tr], minlength=3).tolist() == np.bincount(z0["y"][z0["split"] == 0], minlength=3).tolist()
+        before = np.bincount(z0["y"][z0["split"] == 0], minlength=3)
+        assert np.bincount(z["y"][tr], minlength=3).tolist() == before.tolist()
         assert set(np.unique(z["patient"][z["origin"] == 4])) <= {0, 1, 2}  # training patients only
         assert (z["x"][z["split"] != 0] == z0["x"][z0["split"] != 0]).all()  # held-back data untouched
     ev = tmp_path / "eval"
@@ -393,8 +399,8 @@ def test_phantom_train_learns_evaluate_export(phantom_layout, tmp_path):
     sweep = list(csv.DictReader(open(ev / "whole_study_sweep.csv")))
     assert len(sweep) == 25
     default = [r for r in sweep if float(r["min_roi_probability"]) == 0.5 and int(r["min_votes"]) == 4]
-    assert [int(default[0][k]) for k in ("tumours_found", "false_positive_findings", "false_positive_candidates_3d")] == [
-        w["tumours_found"], w["false_positive_findings"], w["false_positive_candidates_3d"]]
+    keys = ("tumours_found", "false_positive_findings", "false_positive_candidates_3d")
+    assert [int(default[0][k]) for k in keys] == [w[k] for k in keys]
     assert (ev / "patient_threshold_curve.png").stat().st_size > 1000
     assert len((ev / "patient_threshold_curve.csv").read_text().splitlines()) == 52
     out = tmp_path / "model"
