@@ -16,8 +16,6 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from ..geometry import slice_normal
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -136,11 +134,6 @@ class DicomHeader:
     pixel_offset: int | None = None
     pixel_length: int | None = None
     stat_key: tuple[int, int] | None = None
-
-    @property
-    def normal(self) -> np.ndarray | None:
-        """Unit slice normal, or None when the orientation is missing."""
-        return None if self.orientation is None else slice_normal(self.orientation)
 
 
 # ------------------------------------------------------------------------------- reading
