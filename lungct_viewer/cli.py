@@ -1,7 +1,8 @@
 """Command line: ``lungct-viewer [PATH]`` opens the viewer; ``lungct-viewer analyze`` runs headless.
 
     lungct-viewer analyze PATIENT_DIR --out OUT_DIR [--model PATH] [--threshold T]
-                          [--series UID] [--all-slices] [--overwrite]
+                          [--series UID] [--all-slices] [--overwrite] [--include-identifiers]
+                          [--min-roi-probability P] [--min-votes K] [--suspicion-threshold S]
 """
 
 from __future__ import annotations
@@ -9,9 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +30,16 @@ def _threshold(text: str) -> float:
     return v
 
 
+def _probability(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError("the value must be between 0 and 1")
+    return v
+
+
 def _analyze_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lungct-viewer analyze",
@@ -44,11 +53,16 @@ def _analyze_parser() -> argparse.ArgumentParser:
                    help="voting threshold: malignant fraction >= T => malignant (default: the model's operating point)")
     p.add_argument("--series", help="SeriesInstanceUID to analyse (default: the axial CT series with most slices)")
     p.add_argument("--all-slices", action="store_true", help="write a PNG for every slice, not only those with findings")
-    p.add_argument("--min-roi-probability", type=float, default=None,
+    p.add_argument("--min-roi-probability", type=_probability, default=None,
                    help="detection sensitivity: P(benign)+P(malignant) for a patch to vote ROI "
                         "(default: the model's operating point)")
     p.add_argument("--min-votes", type=int, default=None,
-                   help="ROI pixels need at least this many ROI patches covering them (default: the model's operating point)")
+                   help="ROI overlay: pixels covered by at least this many ROI patches (default: the model's operating point)")
+    p.add_argument("--suspicion-threshold", type=_probability, default=None,
+                   help="second reading: lesions with at least this suspicion are findings "
+                        "(default: the second reading's operating point)")
+    p.add_argument("--include-identifiers", action="store_true",
+                   help="write the patient name and ID and the source and model paths into report.json")
     p.add_argument("--overwrite", action="store_true", help="replace existing files in the output folder")
     p.add_argument("--no-field-mask", action="store_true", help="analyse every patch, not only the lung field")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the final summary")
@@ -85,14 +99,13 @@ def resolve_model_path(model: str | None) -> Path:
 
 
 def run_analyze(args: argparse.Namespace) -> int:
-    from .core.detection import DetectionParams, all_findings, detect_study
     from .core.dicom import load_study
     from .core.errors import ExportError
-    from .core.export import existing_outputs, export_annotated_slices, is_within
+    from .core.export import export_reading, is_within
     from .core.model import load_model
     from .core.pipeline import Analyzer
-    from .core.report import REPORT_NAME, build_report, write_report
-    from .core.voting import diagnose
+    from .core.report import build_report
+    from .core.session import ReadingSession
 
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     src = Path(args.patient_dir)
@@ -109,54 +122,36 @@ def run_analyze(args: argparse.Namespace) -> int:
     for w in volume.warnings:
         say(f"warning: {w}")
     model = load_model(model_path)
-    threshold = model.voting_threshold if args.threshold is None else args.threshold
-    base = model.detection_params()
+    session = ReadingSession(volume, model.card, model.second_reading,
+                             voting_threshold=args.threshold)
+    session.load_s = load_s
+    changes = {k: v for k, v in (("min_roi_probability", args.min_roi_probability), ("min_votes", args.min_votes),
+                                 ("suspicion_threshold", args.suspicion_threshold)) if v is not None}
     try:
-        params = DetectionParams(
-            min_roi_probability=base.min_roi_probability if args.min_roi_probability is None else args.min_roi_probability,
-            min_votes=base.min_votes if args.min_votes is None else args.min_votes,
-            min_area_mm2=base.min_area_mm2,
-        )
+        session.update_params(**changes)
     except ValueError as exc:
         raise ExportError(f"Invalid detection setting: {exc}.") from exc
-    analyzer = Analyzer(model, use_field_mask=not args.no_field_mask)
 
     def progress(_sa, done: int, total: int) -> None:
         if not args.quiet and (done == total or done % 10 == 0):
             print(f"  analysed {done}/{total} slices", flush=True)
 
-    analysis = analyzer.analyze(volume, on_slice=progress)
-    detections = detect_study(analysis, volume, params)
-    findings = all_findings(detections)
-    diagnosis = diagnose(findings, threshold)
-    indices = list(range(volume.num_slices)) if args.all_slices else sorted({f.slice_index for f in findings})
-
-    # refuse to overwrite before anything is written
-    clash = existing_outputs(out, volume, indices)
-    if (out / REPORT_NAME).exists():
-        clash.append(out / REPORT_NAME)
-    if clash and not args.overwrite:
-        raise ExportError(
-            f"{len(clash)} file(s) already exist in {out} (for example {clash[0].name}); "
-            "use --overwrite or another --out."
-        )
-    report = build_report(volume, analysis, detections, diagnosis, params, load_s=load_s,
-                          warnings=list(volume.warnings) + [f"{s.path}: {s.reason}" for s in scan.skipped][:50])
-    # stage everything, then move into place: a failure leaves no partial output
-    out.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".lungct-export-", dir=out))
-    try:
-        written = export_annotated_slices(volume, detections, indices, stage, threshold=threshold,
-                                          model_version=model.version)
-        written.append(write_report(stage, report))
-        for p in written:
-            os.replace(p, out / p.name)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    frac = "n/a" if diagnosis.malignant_fraction is None else f"{diagnosis.malignant_fraction:.2f}"
-    print(f"{diagnosis.display}: malignant fraction {frac} at threshold {diagnosis.threshold:.2f}, "
-          f"{diagnosis.n_findings} finding(s) in {len(report['lesions'])} lesion(s) on {len(indices)} slice(s); "
-          f"inference {analysis.inference_s:.1f} s on {analysis.device}; wrote {len(written)} file(s) to {out}")
+    analyzer = Analyzer(model, use_field_mask=not args.no_field_mask)
+    session.set_analysis(analyzer.analyze(volume, on_slice=progress))
+    session.ensure_candidates()
+    indices = list(range(volume.num_slices)) if args.all_slices else session.slices_with_findings()
+    warnings = list(volume.warnings) + [f"{s.path}: {s.reason}" for s in scan.skipped][:50]
+    report = build_report(session, warnings=warnings, include_identifiers=args.include_identifiers,
+                          source=str(src.resolve()), model_path=str(model_path.resolve()))
+    written = export_reading(session, out, indices, report=report, source_dir=src, overwrite=args.overwrite)
+    d = session.diagnosis()
+    frac = "n/a" if d.malignant_fraction is None else f"{d.malignant_fraction:.2f}"
+    found = session.findings()
+    below = len(session.lesions()) - len(found)
+    print(f"{d.display}: malignant fraction {frac} at threshold {d.threshold:.2f}; {len(found)} lesion(s) "
+          f"({below} candidate(s) below the suspicion threshold) on {len(indices)} slice(s); "
+          f"inference {session.analysis.inference_s:.1f} s on {session.analysis.device}, "
+          f"candidates {report['timing']['candidates_s']:.1f} s; wrote {len(written)} file(s) to {out}")
     print(RESEARCH_NOTICE)
     return 0
 

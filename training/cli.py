@@ -107,6 +107,21 @@ def _parser() -> argparse.ArgumentParser:
                    help="also score whole-study detection over a grid of sensitivity x minimum votes "
                         "(whole_study_sweep.csv)")
 
+    p = sub.add_parser("evaluate-studies",
+                       help="the viewer's whole reading on whole studies, leave-one-study-out (FROC, calls); "
+                            "optionally fit and write the second reading")
+    p.add_argument("--model", type=Path, default=None, help="model file (default: the shipped model)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="folder with lidc-idri/, lung-pet-ct-dx/, covid-ct-md/ (default: $LUNGCT_DATA_DIR or ../shared/data)")
+    p.add_argument("--nodules", type=Path, default=None,
+                   help="LIDC nodule crops to paste as positives (default: DATA_DIR/lidc-nodules)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (metrics.json, series.csv, froc.csv/png, reports/)")
+    p.add_argument("--cache", type=Path, default=Path("runs/cache"), help="cache of the network's output per model and series")
+    p.add_argument("--study", action="append", default=None, help="only this study (repeatable)")
+    p.add_argument("--fit-out", type=Path, default=None, help="also write the second reading fitted on every study here")
+    p.add_argument("--pastes", type=int, default=None, help="nodule crops pasted into each host study")
+    p.add_argument("--seed", type=int, default=1234)
+
     p = sub.add_parser("export", help="write the model and its model card to resources/model/")
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--run-dir", type=Path, default=None)
@@ -195,6 +210,21 @@ def _run(args) -> int:
         from .evaluate import run_evaluate
 
         run_evaluate(args)
+        return 0
+    if args.cmd == "evaluate-studies":
+        from lungct_viewer.core.model import MODEL_FILENAME
+        from lungct_viewer.core.userdirs import default_data_dir
+        from lungct_viewer.resources import MODEL_DIR
+
+        from .evaluate_studies import run_evaluate_studies
+        from .second_reading import PASTES_PER_HOST
+
+        args.model = args.model or MODEL_DIR / MODEL_FILENAME
+        args.data_dir = args.data_dir or default_data_dir()
+        if args.nodules is None and (args.data_dir / "lidc-nodules").is_dir():
+            args.nodules = args.data_dir / "lidc-nodules"
+        args.pastes = PASTES_PER_HOST if args.pastes is None else args.pastes
+        run_evaluate_studies(args)
         return 0
     if args.cmd == "export":
         from .export import run_export

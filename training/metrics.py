@@ -109,3 +109,88 @@ def plot_curve(curve: list[dict], path: Path, title: str, marker: float | None =
         d.text((L + 46, y), name, fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
+
+
+#: False positives per scan at which a FROC curve is read (LUNA16).
+FROC_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def froc(scans: list[dict], rates=FROC_RATES) -> dict:
+    """Free-response ROC over scans, 3-D lesions as the unit (LUNA16's convention).
+
+    Each scan is ``{"n_nodules": int, "lesions": [(score, hit_nodule_ids), ...]}``: a lesion
+    hitting no nodule is a false positive; a nodule counts once however many lesions hit it.
+    Returns the curve (``threshold``, ``fp_per_scan``, ``sensitivity`` at every distinct
+    score), the sensitivity at each rate in ``rates`` (the best sensitivity whose false
+    positives per scan do not exceed the rate) and their mean, the CPM.
+    """
+    n_scans = len(scans)
+    n_nod = sum(s["n_nodules"] for s in scans)
+    events = []  # (score, scan, hit ids)
+    for k, s in enumerate(scans):
+        for score, hits in s["lesions"]:
+            events.append((float(score), k, tuple(hits)))
+    events.sort(key=lambda e: -e[0])
+    found: set[tuple[int, int]] = set()
+    fp = 0
+    curve = []
+    i = 0
+    while i < len(events):
+        t = events[i][0]
+        while i < len(events) and events[i][0] == t:
+            _, k, hits = events[i]
+            if hits:
+                found |= {(k, h) for h in hits}
+            else:
+                fp += 1
+            i += 1
+        curve.append({"threshold": t, "fp_per_scan": fp / max(n_scans, 1),
+                      "sensitivity": len(found) / n_nod if n_nod else None})
+    at = {}
+    for r in rates:
+        ok = [c["sensitivity"] for c in curve if c["fp_per_scan"] <= r and c["sensitivity"] is not None]
+        at[str(r)] = max(ok) if ok else 0.0
+    cpm = float(np.mean(list(at.values()))) if n_nod else None
+    return {"scans": n_scans, "nodules": n_nod, "curve": curve, "sensitivity_at": at, "cpm": cpm}
+
+
+def plot_froc(result: dict, path: Path, title: str, marker: float | None = None) -> None:
+    """The FROC curve (sensitivity against false positives per scan, log axis) as a PNG."""
+    from PIL import Image, ImageDraw
+
+    W, H, L, R, T, B = 720, 480, 70, 20, 40, 60
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    pw, ph = W - L - R, H - T - B
+    lo, hi = np.log2(FROC_RATES[0]), np.log2(FROC_RATES[-1] * 2)
+
+    def xy(fp, v):
+        x = (np.log2(max(fp, FROC_RATES[0])) - lo) / (hi - lo)
+        return L + min(max(x, 0), 1) * pw, T + (1 - v) * ph
+
+    for r in (*FROC_RATES, FROC_RATES[-1] * 2):
+        x, _ = xy(r, 0)
+        d.line([(x, T), (x, T + ph)], fill=(230, 230, 230))
+        d.text((x - 10, T + ph + 6), f"{r:g}", fill="black")
+    for i in range(11):
+        _, y = xy(1, i / 10)
+        d.line([(L, y), (L + pw, y)], fill=(230, 230, 230))
+        d.text((L - 30, y - 6), f"{i / 10:.1f}", fill="black")
+    d.rectangle([L, T, L + pw, T + ph], outline="black")
+    pts = []
+    prev = 0.0
+    for c in result["curve"]:
+        if c["sensitivity"] is None:
+            continue
+        pts += [xy(c["fp_per_scan"], prev), xy(c["fp_per_scan"], c["sensitivity"])]
+        prev = c["sensitivity"]
+    if len(pts) > 1:
+        d.line(pts, fill=(200, 30, 30), width=3)
+    if marker is not None:
+        x, _ = xy(marker, 0)
+        d.line([(x, T), (x, T + ph)], fill=(120, 120, 120), width=2)
+        d.text((x + 4, T + 4), f"operating point {marker:.2f} FP/scan", fill=(80, 80, 80))
+    d.text((L, 12), title, fill="black")
+    d.text((L + pw // 2 - 140, H - 22), "false-positive lesions per scan (log scale)", fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)

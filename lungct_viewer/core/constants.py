@@ -56,7 +56,12 @@ ROI_MIN_CORE_PIXELS = 8
 #: Detection defaults (see :mod:`lungct_viewer.core.detection`).
 DEFAULT_MIN_ROI_PROBABILITY = 0.5
 DEFAULT_MIN_VOTES = 4
-DEFAULT_MIN_AREA_MM2 = 10.0
+#: Candidates grow from local maxima of the ROI score with P(benign) + P(malignant) at least
+#: this (see :mod:`lungct_viewer.core.candidates`); a fixed floor, so that moving the
+#: sensitivity slider above it only filters candidates and never re-segments.
+CANDIDATE_MIN_ROI_PROBABILITY = 0.88
+#: Lesions smaller than this (mm across) are reported but do not enter the patient call.
+DEFAULT_CALL_MIN_DIAMETER_MM = 6.0
 #: Patient-level voting threshold: malignant fraction >= threshold => malignant.
 DEFAULT_VOTING_THRESHOLD = 0.5
 

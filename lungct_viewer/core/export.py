@@ -1,15 +1,22 @@
-"""Writing annotated PNGs: collision-free names, atomic writes, no silent overwrites."""
+"""Exporting a reading: annotated PNGs and ``report.json``, staged, atomic, never overwriting
+silently, never inside the DICOM folder. The viewer and ``analyze`` both call
+:func:`export_reading`."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .atomic import atomic_path
-from .detection import SliceDetection
 from .errors import AnalysisCancelled, ExportError
 from .render import render_slice
+from .report import REPORT_NAME, write_report
+from .session import ReadingSession
 from .study import CTVolume
 
 _UNSAFE = re.compile(r"[^0-9A-Za-z._-]")
@@ -29,35 +36,70 @@ def slice_png_name(index: int, sop_uid: str) -> str:
     return f"slice_{index + 1:04d}_{_UNSAFE.sub('_', sop_uid) or 'unknown'}.png"
 
 
-def existing_outputs(out_dir: str | Path, volume: CTVolume, indices: Iterable[int]) -> list[Path]:
-    """Files an export of ``indices`` into ``out_dir`` would replace."""
+def existing_outputs(out_dir: str | Path, volume: CTVolume, indices: Iterable[int], report: bool = False) -> list[Path]:
+    """Files an export of ``indices`` (and the report) into ``out_dir`` would replace."""
     out = Path(out_dir)
-    return [p for i in indices if (p := out / slice_png_name(i, volume.sop_instance_uids[i])).exists()]
+    found = [p for i in indices if (p := out / slice_png_name(i, volume.sop_instance_uids[i])).exists()]
+    if report and (out / REPORT_NAME).exists():
+        found.append(out / REPORT_NAME)
+    return found
 
 
-def export_annotated_slices(
-    volume: CTVolume,
-    detections: dict[int, SliceDetection],
-    indices: Iterable[int],
+@dataclass(frozen=True)
+class ImageOptions:
+    """How the exported PNGs look (the viewer passes what is on screen)."""
+
+    window: tuple[float, float] | None = None
+    heatmap_kind: str | None = None
+    heatmap_opacity: float = 0.4
+    show_roi: bool = True
+    include_candidates: bool = False
+    include_patient_name: bool = False
+
+
+def render_png(session: ReadingSession, index: int, options: ImageOptions = ImageOptions()):
+    """The annotated image of slice ``index`` as the PNG export draws it."""
+    heat = None
+    if options.heatmap_kind:
+        values = session.heatmap(index, options.heatmap_kind)
+        if values is not None:
+            heat = (values, options.heatmap_kind)
+    kwargs: dict[str, Any] = {} if options.window is None else {"window": options.window}
+    vol = session.volume
+    return render_slice(
+        vol, index, session.roi_mask(index), session.marks(index, options.include_candidates),
+        threshold=session.voting_threshold, model_version=session.card.version, heatmap=heat,
+        heatmap_opacity=options.heatmap_opacity, show_roi=options.show_roi,
+        patient_name=vol.patient_name if options.include_patient_name else None, **kwargs,
+    )
+
+
+def export_reading(
+    session: ReadingSession,
     out_dir: str | Path,
+    indices: Iterable[int],
     *,
-    threshold: float,
-    model_version: str,
+    report: dict[str, Any] | None = None,
+    source_dir: str | Path | None = None,
     overwrite: bool = False,
-    include_patient_name: bool = False,
-    window: tuple[float, float] | None = None,
+    options: ImageOptions = ImageOptions(),
     progress: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> list[Path]:
-    """Render and write one PNG per slice in ``indices``; returns the written paths.
+    """Write one PNG per slice in ``indices`` (and ``report`` as ``report.json``) into
+    ``out_dir``; returns the written paths.
 
-    Refuses (``ExportError``) before writing anything when a target exists and
-    ``overwrite`` is false. Each file is written atomically. Cancelling stops between files
-    (``AnalysisCancelled``); files already written stay.
+    Everything is written into a hidden staging folder inside ``out_dir`` first and moved
+    into place at the end, so a failure or a cancel (:class:`AnalysisCancelled`) leaves no
+    partial export. Refuses (:class:`ExportError`) before writing anything when a target
+    exists and ``overwrite`` is false, or when ``out_dir`` lies inside ``source_dir``.
     """
     indices = list(indices)
     out = Path(out_dir)
-    clash = existing_outputs(out, volume, indices)
+    vol = session.volume
+    if source_dir is not None and Path(source_dir).exists() and is_within(out, source_dir):
+        raise ExportError("The export folder must not be inside the DICOM folder; choose another folder.")
+    clash = existing_outputs(out, vol, indices, report=report is not None)
     if clash and not overwrite:
         raise ExportError(
             f"{len(clash)} file(s) already exist in {out} (for example {clash[0].name}); "
@@ -65,29 +107,28 @@ def export_annotated_slices(
         )
     try:
         out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".lungct-export-", dir=out))
     except OSError as exc:
-        raise ExportError(f"The folder {out} could not be created: {exc.strerror}.") from exc
-    kwargs = {} if window is None else {"window": window}
-    written: list[Path] = []
-    for n, i in enumerate(indices):
-        if should_cancel is not None and should_cancel():
-            raise AnalysisCancelled(f"Export cancelled after {n} of {len(indices)} slices.")
-        img = render_slice(
-            volume,
-            i,
-            detections.get(i),
-            threshold=threshold,
-            model_version=model_version,
-            patient_name=volume.patient_name if include_patient_name else None,
-            **kwargs,
-        )
-        target = out / slice_png_name(i, volume.sop_instance_uids[i])
-        try:
-            with atomic_path(target, suffix=".png") as tmp:
-                img.save(tmp, format="PNG")
-        except OSError as exc:
-            raise ExportError(f"{target.name} could not be written: {exc.strerror or exc}.") from exc
-        written.append(target)
-        if progress is not None:
-            progress(n + 1, len(indices))
-    return written
+        raise ExportError(f"The folder {out} could not be created: {exc.strerror or exc}.") from exc
+    try:
+        staged: list[Path] = []
+        for n, i in enumerate(indices):
+            if should_cancel is not None and should_cancel():
+                raise AnalysisCancelled(f"Export cancelled after {n} of {len(indices)} slices; nothing was written.")
+            target = stage / slice_png_name(i, vol.sop_instance_uids[i])
+            try:
+                render_png(session, i, options).save(target, format="PNG")
+            except OSError as exc:
+                raise ExportError(f"{target.name} could not be written: {exc.strerror or exc}.") from exc
+            staged.append(target)
+            if progress is not None:
+                progress(n + 1, len(indices))
+        if report is not None:
+            staged.append(write_report(stage, report))
+        written = []
+        for p in staged:
+            os.replace(p, out / p.name)
+            written.append(out / p.name)
+        return written
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

@@ -127,26 +127,17 @@ class ModelCard:
 
 @dataclass
 class LoadedModel:
-    """A Keras model ready for inference, with its card and where it came from."""
+    """A Keras model ready for inference, with its card, its second reading (if any) and
+    where it came from."""
 
     keras_model: Any
     card: ModelCard
     path: str
+    second_reading: Any = None  # SecondReading | None
 
     @property
     def version(self) -> str:
         return self.card.version
-
-    @property
-    def voting_threshold(self) -> float:
-        """The operating voting threshold chosen for this model (its card), else the default."""
-        return float(self.card.operating_point.get("voting_threshold", C.DEFAULT_VOTING_THRESHOLD))
-
-    def detection_params(self):
-        """Detection parameters of this model's operating point."""
-        from .detection import DetectionParams
-
-        return DetectionParams.from_operating_point(self.card.operating_point)
 
 
 def card_path_for(model_path: str | os.PathLike[str]) -> Path:
@@ -220,4 +211,6 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
             f"incompatible version ({type(exc).__name__})."
         ) from exc
     _check_architecture(model, path)
-    return LoadedModel(keras_model=model, card=card, path=str(path))
+    from .second_reading import load_second_reading
+
+    return LoadedModel(keras_model=model, card=card, path=str(path), second_reading=load_second_reading(path))

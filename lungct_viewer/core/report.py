@@ -1,17 +1,26 @@
-"""``report.json``: the study's findings and diagnosis as plain JSON (viewer and headless)."""
+"""``report.json``: one study's reading as plain JSON (the viewer and ``analyze`` alike).
+
+No patient name, patient ID or file path is written unless the caller opts in
+(``include_identifiers``): the study and series UIDs and the model version identify the
+reading. Slices are given both as ``slice_number`` (1 = the top slice, as on screen and in
+the PNG file names) and ``slice_index`` (the same minus one).
+
+``findings`` holds one entry per slice of every lesion that passes the second reading (its
+box, centroid, area); ``lesions`` the passing lesions in 3-D with their votes, suspicion and
+features; ``candidates`` the lesions below the suspicion threshold, which are not findings.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from pathlib import Path
 from typing import Any
 
 from .. import RESEARCH_NOTICE, __version__
 from .atomic import write_json_atomic
-from .detection import DetectionParams, SliceDetection, all_findings, group_lesions
-from .results import StudyAnalysis
-from .study import CTVolume
-from .voting import Diagnosis
+from .lesions import Lesion
+from .session import ReadingSession
 
 REPORT_NAME = "report.json"
 
@@ -20,25 +29,46 @@ def _r(x: float, nd: int = 3) -> float:
     return round(float(x), nd)
 
 
-def build_report(
-    volume: CTVolume,
-    analysis: StudyAnalysis,
-    detections: dict[int, SliceDetection],
-    diagnosis: Diagnosis,
-    params: DetectionParams,
-    *,
-    load_s: float = 0.0,
-    warnings: list[str] | None = None,
-) -> dict[str, Any]:
-    """The report as a JSON-ready dict (no patient name or id)."""
-    found = all_findings(detections)
-    lesions = group_lesions(found)
-    lesion_of = {id(f): les.id for les in lesions for f in les.findings}
+def _lesion(les: Lesion, threshold: float, call_min_mm: float) -> dict[str, Any]:
+    frac = les.malignant_fraction
+    return {
+        "id": les.id,
+        "slice_numbers": [les.slices[0] + 1, les.slices[1] + 1],
+        "central_slice_number": les.central.slice_index + 1,
+        "centroid_mm": [_r(v, 2) for v in les.centroid_mm],
+        "diameter_mm": _r(les.diameter_mm, 1),
+        "volume_mm3": _r(les.volume_mm3, 0),
+        "label": les.label(threshold).value,
+        "probability": _r(les.probability(threshold), 4),
+        "malignant_fraction": None if frac is None else _r(frac, 4),
+        "votes": {"benign": les.votes_benign, "malignant": les.votes_malignant},
+        "p_benign": _r(les.p_benign, 4),
+        "p_malignant": _r(les.p_malignant, 4),
+        "suspicion": None if les.suspicion is None else _r(les.suspicion, 4),
+        "passes_second_reading": les.passes,
+        "in_patient_call": les.passes and les.diameter_mm >= call_min_mm,
+        "max_roi_probability": _r(1.0 / (1.0 + math.exp(-min(les.candidate.max_roi_logit, 700.0))), 6),
+        "features": {k: _r(v, 4) for k, v in les.candidate.features.items()},
+    }
+
+
+def build_report(session: ReadingSession, *, warnings: list[str] | None = None, include_identifiers: bool = False,
+                 source: str | None = None, model_path: str | None = None) -> dict[str, Any]:
+    """The report of ``session`` at its current settings, as a JSON-ready dict."""
+    vol, analysis, p = session.volume, session.analysis, session.params
+    threshold = session.voting_threshold
+    lesions = session.lesions()
+    cs = session.ensure_candidates()
+    d = session.diagnosis()
     findings = []
-    for f in found:
-        findings.append(
-            {
-                "lesion_id": lesion_of[id(f)],
+    for les in lesions:
+        if not les.passes:
+            continue
+        lab = les.label(threshold)
+        for f in les.findings:
+            findings.append({
+                "lesion_id": les.id,
+                "slice_number": f.slice_index + 1,
                 "slice_index": f.slice_index,
                 "sop_instance_uid": f.sop_instance_uid,
                 "bbox_px": list(f.bbox_px),
@@ -46,64 +76,71 @@ def build_report(
                 "centroid_mm": [_r(v, 2) for v in f.centroid_mm],
                 "area_mm2": _r(f.area_mm2, 1),
                 "diameter_mm": _r(f.diameter_mm, 1),
-                "label": f.label(diagnosis.threshold),
-                "p_benign": _r(f.p_benign, 4),
-                "p_malignant": _r(f.p_malignant, 4),
-                "votes": {"benign": f.votes_benign, "malignant": f.votes_malignant},
-            }
-        )
-    frac = diagnosis.malignant_fraction
+                "label": lab.value,
+                "probability": _r(les.probability(threshold), 4),
+                "suspicion": None if les.suspicion is None else _r(les.suspicion, 4),
+            })
+    findings.sort(key=lambda f: (f["slice_index"], f["lesion_id"]))
+    series: dict[str, Any] = {
+        "study_uid": vol.study_uid,
+        "series_uid": vol.series_uid,
+        "description": vol.description,
+        "slices": vol.num_slices,
+        "slices_analysed": len(analysis.slices),
+        "rows": int(vol.hu.shape[1]),
+        "cols": int(vol.hu.shape[2]),
+        "pixel_spacing_mm": [float(v) for v in vol.pixel_spacing_mm],
+        "slice_spacing_mm": vol.slice_spacing_mm,
+    }
+    if include_identifiers:
+        series["patient_name"] = vol.patient_name
+        series["patient_id"] = vol.patient_id
+        if source is not None:
+            series["source"] = source
+    model: dict[str, Any] = {
+        "version": session.card.version,
+        "second_reading": None if session.second_reading is None else session.second_reading.version,
+    }
+    if include_identifiers and model_path is not None:
+        model["path"] = model_path
+    call_min = p.call_min_diameter_mm
     return {
         "notice": RESEARCH_NOTICE,
         "software": {"name": "LungCT Viewer", "version": __version__},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "series": series,
+        "model": model,
         "diagnosis": {
-            "label": diagnosis.label,
-            "malignant_fraction": None if frac is None else _r(frac, 4),
-            "threshold": diagnosis.threshold,
-            "votes": {"benign": diagnosis.votes_benign, "malignant": diagnosis.votes_malignant},
-            "n_findings": diagnosis.n_findings,
+            "label": d.label.value,
+            "display": d.display,
+            "malignant_fraction": None if d.malignant_fraction is None else _r(d.malignant_fraction, 4),
+            "threshold": d.threshold,
+            "votes": {"benign": d.votes_benign, "malignant": d.votes_malignant},
+            "lesions_in_call": d.n_lesions,
+            "small_lesions_not_in_call": d.n_small,
         },
         "detection": {
-            "min_roi_probability": params.min_roi_probability,
-            "min_votes": params.min_votes,
-            "min_area_mm2": params.min_area_mm2,
+            "min_roi_probability": p.min_roi_probability,
+            "min_votes": p.min_votes,
+            "suspicion_threshold": p.suspicion_threshold,
+            "candidate_min_roi_probability": cs.floor,
+            "call_min_diameter_mm": call_min,
             "patches_analysed": analysis.patches_analysed,
             "patches_total": analysis.patches_total,
             "patches_skipped_outside_lung_field": analysis.patches_total - analysis.patches_analysed,
-        },
-        "series": {
-            "uid": volume.series_uid,
-            "description": volume.description,
-            "slices": volume.num_slices,
-            "slices_analysed": len(analysis.slices),
-            "rows": int(volume.hu.shape[1]),
-            "cols": int(volume.hu.shape[2]),
-            "pixel_spacing_mm": [float(v) for v in volume.pixel_spacing_mm],
-            "slice_spacing_mm": volume.slice_spacing_mm,
+            "candidates": len(lesions),
         },
         "findings": findings,
-        "lesions": [
-            {
-                "id": les.id,
-                "slices": list(les.slices),
-                "n_findings": len(les.findings),
-                "diameter_mm": _r(les.diameter_mm, 1),
-                "centroid_mm": [_r(v, 2) for v in les.largest.centroid_mm],
-                "label": les.label(diagnosis.threshold),
-                "malignant_fraction": _r(les.malignant_fraction, 4),
-                "votes": {"benign": les.votes_benign, "malignant": les.votes_malignant},
-            }
-            for les in lesions
-        ],
+        "lesions": [_lesion(les, threshold, call_min) for les in lesions if les.passes],
+        "candidates": [_lesion(les, threshold, call_min) for les in lesions if not les.passes],
         "timing": {
-            "load_s": _r(load_s),
+            "load_s": _r(session.load_s),
             "inference_s": _r(analysis.inference_s),
+            "candidates_s": _r(cs.seconds),
             "slices": len(analysis.slices),
             "device": analysis.device,
         },
-        "model": {"version": analysis.model_version, "path": analysis.model_path},
-        "warnings": list(warnings if warnings is not None else volume.warnings),
+        "warnings": list(warnings if warnings is not None else vol.warnings),
     }
 
 
@@ -112,3 +149,4 @@ def write_report(out_dir: str | Path, report: dict[str, Any]) -> Path:
     target = Path(out_dir) / REPORT_NAME
     write_json_atomic(target, report)
     return target
+

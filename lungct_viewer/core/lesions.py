@@ -1,0 +1,175 @@
+"""3-D lesions: candidates with their CNN votes, suspicion and per-slice findings (Qt-free).
+
+A :class:`Lesion` is a :class:`~.candidates.Candidate` read at the current detection
+settings:
+
+* **votes** -- the method's majority vote, restricted to the lesion: on each slice of its
+  object, the patches whose central 30 x 30 window holds the object (at least
+  :data:`~.constants.ROI_MIN_CORE_PIXELS` model pixels of it, or all of it when it is
+  smaller; the labelling rule of the patch set) and that vote ROI (``P(benign) +
+  P(malignant) >= min_roi_probability``) vote benign or malignant by the larger of the two;
+* **suspicion** -- the second reading's score (:mod:`.second_reading`); a lesion *passes*
+  when it reaches the suspicion threshold (every lesion passes when there is no second
+  reading);
+* **findings** -- its cross-section on every slice it covers: box, centroid, area and
+  diameter, the per-slice marks a reader and ``report.json`` see.
+
+Boxes are ``(x0, y0, x1, y1)`` native pixels, end-exclusive; centroids ``(row, col)``
+native pixels; ``centroid_mm`` patient (LPS) mm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import constants as C
+from .candidates import Candidate
+from .labels import Label
+from .results import SliceAnalysis, StudyAnalysis
+from .study import CTVolume
+
+
+@dataclass(frozen=True)
+class SliceFinding:
+    """A lesion's cross-section on one slice."""
+
+    lesion_id: int
+    slice_index: int
+    sop_instance_uid: str
+    bbox_px: tuple[int, int, int, int]
+    centroid_px: tuple[float, float]
+    centroid_mm: tuple[float, float, float]
+    area_mm2: float
+    diameter_mm: float
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """One 3-D lesion at the current settings (see module docstring)."""
+
+    id: int
+    candidate: Candidate
+    suspicion: float | None
+    passes: bool
+    votes_benign: int
+    votes_malignant: int
+    p_benign: float
+    p_malignant: float
+    findings: tuple[SliceFinding, ...]
+    centroid_mm: tuple[float, float, float]
+    diameter_mm: float
+    volume_mm3: float
+
+    @property
+    def slices(self) -> tuple[int, int]:
+        return self.findings[0].slice_index, self.findings[-1].slice_index
+
+    @property
+    def central(self) -> SliceFinding:
+        """The finding on the slice with the largest cross-section."""
+        return max(self.findings, key=lambda f: f.area_mm2)
+
+    @property
+    def malignant_fraction(self) -> float | None:
+        n = self.votes_benign + self.votes_malignant
+        return self.votes_malignant / n if n else None
+
+    def label(self, threshold: float) -> Label:
+        """Malignant when the malignant vote fraction reaches ``threshold``; benign when it
+        does not; benign also when no patch voted (a lesion seen by the second reading
+        only)."""
+        frac = self.malignant_fraction
+        return Label.MALIGNANT if frac is not None and frac >= threshold else Label.BENIGN
+
+    def probability(self, threshold: float) -> float:
+        """The mean probability of the lesion's own label over its voting patches."""
+        return self.p_malignant if self.label(threshold) is Label.MALIGNANT else self.p_benign
+
+
+def _core_counts(obj: np.ndarray, r0: int, c0: int, sa: SliceAnalysis) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Grid cells whose central 30 x 30 model pixels hold object pixels, with the count in
+    model pixels: ``(ii, jj, counts)``."""
+    fy, fx = sa.native_per_model
+    rows, cols = np.nonzero(obj)
+    my = (rows + r0) / fy
+    mx = (cols + c0) / fx
+    a = (C.PATCH_SIZE_PX - C.ROI_CORE_PX) // 2
+    s = C.PATCH_STRIDE_PX
+    gh, gw = sa.probs.shape[:2]
+    acc = np.zeros((gh, gw), dtype=np.float64)
+    weight = 1.0 / (fy * fx)  # model pixels per native pixel
+    span = (C.ROI_CORE_PX + s - 1) // s
+    i_lo = np.ceil((my - a - C.ROI_CORE_PX + 1) / s).astype(int)
+    j_lo = np.ceil((mx - a - C.ROI_CORE_PX + 1) / s).astype(int)
+    for di in range(span + 1):
+        ii = i_lo + di
+        ok_i = (ii >= 0) & (ii < gh) & (ii * s + a <= my) & (my < ii * s + a + C.ROI_CORE_PX)
+        for dj in range(span + 1):
+            jj = j_lo + dj
+            ok = ok_i & (jj >= 0) & (jj < gw) & (jj * s + a <= mx) & (mx < jj * s + a + C.ROI_CORE_PX)
+            np.add.at(acc, (ii[ok], jj[ok]), weight)
+    ii, jj = np.nonzero(acc)
+    return ii, jj, acc[ii, jj]
+
+
+def read_lesion(cand: Candidate, volume: CTVolume, analysis: StudyAnalysis, *, min_roi_probability: float,
+                suspicion: float | None, suspicion_threshold: float | None, lesion_id: int) -> Lesion:
+    """The :class:`Lesion` of one candidate at the given settings (module docstring)."""
+    dz, (dy, dx) = volume.slice_spacing_mm or 1.0, volume.pixel_spacing_mm
+    findings: list[SliceFinding] = []
+    b = m = 0
+    pb: list[float] = []
+    pm: list[float] = []
+    weighted = np.zeros(3)
+    total = 0.0
+    z0 = cand.box[0]
+    for k in range(cand.mask.shape[0]):
+        obj = cand.mask[k]
+        if not obj.any():
+            continue
+        z = z0 + k
+        r0, c0 = cand.box[2], cand.box[4]
+        rows, cols = np.nonzero(obj)
+        y0, y1 = int(rows.min()) + r0, int(rows.max()) + r0 + 1
+        x0, x1 = int(cols.min()) + c0, int(cols.max()) + c0 + 1
+        cy, cx = float(rows.mean()) + r0, float(cols.mean()) + c0
+        area = float(len(rows)) * dy * dx
+        findings.append(SliceFinding(
+            lesion_id=lesion_id, slice_index=z, sop_instance_uid=volume.sop_instance_uids[z],
+            bbox_px=(x0, y0, x1, y1), centroid_px=(cy, cx), centroid_mm=volume.pixel_to_patient_mm(z, cy, cx),
+            area_mm2=area, diameter_mm=float(max((x1 - x0) * dx, (y1 - y0) * dy)),
+        ))
+        weighted += np.array(volume.pixel_to_patient_mm(z, cy, cx)) * area
+        total += area
+        sa = analysis.slices.get(z)
+        if sa is None:
+            continue
+        ii, jj, counts = _core_counts(obj, r0, c0, sa)
+        if len(ii) == 0:
+            continue
+        need = min(float(C.ROI_MIN_CORE_PIXELS), 0.999 * float(counts.max()))
+        keep = (counts >= need) & sa.in_field[ii, jj]
+        p = sa.probs[ii[keep], jj[keep]]
+        roi = (p[:, C.BENIGN] + p[:, C.MALIGNANT]) >= min_roi_probability
+        mal = p[:, C.MALIGNANT] > p[:, C.BENIGN]
+        b += int((roi & ~mal).sum())
+        m += int((roi & mal).sum())
+        pb += p[roi, C.BENIGN].tolist()
+        pm += p[roi, C.MALIGNANT].tolist()
+    passes = suspicion is None or suspicion_threshold is None or suspicion >= suspicion_threshold
+    diameter = max(f.diameter_mm for f in findings)
+    centroid = tuple(float(v) for v in weighted / max(total, 1e-9))
+    return Lesion(
+        id=lesion_id, candidate=cand, suspicion=suspicion, passes=passes, votes_benign=b, votes_malignant=m,
+        p_benign=float(np.mean(pb)) if pb else 0.0, p_malignant=float(np.mean(pm)) if pm else 0.0,
+        findings=tuple(findings), centroid_mm=centroid,  # type: ignore[arg-type]
+        diameter_mm=diameter, volume_mm3=float(cand.mask.sum()) * dz * dy * dx,
+    )
+
+
+def reading_order(lesions: Sequence[Lesion]) -> list[Lesion]:
+    """Lesions top to bottom (first slice), then by row and column of their centre."""
+    return sorted(lesions, key=lambda les: (les.slices[0], les.central.centroid_px))

@@ -1,0 +1,345 @@
+"""One study's reading, behind the viewer, ``analyze``, the batch and the evaluation (Qt-free).
+
+The reading flows one way::
+
+    study -> per-slice patch probabilities (network, once)
+          -> ROI votes and the vote map (the red overlay), class heatmaps
+          -> localised 3-D candidates (once per analysis) -> suspicion (second reading)
+          -> lesions at the current settings -> patient call -> report / PNG export
+
+:class:`ReadingSession` owns that chain and its parameters. Changing a parameter recomputes
+only what depends on it and never re-runs the network; listeners registered with
+:meth:`ReadingSession.subscribe` hear what changed (``"analysis"``, ``"candidates"``,
+``"params"``, ``"threshold"``), as a Qt view listens to a plain model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import constants as C
+from .candidates import Candidate, build_candidates, find_seeds, logit
+from .detection import DetectionParams, class_heatmap, roi_mask
+from .labels import Label
+from .lesions import Lesion, SliceFinding, read_lesion, reading_order
+from .lung import LungRegion, lung_region
+from .model import ModelCard
+from .results import SliceAnalysis, StudyAnalysis
+from .second_reading import SecondReading
+from .study import CTVolume
+from .voting import Diagnosis, diagnose
+
+Listener = Callable[[str], None]
+_CACHE_SLICES = 48
+
+
+@dataclass(frozen=True)
+class Mark:
+    """What is drawn for one lesion on one slice: its box, colour class and text."""
+
+    lesion_id: int
+    finding: SliceFinding
+    label: Label | None  # None: a candidate below the suspicion threshold
+    text: str
+
+
+@dataclass
+class CandidateSet:
+    """Candidates of an analysis, their suspicion, and how long they took (s)."""
+
+    candidates: list[Candidate]
+    suspicion: np.ndarray | None
+    seconds: float
+    floor: float = C.CANDIDATE_MIN_ROI_PROBABILITY
+    slices: frozenset[int] = field(default_factory=frozenset)
+
+
+def find_candidates(volume: CTVolume, analysis: StudyAnalysis, second_reading: SecondReading | None,
+                    lung: LungRegion | None = None,
+                    floor: float = C.CANDIDATE_MIN_ROI_PROBABILITY) -> tuple[CandidateSet, LungRegion]:
+    """Candidates of every analysed slice and their suspicion (the costly step after the
+    network: a second or two per study on two cores)."""
+    t0 = time.perf_counter()
+    if lung is None:
+        lung = lung_region(volume.hu, volume.pixel_spacing_mm)
+    seeds = [s for i in sorted(analysis.slices) for s in find_seeds(analysis.slices[i], logit(floor))]
+    spacing = (volume.slice_spacing_mm or 1.0, *volume.pixel_spacing_mm)
+    cands = build_candidates(seeds, volume.hu, lung, spacing)
+    suspicion = second_reading.score(cands) if second_reading is not None else None
+    return CandidateSet(cands, suspicion, time.perf_counter() - t0, floor, frozenset(analysis.slices)), lung
+
+
+class ReadingSession:
+    """The reading of one series (see module docstring).
+
+    Parameters
+    ----------
+    volume:
+        The loaded series.
+    card:
+        The model card (version, operating point).
+    second_reading:
+        The second reading, or ``None`` (every candidate is then a lesion).
+    """
+
+    def __init__(self, volume: CTVolume, card: ModelCard, second_reading: SecondReading | None = None,
+                 *, params: DetectionParams | None = None, voting_threshold: float | None = None) -> None:
+        self.volume = volume
+        self.card = card
+        self.second_reading = second_reading
+        self.analysis = StudyAnalysis(series_uid=volume.series_uid, num_slices=volume.num_slices,
+                                      model_version=card.version)
+        self.default_params = DetectionParams.from_operating_point(
+            card.operating_point, second_reading.threshold if second_reading is not None else None)
+        self.default_voting_threshold = float(card.operating_point.get("voting_threshold",
+                                                                       C.DEFAULT_VOTING_THRESHOLD))
+        self._params = params or self.default_params
+        self._threshold = self.default_voting_threshold if voting_threshold is None else float(voting_threshold)
+        self._listeners: list[Listener] = []
+        self._lung: LungRegion | None = None
+        self._candidates: CandidateSet | None = None
+        self._lesions: list[Lesion] | None = None
+        self._roi_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._heat_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self.load_s = 0.0
+
+    # -------------------------------------------------------------------------- events
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(what)`` after each change; returns a function that unsubscribes."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _emit(self, what: str) -> None:
+        for fn in list(self._listeners):
+            fn(what)
+
+    # -------------------------------------------------------------------------- inputs
+    def add_slice(self, sa: SliceAnalysis) -> None:
+        """One more analysed slice (as the network delivers it)."""
+        self.analysis.slices[sa.index] = sa
+        self._drop_slice_caches(sa.index)
+        self._emit("analysis")
+
+    def set_analysis(self, analysis: StudyAnalysis) -> None:
+        """Adopt a whole (possibly partial) analysis; candidates are found again on demand."""
+        if analysis.num_slices != self.volume.num_slices:
+            raise ValueError("the analysis belongs to another series")
+        self.analysis = analysis
+        self._roi_cache.clear()
+        self._heat_cache.clear()
+        self._candidates = None
+        self._lesions = None
+        self._emit("analysis")
+
+    @property
+    def params(self) -> DetectionParams:
+        return self._params
+
+    def set_params(self, params: DetectionParams) -> None:
+        if params == self._params:
+            return
+        old, self._params = self._params, params
+        if (old.min_roi_probability, old.min_votes) != (params.min_roi_probability, params.min_votes):
+            self._roi_cache.clear()
+        self._lesions = None
+        self._emit("params")
+
+    def update_params(self, **changes) -> None:
+        """Change some detection parameters (raises ``ValueError`` for invalid values)."""
+        self.set_params(self._params.with_(**changes))
+
+    @property
+    def voting_threshold(self) -> float:
+        return self._threshold
+
+    def set_voting_threshold(self, threshold: float) -> None:
+        threshold = float(threshold)
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError("the voting threshold must be between 0 and 1")
+        if threshold != self._threshold:
+            self._threshold = threshold
+            self._emit("threshold")
+
+    def set_second_reading(self, reading: SecondReading | None) -> None:
+        """Use another second reading: candidates are re-scored (not found again) and the
+        suspicion threshold moves to its operating point."""
+        self.second_reading = reading
+        threshold = reading.threshold if reading is not None else None
+        self.default_params = self.default_params.with_(suspicion_threshold=threshold)
+        if self._candidates is not None:
+            cs = self._candidates
+            cs.suspicion = reading.score(cs.candidates) if reading is not None else None
+        self._lesions = None
+        self.set_params(self._params.with_(suspicion_threshold=threshold))
+        self._emit("candidates")
+
+    def reset_to_model_defaults(self) -> None:
+        """The model's operating point for every detection control and the voting threshold."""
+        self.set_params(self.default_params)
+        self.set_voting_threshold(self.default_voting_threshold)
+
+    # ------------------------------------------------------------------ per-slice layers
+    def _drop_slice_caches(self, index: int) -> None:
+        for cache in (self._roi_cache, self._heat_cache):
+            for key in [k for k in cache if k[0] == index]:
+                del cache[key]
+        self._lesions = None
+        if self._candidates is not None and index not in self._candidates.slices:
+            self._candidates = None
+
+    @staticmethod
+    def _cached(cache: OrderedDict, key: tuple, make: Callable[[], np.ndarray]) -> np.ndarray:
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        value = make()
+        cache[key] = value
+        while len(cache) > _CACHE_SLICES:
+            cache.popitem(last=False)
+        return value
+
+    def roi_mask(self, index: int) -> np.ndarray | None:
+        """Native ``(H, W)`` bool vote-map ROI of a slice (``None`` before it is analysed)."""
+        sa = self.analysis.slices.get(index)
+        if sa is None:
+            return None
+        p = self._params
+        return self._cached(self._roi_cache, (index, p.min_roi_probability, p.min_votes), lambda: roi_mask(sa, p))
+
+    def heatmap(self, index: int, kind: str) -> np.ndarray | None:
+        """Native ``(H, W)`` class heatmap of a slice (``None`` before it is analysed)."""
+        sa = self.analysis.slices.get(index)
+        if sa is None:
+            return None
+        return self._cached(self._heat_cache, (index, kind), lambda: class_heatmap(sa, kind))
+
+    # ----------------------------------------------------------------------- candidates
+    @property
+    def lung(self) -> LungRegion:
+        """The series' lung region (:mod:`.lung`), computed once."""
+        if self._lung is None:
+            self._lung = lung_region(self.volume.hu, self.volume.pixel_spacing_mm)
+        return self._lung
+
+    @property
+    def candidates_ready(self) -> bool:
+        return self._candidates is not None
+
+    def compute_candidates(self) -> CandidateSet:
+        """Find the candidates of the current analysis (pure: safe on a worker thread; hand
+        the result to :meth:`set_candidates` on the session's own thread)."""
+        cs, lung = find_candidates(self.volume, self.analysis, self.second_reading, self._lung)
+        self._lung = lung
+        return cs
+
+    def set_candidates(self, cs: CandidateSet) -> None:
+        if cs.slices != frozenset(self.analysis.slices):
+            return  # computed for an older state of the analysis
+        self._candidates = cs
+        self._lesions = None
+        self._emit("candidates")
+
+    def ensure_candidates(self) -> CandidateSet:
+        if self._candidates is None:
+            self.set_candidates(self.compute_candidates())
+        assert self._candidates is not None
+        return self._candidates
+
+    # -------------------------------------------------------------------------- lesions
+    def lesions(self) -> list[Lesion]:
+        """Every candidate as a lesion at the current settings, in reading order, numbered
+        from 1 (those below the suspicion threshold have ``passes`` False). Candidates whose
+        strongest seed is below the detection sensitivity are left out."""
+        if self._lesions is None:
+            cs = self.ensure_candidates()
+            p = self._params
+            floor = logit(p.min_roi_probability)
+            out = []
+            for k, cand in enumerate(cs.candidates):
+                if cand.max_roi_logit < floor:
+                    continue
+                s = None if cs.suspicion is None else float(cs.suspicion[k])
+                out.append(read_lesion(cand, self.volume, self.analysis, min_roi_probability=p.min_roi_probability,
+                                       suspicion=s, suspicion_threshold=p.suspicion_threshold, lesion_id=0))
+            ordered = reading_order(out)
+            self._lesions = [_renumber(les, i + 1) for i, les in enumerate(ordered)]
+        return self._lesions
+
+    def findings(self) -> list[Lesion]:
+        """The lesions that pass the second reading, in reading order."""
+        return [les for les in self.lesions() if les.passes]
+
+    def diagnosis(self) -> Diagnosis:
+        return diagnose(self.lesions(), self._threshold, self._params.call_min_diameter_mm)
+
+    def marks(self, index: int, include_candidates: bool = False) -> list[Mark]:
+        """What to draw on slice ``index``: passing lesions (and candidates when asked)."""
+        if not self.candidates_ready:
+            return []
+        out = []
+        for les in self.lesions():
+            if not les.passes and not include_candidates:
+                continue
+            for f in les.findings:
+                if f.slice_index == index:
+                    out.append(Mark(les.id, f, les.label(self._threshold) if les.passes else None,
+                                    lesion_text(les, self._threshold)))
+        return out
+
+    def slice_label(self, index: int) -> Label | None:
+        """The worst call among passing lesions on slice ``index`` (``None``: none there)."""
+        labels = [m.label for m in self.marks(index) if m.label is not None]
+        if not labels:
+            return None
+        return Label.MALIGNANT if Label.MALIGNANT in labels else Label.BENIGN
+
+    def slices_with_findings(self) -> list[int]:
+        return sorted({f.slice_index for les in self.findings() for f in les.findings})
+
+    def next_finding(self, current: int | None, step: int) -> Lesion | None:
+        """The next (``step`` 1) or previous (-1) passing lesion after lesion number
+        ``current`` (``None``: start at the first or last)."""
+        found = self.findings()
+        if not found:
+            return None
+        ids = [les.id for les in found]
+        if current not in ids:
+            return found[0] if step > 0 else found[-1]
+        return found[(ids.index(current) + step) % len(found)]
+
+
+def _renumber(les: Lesion, new_id: int) -> Lesion:
+    from dataclasses import replace
+
+    return replace(les, id=new_id, findings=tuple(replace(f, lesion_id=new_id) for f in les.findings))
+
+
+def lesion_text(les: Lesion, threshold: float) -> str:
+    """``L2 Malignant 0.81`` for a passing lesion (the probability of its own label),
+    ``C7 0.12`` (suspicion) for a candidate below the threshold."""
+    if not les.passes:
+        return f"C{les.id} {les.suspicion:.2f}" if les.suspicion is not None else f"C{les.id}"
+    lab = les.label(threshold)
+    return f"L{les.id} {lab.display} {les.probability(threshold):.2f}"
+
+
+def lesions_table(lesions: Sequence[Lesion], threshold: float) -> list[dict]:
+    """Rows for a findings list: number, slices (1-based), size, call, probability, suspicion."""
+    return [
+        {
+            "id": les.id,
+            "slices": (les.slices[0] + 1, les.slices[1] + 1),
+            "central_slice": les.central.slice_index,
+            "diameter_mm": les.diameter_mm,
+            "label": les.label(threshold) if les.passes else None,
+            "probability": les.probability(threshold),
+            "suspicion": les.suspicion,
+            "passes": les.passes,
+        }
+        for les in lesions
+    ]

@@ -1,0 +1,242 @@
+"""``evaluate-studies``: the viewer's whole reading on whole studies, scored so it cannot flatter.
+
+* **The pipeline** is the viewer's: :class:`~lungct_viewer.core.session.ReadingSession` on the
+  network's per-slice output (cached per model), the model card's operating point.
+* **Leave-one-study-out.** The second reading is fitted on the other studies (their
+  candidates, their annotated nodules and nodule crops pasted into their lungs,
+  :mod:`training.second_reading`) and applied to the study left out, for each study in turn;
+  its operating point comes from the training studies only. These are the headline figures.
+  The second reading fitted on every study (the one shipped) is scored too, labelled so.
+* **Localised hits.** A lesion hits a nodule only when the centre of one of its per-slice boxes
+  lies inside the nodule's box on that slice grown by 5 mm; a lesion that merely overlaps a
+  nodule is a false positive and the nodule is missed. Several lesions on one nodule count it
+  once. Nodules: LIDC consensus nodules (>= 2 readers, >= 3 mm) and VOC tumours; "tumours"
+  are the benign and malignant ones, "indeterminate" (median rating 3) are reported apart.
+* **FROC** (3-D lesions as the unit): sensitivity at 1/8 ... 8 false positives per scan and
+  their mean (CPM), pooled over the scans, each scored by the fold that left its study out.
+* Per series: nodules found, false positives at the operating point (and how many lie on other
+  readers' marks), the largest and median finding (mm^2 on a slice, mm across), the patient
+  call, candidates and time. Each held-out series' ``report.json`` is written too, so that an
+  outside scorer can read it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lungct_viewer.core.errors import DataError
+
+from .metrics import FROC_RATES, froc, plot_froc
+from .second_reading import (
+    PASTES_PER_HOST,
+    Example,
+    crop_files,
+    fit_second_reading,
+    pasted_examples,
+    study_examples,
+)
+from .studies import analysed_series, discover_studies
+
+
+def _fold_examples(held_out: str, real: dict[str, list[Example]], pasted: dict[str, list[Example]]):
+    pos = [e for s, ex in real.items() if s != held_out for e in ex if e.positive]
+    pos += [e for s, ex in pasted.items() if s != held_out for e in ex]
+    neg = [e for s, ex in real.items() if s != held_out for e in ex if not e.positive and not e.other_mark]
+    return pos, neg
+
+
+def _series_row(series, session, examples: list[Example], label: str, seconds: float) -> dict:
+    vol, truth = series.volume, series.truth
+    by_id = {les.id: les for les in session.lesions()}
+    found_ids = {n for e in examples for n in e.nodules if by_id[e.lesion_id].passes}
+    passing = session.findings()
+    ex_of = {e.lesion_id: e for e in examples}
+    fps = [les for les in passing if not ex_of[les.id].nodules]
+    areas = [f.area_mm2 for les in passing for f in les.findings]
+    d = session.diagnosis()
+    tumours = [n for n in truth.nodules if n.label != "indeterminate"]
+    indet = [n for n in truth.nodules if n.label == "indeterminate"]
+    return {
+        "study": series.spec.name,
+        "series": vol.series_uid[-8:],
+        "description": vol.description,
+        "second_reading": label,
+        "slices": vol.num_slices,
+        "slice_spacing_mm": vol.slice_spacing_mm,
+        "tumours": len(tumours),
+        "tumours_found": sum(1 for n in tumours if n.id in found_ids),
+        "indeterminate": len(indet),
+        "indeterminate_found": sum(1 for n in indet if n.id in found_ids),
+        "nodule_sizes_mm": [round(n.diameter_mm(vol), 1) for n in truth.nodules],
+        "lesions": len(passing),
+        "false_positives": len(fps),
+        "false_positives_on_other_marks": sum(1 for les in fps if ex_of[les.id].other_mark),
+        "candidates": len(session.lesions()),
+        "largest_finding_mm2": round(max(areas), 1) if areas else 0.0,
+        "median_finding_mm2": round(float(np.median(areas)), 1) if areas else 0.0,
+        "largest_lesion_mm": round(max((les.diameter_mm for les in passing), default=0.0), 1),
+        "patient_call": d.label.value,
+        "malignant_fraction": d.malignant_fraction,
+        "inference_s": round(series.analysis.inference_s, 1),
+        "candidates_s": round(seconds, 2),
+    }
+
+
+def evaluate_studies(model_path: Path, data_dir: Path, out: Path, nodules_dir: Path | None, cache_dir: Path | None,
+                     studies: list[str] | None = None, fit_out: Path | None = None, pastes: int = PASTES_PER_HOST,
+                     seed: int = 1234, log=print) -> dict:
+    from lungct_viewer.core.model import load_model
+    from lungct_viewer.core.report import build_report, write_report
+
+    loaded = load_model(model_path)
+    specs = [s for s in discover_studies(data_dir) if not studies or s.name in studies]
+    if len(specs) < 2:
+        raise DataError("Leave-one-study-out needs at least two whole studies.")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    series, sessions, real, pasted, seconds = [], {}, {}, {}, {}
+    crops = crop_files(nodules_dir, {s.name for s in specs}) if nodules_dir else []
+    for spec in specs:
+        log(f"{spec.name}:")
+        for k, sr in enumerate(analysed_series(spec, loaded, cache_dir, log=log)):
+            t0 = time.perf_counter()
+            session, ex = study_examples(sr, loaded.card)
+            seconds[sr.key] = time.perf_counter() - t0
+            series.append(sr)
+            sessions[sr.key] = session
+            real.setdefault(spec.name, []).extend(ex)
+            log(f"  {sr.key}: {len(ex)} candidates in {seconds[sr.key]:.1f} s, "
+                f"{sum(e.positive for e in ex)} on nodules, {sum(e.other_mark for e in ex)} on other marks")
+            if crops and k == 0:
+                p, tried = pasted_examples(sr, session.lung, crops, rng, pastes)
+                pasted[spec.name] = p
+                log(f"  {sr.key}: {len(p)} of {tried} pasted nodules found by the core and object steps")
+    if crops and not any(pasted.values()):
+        raise DataError("No pasted nodule could be segmented; check the nodule crops.")
+
+    # leave one study out
+    rows, froc_scans = [], []
+    fold_models = {}
+    for spec in specs:
+        pos, neg = _fold_examples(spec.name, real, pasted)
+        n_scans = sum(1 for sr in series if sr.spec.name != spec.name)
+        reading = fit_second_reading(pos, neg, n_scans, version=f"loso-{spec.name}")
+        fold_models[spec.name] = reading
+        for sr in series:
+            if sr.spec.name != spec.name:
+                continue
+            session = sessions[sr.key]
+            session.set_second_reading(reading)
+            ex = [e for e in real[spec.name] if e.series == sr.key]
+            rows.append(_series_row(sr, session, ex, "left out", seconds[sr.key]))
+            susp = {les.id: les.suspicion for les in session.lesions()}
+            froc_scans.append({"n_nodules": len(sr.truth.nodules),
+                               "lesions": [(susp[e.lesion_id], e.nodules) for e in ex]})
+            write_report(out / "reports" / sr.key.replace("/", "_"),
+                         build_report(session, warnings=[f"second reading fitted without {spec.name}"]))
+    curve = froc(froc_scans)
+    # the second reading fitted on every study (shipped), scored on the same studies
+    pos_all = [e for ex in real.values() for e in ex if e.positive] + [e for ex in pasted.values() for e in ex]
+    neg_all = [e for ex in real.values() for e in ex if not e.positive and not e.other_mark]
+    final = fit_second_reading(pos_all, neg_all, len(series), version="fit-all", training={
+        "studies": [s.name for s in specs],
+        "scans": len(series),
+        "positives_pasted": sum(len(v) for v in pasted.values()),
+        "positives_annotated": sum(1 for ex in real.values() for e in ex if e.positive),
+        "negatives": len(neg_all),
+        "pastes_per_host": pastes,
+        "seed": seed,
+    })
+    fitted_rows = []
+    for sr in series:
+        session = sessions[sr.key]
+        session.set_second_reading(final)
+        ex = [e for e in real[sr.spec.name] if e.series == sr.key]
+        fitted_rows.append(_series_row(sr, session, ex, "fitted on this study", seconds[sr.key]))
+    summary = {
+        "model_version": loaded.version,
+        "studies": [s.name for s in specs],
+        "scans": len(series),
+        "leave_one_study_out": {
+            "froc_sensitivity_at": curve["sensitivity_at"],
+            "cpm": curve["cpm"],
+            "nodules": curve["nodules"],
+            "series": rows,
+            "tumours_found": sum(r["tumours_found"] for r in rows),
+            "tumours": sum(r["tumours"] for r in rows),
+            "indeterminate_found": sum(r["indeterminate_found"] for r in rows),
+            "indeterminate": sum(r["indeterminate"] for r in rows),
+            "false_positives_per_scan": float(np.mean([r["false_positives"] for r in rows])),
+            "max_false_positives": max(r["false_positives"] for r in rows),
+            "fold_thresholds": {k: round(v.threshold, 4) for k, v in fold_models.items()},
+        },
+        "fitted_on_all_studies": {
+            "threshold": final.threshold,
+            "series": fitted_rows,
+            "false_positives_per_scan": float(np.mean([r["false_positives"] for r in fitted_rows])),
+        },
+        "pasted_found": {k: len(v) for k, v in pasted.items()},
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    _write_csv(out / "series.csv", rows + fitted_rows)
+    _write_csv(out / "froc.csv", curve["curve"])
+    plot_froc(curve, out / "froc.png", f"Leave-one-study-out FROC, {len(series)} scans, {curve['nodules']} nodules "
+              f"(CPM {curve['cpm']:.3f})" if curve["cpm"] is not None else "Leave-one-study-out FROC",
+              summary["leave_one_study_out"]["false_positives_per_scan"])
+    if fit_out is not None:
+        from lungct_viewer.core.second_reading import save_second_reading
+
+        final.version = loaded.version
+        final.evaluation = {k: summary["leave_one_study_out"][k] for k in
+                            ("froc_sensitivity_at", "cpm", "tumours_found", "tumours", "indeterminate_found",
+                             "indeterminate", "false_positives_per_scan", "max_false_positives")}
+        final.notes = [
+            "Fitted on the candidates of the studies listed under training (negatives), their annotated nodules and "
+            "LIDC nodule crops pasted into their lungs (positives); operating point: "
+            f"{final.threshold:.3f}, the suspicion at which the training scans raise one false-positive lesion per scan.",
+            "Evaluation figures are leave-one-study-out: each study scored by a second reading fitted without it.",
+        ]
+        save_second_reading(final, fit_out)
+        log(f"wrote {fit_out}")
+    log(format_table(summary))
+    return summary
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def format_table(m: dict) -> str:
+    loso = m["leave_one_study_out"]
+    lines = [f"model {m['model_version']}, {m['scans']} scans of {len(m['studies'])} studies",
+             "", "leave-one-study-out (second reading fitted without the study):",
+             "study            series    tumours  indet.  FP (other marks)  largest mm2  median mm2  call          cands   s"]
+    for r in loso["series"] + m["fitted_on_all_studies"]["series"]:
+        if r is m["fitted_on_all_studies"]["series"][0]:
+            lines += ["", "second reading fitted on every study (shipped; these studies took part in fitting):"]
+        lines.append(f"{r['study']:<16} {r['series']:<9} {r['tumours_found']}/{r['tumours']:<6} "
+                     f"{r['indeterminate_found']}/{r['indeterminate']:<5} {r['false_positives']:>3} ({r['false_positives_on_other_marks']})"
+                     f"          {r['largest_finding_mm2']:>8.0f}    {r['median_finding_mm2']:>8.0f}  {r['patient_call']:<13} "
+                     f"{r['candidates']:>5} {r['candidates_s']:>4.1f}")
+    at = "  ".join(f"{float(k):g}: {v:.2f}" for k, v in loso["froc_sensitivity_at"].items())
+    lines += ["", f"FROC (leave-one-study-out, {loso['nodules']} nodules): {at}; CPM {loso['cpm']}",
+              f"false positives per scan at the operating point: {loso['false_positives_per_scan']:.2f} "
+              f"(max {loso['max_false_positives']}); rates {', '.join(f'{r:g}' for r in FROC_RATES)}"]
+    return "\n".join(lines)
+
+
+def run_evaluate_studies(args) -> dict:
+    return evaluate_studies(args.model, args.data_dir, args.out, args.nodules, args.cache, args.study,
+                            args.fit_out, args.pastes, args.seed, log=lambda s: print(s, flush=True))
