@@ -60,3 +60,14 @@ def heat_lut(n: int = 256):
     pos = np.array([s[0] for s in HEAT_STOPS])
     cols = np.array([s[1] for s in HEAT_STOPS], dtype=np.float64)
     return np.stack([np.interp(x, pos, cols[:, c]) for c in range(3)], axis=1).round().astype(np.uint8)
+
+
+def heat_colours(values):
+    """Colours of a heatmap in [0, 1] as the screen and the PNGs draw it: ``(rgb, covered)``,
+    ``(H, W, 3)`` uint8 from :func:`heat_lut` and the ``(H, W)`` bool pixels that an analysed
+    patch covers (``values > 0``; the others keep the image's own grey)."""
+    import numpy as np
+
+    values = np.asarray(values)
+    index = np.clip(np.rint(values * 255.0), 0, 255).astype(np.intp)
+    return heat_lut()[index], values > 0.0

@@ -118,11 +118,101 @@ class ModelCard:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelCard":
+    def from_dict(cls, d: dict[str, Any]) -> ModelCard:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         if "version" not in known:
             raise ModelLoadError("The model card has no version.")
         return cls(**known)
+
+
+#: Optional entry of a card's ``metrics``: the patient-level voting-threshold curve of the
+#: held-back patients, ``{"split": "test", "n": 87, "points": [{"threshold": 0.0,
+#: "sensitivity": 1.0, "specificity": 0.0}, ...]}`` (a bare list of such points, e.g. the rows
+#: of ``training.metrics.threshold_curve``, is read too; other keys of a point are ignored).
+#: Cards without it stay valid: :func:`threshold_curve` returns ``None`` and
+#: :func:`operating_points` gives the single points every card holds.
+THRESHOLD_CURVE_KEY = "patient_threshold_curve"
+
+
+@dataclass(frozen=True)
+class ThresholdPoint:
+    """Patient-level sensitivity and specificity of the call ``malignant fraction >= threshold``."""
+
+    threshold: float
+    sensitivity: float | None
+    specificity: float | None
+
+
+@dataclass(frozen=True)
+class ThresholdCurve:
+    """A model's patient-level threshold curve (see :data:`THRESHOLD_CURVE_KEY`)."""
+
+    points: tuple[ThresholdPoint, ...]
+    split: str = ""
+    n: int | None = None
+
+    def at(self, threshold: float) -> ThresholdPoint:
+        """The curve point nearest ``threshold`` (the curve is measured on a grid; between
+        two grid thresholds the figures are not known exactly)."""
+        return min(self.points, key=lambda p: (abs(p.threshold - threshold), p.threshold))
+
+
+def _opt_float(v: Any) -> float | None:
+    try:
+        return None if v is None else float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def threshold_curve(card: ModelCard) -> ThresholdCurve | None:
+    """The card's patient-level threshold curve, or ``None`` when it records none (or a
+    malformed one)."""
+    raw = (card.metrics or {}).get(THRESHOLD_CURVE_KEY)
+    meta: dict[str, Any] = {}
+    if isinstance(raw, dict):
+        meta, raw = raw, raw.get("points")
+    if not isinstance(raw, list):
+        return None
+    points = []
+    for p in raw:
+        if not isinstance(p, dict) or _opt_float(p.get("threshold")) is None:
+            return None
+        points.append(ThresholdPoint(float(p["threshold"]), _opt_float(p.get("sensitivity")),
+                                     _opt_float(p.get("specificity"))))
+    if not points:
+        return None
+    n = meta.get("n")
+    return ThresholdCurve(tuple(sorted(points, key=lambda p: p.threshold)), str(meta.get("split", "")),
+                          int(n) if isinstance(n, int) else None)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """One measured point a card records: where, at which threshold, with what result."""
+
+    name: str  # e.g. "test patients"
+    threshold: float
+    sensitivity: float | None
+    specificity: float | None
+    n: int | None
+
+
+def operating_points(card: ModelCard) -> list[OperatingPoint]:
+    """The patient-level points every card holds (``metrics.patient_level`` on the held-back
+    split and ``metrics.validation_patient_level``), at the card's voting threshold."""
+    m = card.metrics or {}
+    t = _opt_float((card.operating_point or {}).get("voting_threshold"))
+    if t is None:
+        return []
+    split = str(m.get("held_back_split", "test"))
+    out = []
+    for key, name in (("patient_level", f"{split} patients"), ("validation_patient_level", "validation patients")):
+        d = m.get(key)
+        if isinstance(d, dict) and (d.get("sensitivity") is not None or d.get("specificity") is not None):
+            n = d.get("n")
+            out.append(OperatingPoint(name, t, _opt_float(d.get("sensitivity")), _opt_float(d.get("specificity")),
+                                      int(n) if isinstance(n, int) else None))
+    return out
 
 
 @dataclass

@@ -8,7 +8,7 @@ run the exact dense classifier over the field's bounding box only, and report pr
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -161,7 +161,7 @@ class Analyzer:
                 native_shape=prep.native_shape,
                 native_per_model=prep.native_per_model,
             )
-            for idx, prep, f, probs in zip(indices, preps, fields, probs_list)
+            for idx, prep, f, probs in zip(indices, preps, fields, probs_list, strict=True)
         ]
 
     def _run_box(self, preps, fields, probs_list, box: tuple[int, int, int, int]) -> None:
@@ -173,13 +173,21 @@ class Analyzer:
         y1, x1 = (i1 - 1) * s + p, (j1 - 1) * s + p
         crops = np.stack([prep.image[y0:y1, x0:x1] for prep in preps])
         sub = self._dense.predict_batch(crops)
-        for f, probs, out in zip(fields, probs_list, sub):
+        for f, probs, out in zip(fields, probs_list, sub, strict=True):
             inside = f[i0:i1, j0:j1]
             probs[i0:i1, j0:j1][inside] = out[inside]
 
     # -- public ------------------------------------------------------------------------
     def analyze_slice(self, volume: CTVolume, index: int) -> SliceAnalysis:
         return self._analyze_group(volume, [index])[0]
+
+    def iter_slices(self, volume: CTVolume, order: Iterable[int] | None = None) -> Iterator[SliceAnalysis]:
+        """Analyse the slices in ``order`` (default: all, top to bottom), yielding each
+        slice's result as soon as its batch is done. Stop iterating to stop the analysis
+        (the viewer's worker does so between slices when the user cancels)."""
+        indices = list(range(volume.num_slices)) if order is None else [int(i) for i in order]
+        for start in range(0, len(indices), self.batch_slices):
+            yield from self._analyze_group(volume, indices[start : start + self.batch_slices])
 
     def analyze(
         self,
@@ -191,8 +199,8 @@ class Analyzer:
         """Analyse the slices in ``order`` (default: all, top to bottom).
 
         ``on_slice(result, done, total)`` is called after each slice; ``should_cancel()`` is
-        polled between batches and, when true, the slices done so far are returned with
-        ``cancelled=True``.
+        polled before the first and after each slice and, when true, the slices done so far
+        are returned with ``cancelled=True``.
         """
         indices = list(range(volume.num_slices)) if order is None else [int(i) for i in order]
         result = StudyAnalysis(
@@ -205,15 +213,16 @@ class Analyzer:
         t0 = time.perf_counter()
         total = len(indices)
         done = 0
-        for start in range(0, total, self.batch_slices):
-            if should_cancel is not None and should_cancel():
+        if should_cancel is not None and should_cancel():
+            result.cancelled = total > 0
+            indices = []
+        for sa in self.iter_slices(volume, indices):
+            result.slices[sa.index] = sa
+            done += 1
+            if on_slice is not None:
+                on_slice(sa, done, total)
+            if should_cancel is not None and done < total and should_cancel():
                 result.cancelled = True
                 break
-            group = indices[start : start + self.batch_slices]
-            for sa in self._analyze_group(volume, group):
-                result.slices[sa.index] = sa
-                done += 1
-                if on_slice is not None:
-                    on_slice(sa, done, total)
         result.inference_s = time.perf_counter() - t0
         return result

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .. import RESEARCH_NOTICE
 from . import constants as C
-from .labels import CANDIDATE_RGB, LABEL_RGB, ROI_ALPHA, ROI_RGB, Label, heat_lut
+from .labels import CANDIDATE_RGB, LABEL_RGB, ROI_ALPHA, ROI_RGB, Label, heat_colours, heat_lut
 from .session import Mark
 from .study import CTVolume
 
@@ -77,9 +77,8 @@ def render_slice(
     h, w = grey.shape
     rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
     if heatmap is not None:
-        values, _kind = heatmap
-        cov = values > 0.0
-        col = heat_lut()[np.clip(np.rint(values * 255), 0, 255).astype(np.intp)].astype(np.float32)
+        col, cov = heat_colours(heatmap[0])
+        col = col.astype(np.float32)
         a = heatmap_opacity
         rgb[cov] = rgb[cov] * (1 - a) + col[cov] * a
     if show_roi and roi_mask is not None and roi_mask.any():

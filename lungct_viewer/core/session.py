@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -178,6 +178,39 @@ class ReadingSession:
         self.set_params(self._params.with_(suspicion_threshold=threshold))
         self._emit("candidates")
 
+    def finish_analysis(self, *, inference_s: float, device: str, cancelled: bool, model_path: str = "") -> None:
+        """Record how a run of the network went (its slices came through :meth:`add_slice`):
+        the time adds up over resumed runs; ``cancelled`` holds while slices are missing."""
+        a = self.analysis
+        a.inference_s += float(inference_s)
+        a.device = device
+        a.cancelled = bool(cancelled) and not a.complete
+        if model_path:
+            a.model_path = model_path
+
+    def analysis_order(self, current: int) -> list[int]:
+        """The slices still to analyse: ``current`` first, then alternately below and above
+        it (a resumed analysis skips the slices already done)."""
+        from .pipeline import slice_order_from
+
+        done = self.analysis.slices
+        return [i for i in slice_order_from(current, self.volume.num_slices) if i not in done]
+
+    def snapshot(self) -> ReadingSession:
+        """A copy of the reading for another thread (an export, a report): the same study,
+        results, candidates and settings, with its own caches and no listeners; later
+        changes to either do not reach the other."""
+        copy = ReadingSession(self.volume, self.card, self.second_reading, params=self._params,
+                              voting_threshold=self._threshold)
+        copy.default_params = self.default_params
+        copy.default_voting_threshold = self.default_voting_threshold
+        copy.analysis = replace(self.analysis, slices=dict(self.analysis.slices))
+        copy._lung = self._lung
+        if self._candidates is not None:
+            copy._candidates = replace(self._candidates)
+        copy.load_s = self.load_s
+        return copy
+
     def reset_to_model_defaults(self) -> None:
         """The model's operating point for every detection control and the voting threshold."""
         self.set_params(self.default_params)
@@ -232,8 +265,10 @@ class ReadingSession:
 
     def compute_candidates(self) -> CandidateSet:
         """Find the candidates of the current analysis (pure: safe on a worker thread; hand
-        the result to :meth:`set_candidates` on the session's own thread)."""
-        cs, lung = find_candidates(self.volume, self.analysis, self.second_reading, self._lung)
+        the result to :meth:`set_candidates` on the session's own thread). It reads a copy
+        of the analysed slices taken when it starts."""
+        analysis = replace(self.analysis, slices=dict(self.analysis.slices))
+        cs, lung = find_candidates(self.volume, analysis, self.second_reading, self._lung)
         self._lung = lung
         return cs
 
@@ -329,12 +364,14 @@ def lesion_text(les: Lesion, threshold: float) -> str:
 
 
 def lesions_table(lesions: Sequence[Lesion], threshold: float) -> list[dict]:
-    """Rows for a findings list: number, slices (1-based), size, call, probability, suspicion."""
+    """Rows for a findings list: number, slices (1-based), size, call, probability, suspicion,
+    and where to show the lesion (its central slice and the centre ``(row, col)`` there)."""
     return [
         {
             "id": les.id,
             "slices": (les.slices[0] + 1, les.slices[1] + 1),
             "central_slice": les.central.slice_index,
+            "centre_px": les.central.centroid_px,
             "diameter_mm": les.diameter_mm,
             "label": les.label(threshold) if les.passes else None,
             "probability": les.probability(threshold),

@@ -115,6 +115,9 @@ class CTVolume:
     description: str = ""
     patient_name: str = ""  # only ever burned into exports when the user asks
     patient_id: str = ""
+    patient_birth_date: str = ""  # YYYY-MM-DD, "" when unknown (identifiers: screen only)
+    study_date: str = ""  # YYYY-MM-DD, "" when unknown
+    study_description: str = ""
     study_uid: str = ""
     warnings: tuple[str, ...] = ()
 

@@ -232,6 +232,9 @@ def assemble_volume(info: SeriesInfo, slices: list[DecodedSlice], warnings: list
         description=info.description,
         patient_name=first.patient_name,
         patient_id=first.patient_id,
+        patient_birth_date=first.patient_birth_date,
+        study_date=first.study_date,
+        study_description=first.study_description,
         study_uid=first.study_uid or info.study_uid,
         warnings=tuple(warnings),
     )

@@ -85,6 +85,9 @@ SCAN_TAGS = [
     "PixelRepresentation",
     "PatientName",
     "PatientID",
+    "PatientBirthDate",
+    "StudyDate",
+    "StudyDescription",
 ]
 
 
@@ -128,6 +131,10 @@ class DicomHeader:
     series_time: str = ""
     patient_name: str = ""
     patient_id: str = ""
+    #: PatientBirthDate and StudyDate as ``YYYY-MM-DD`` ("" when missing or malformed)
+    patient_birth_date: str = ""
+    study_date: str = ""
+    study_description: str = ""
     transfer_syntax: str = ""
     #: byte offset and length of native PixelData in the file (set by :func:`read_header`),
     #: valid while the file's :attr:`stat_key` is unchanged
@@ -303,6 +310,17 @@ def _clock(value: str) -> str:
     return f"{hh}:{mm}:{ss}" if len(ss) == 2 else f"{hh}:{mm}"
 
 
+def _date(value: str) -> str:
+    """A DICOM DA value (``YYYYMMDD``, or the old ``YYYY.MM.DD``) as ``YYYY-MM-DD``; "" if bad."""
+    digits = value.strip().replace(".", "").replace("-", "")
+    if len(digits) != 8 or not digits.isdigit():
+        return ""
+    y, m, d = int(digits[:4]), int(digits[4:6]), int(digits[6:])
+    if not (1 <= m <= 12 and 1 <= d <= 31):
+        return ""
+    return f"{y:04d}-{m:02d}-{d:02d}"
+
+
 def header_from_dataset(ds: Any, path: str) -> DicomHeader:
     """The :class:`DicomHeader` of a pydicom dataset (malformed values read as missing)."""
     image_type = tuple(s.upper() for s in _text(ds, "ImageType").split("\\") if s)
@@ -353,6 +371,9 @@ def header_from_dataset(ds: Any, path: str) -> DicomHeader:
         series_time=_clock(_text(ds, "SeriesTime")) or _clock(_text(ds, "AcquisitionTime")),
         patient_name=_text(ds, "PatientName"),
         patient_id=_text(ds, "PatientID"),
+        patient_birth_date=_date(_text(ds, "PatientBirthDate")),
+        study_date=_date(_text(ds, "StudyDate")),
+        study_description=_text(ds, "StudyDescription"),
         transfer_syntax=ts,
     )
 
