@@ -13,8 +13,9 @@ Targets (issue "Viewer"):
   after scrolling through all of it with every overlay on (TensorFlow and the CNN loaded too).
 
 Analysis results for the scroll and memory stages are patch probabilities made up on the
-sliding-window grid (a few blobs per slice): the viewer's cost does not depend on where they
-came from, and the benchmark must not take minutes of CPU inference.
+sliding-window grid (a few blobs per slice; the viewer finds their candidates): the viewer's
+cost does not depend on where they came from, and the benchmark must not take minutes of CPU
+inference.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _app_window():
     apply_style(app)
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"lungct-bench-{os.getpid()}.ini"
     w = MainWindow(settings=QtCore.QSettings(str(tmp), QtCore.QSettings.Format.IniFormat),
-                   dialogs=HeadlessDialogs(), auto_analyze=False)
+                   dialogs=HeadlessDialogs(), auto_analyze=False, preload_model=False)
     w.resize(1600, 1000)
     w.show()
     app.processEvents()
@@ -93,13 +94,23 @@ def _analysis(volume):
     return StudyAnalysis(volume.series_uid, volume.num_slices, slices, model_version="bench")
 
 
+def _show(app, w, vol) -> None:
+    """Show ``vol`` with its made-up analysis, and wait for its candidates."""
+    from PySide6 import QtCore
+
+    w.set_volume(vol)
+    loop = QtCore.QEventLoop()
+    w.analysisFinished.connect(loop.quit)
+    w.set_analysis(_analysis(vol))
+    loop.exec()
+    w.display.heat_check.setChecked(True)
+    app.processEvents()
+
+
 def stage_scroll() -> None:
     app, w = _app_window()
     vol = _volume(60)
-    w.set_volume(vol)
-    w.set_analysis(_analysis(vol))
-    w.heat_check.setChecked(True)
-    app.processEvents()
+    _show(app, w, vol)
     vp = w.view.viewport()
 
     def run(indices, idle: bool):
@@ -115,7 +126,7 @@ def stage_scroll() -> None:
         return np.array(times) * 1000
 
     cold = run(range(30), idle=False)  # first visit, no idle time: heatmaps computed inline
-    w._heat_cache.clear()
+    w.session._heat_cache.clear()
     cold_idle = run(range(30, 60), idle=True)  # first visit at 50 wheel notches/s
     warm = np.concatenate([run(range(59, -1, -1), False), run(range(60), False)])
     for name, t in (("first visit, back-to-back", cold), ("first visit, 50 notches/s", cold_idle),
@@ -145,7 +156,7 @@ def stage_first_slice() -> None:
             w.view.viewport().repaint()
             marks.setdefault("first", time.perf_counter())
 
-        def loaded(_v, marks=marks):
+        def loaded(_v, marks=marks, loop=loop):
             w.view.viewport().repaint()
             marks["all"] = time.perf_counter()
             loop.quit()
@@ -167,9 +178,7 @@ def stage_memory() -> None:
     app, w = _app_window()
     before = _rss_peak_mb()
     vol = _volume(300)
-    w.set_volume(vol)
-    w.set_analysis(_analysis(vol))
-    w.heat_check.setChecked(True)
+    _show(app, w, vol)
     for i in range(vol.num_slices):
         w.set_index(i)
         if i % 10 == 0:

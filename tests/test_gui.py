@@ -1,25 +1,33 @@
-"""The viewer window, driven offscreen with pytest-qt.
+"""The viewer window on the reading session, driven offscreen with pytest-qt.
 
-Display tests use small in-memory volumes; overlay/diagnosis/export tests show patch
-probabilities made up on the 47x47-style grid (test data for the display layer, as the core
-tests do); analysis tests run a real, randomly initialised CNN of the project's architecture
-on the worker thread over the synthetic phantom.
+Display and reading tests show a :class:`ReadingSession` built from made-up patch
+probabilities on the sliding-window grid and hand-made 3-D candidates (test data for the
+display layer); loading tests read phantom DICOM series; analysis tests run a real, randomly
+initialised CNN of the project's architecture on the worker thread, and one test reads a
+phantom study end to end with the CNN trained on phantom patches in this test session.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from PySide6 import QtCore
+from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtCore import Qt
 
 from lungct_viewer import RESEARCH_NOTICE
+from lungct_viewer.core.candidates import Candidate, Seed, logit
+from lungct_viewer.core.labels import LABEL_RGB, Label, heat_colours, heat_lut
+from lungct_viewer.core.model import ModelCard
 from lungct_viewer.core.results import SliceAnalysis, StudyAnalysis
+from lungct_viewer.core.second_reading import SecondReading
+from lungct_viewer.core.session import CandidateSet, ReadingSession
 from lungct_viewer.core.study import CTVolume
 
 pytestmark = pytest.mark.gui
@@ -62,14 +70,15 @@ class FakeDialogs:
 
 
 def synth_volume(n: int = 8, size: int = 256) -> CTVolume:
-    """A chest-like volume: body, two lungs, a soft-tissue nodule on some slices."""
+    """A chest-like volume: body, two lungs, two soft-tissue nodules."""
     yy, xx = np.mgrid[:size, :size]
     hu = np.full((n, size, size), -1000, np.int16)
     body = ((yy - size / 2) / (0.43 * size)) ** 2 + ((xx - size / 2) / (0.37 * size)) ** 2 < 1
     hu[:, body] = 40
     for cx in (0.33 * size, 0.67 * size):
         hu[:, ((yy - 0.49 * size) / (0.3 * size)) ** 2 + ((xx - cx) / (0.12 * size)) ** 2 < 1] = -850
-    hu[2:5, (yy - 110) ** 2 + (xx - 85) ** 2 < 100] = 30
+    hu[2:5, (yy - 95) ** 2 + (xx - 75) ** 2 < 50] = 30
+    hu[5:8, (yy - 140) ** 2 + (xx - 160) ** 2 < 80] = 20
     return CTVolume.from_array(hu, pixel_spacing_mm=(0.7, 0.7), description="synthetic chest")
 
 
@@ -90,8 +99,36 @@ def synth_analysis(volume: CTVolume, blobs) -> StudyAnalysis:
     return StudyAnalysis(volume.series_uid, volume.num_slices, slices, model_version="test-grid")
 
 
-#: A malignant-looking blob on slice 3 (9 patches) and a benign-looking one on slice 6 (16).
+def disk_candidate(z0: int, z1: int, centre: tuple[float, float], radius: float, p_roi: float = 0.9) -> Candidate:
+    """A hand-made candidate: a disk of ``radius`` px on slices ``z0 .. z1 - 1``."""
+    cy, cx = centre
+    y0, y1 = int(cy - radius - 2), int(cy + radius + 3)
+    x0, x1 = int(cx - radius - 2), int(cx + radius + 3)
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+    mask = np.repeat(disk[None], z1 - z0, axis=0)
+    seeds = [Seed(z, cy, cx, logit(p_roi)) for z in range(z0, z1)]
+    return Candidate(0, ((z0 + z1) // 2, int(cy), int(cx)), (z0, z1, y0, y1, x0, x1), mask, seeds,
+                     {"radius_mm": radius * 0.7})
+
+
+#: A malignant-voting blob on slice 3 and a benign-voting one on slice 6 (patch grid), and
+#: the two lesions under them (slices 2-4 and 5-7).
 BLOBS = [(3, 6, 4, 3, (0.1, 0.15, 0.75)), (6, 10, 12, 4, (0.1, 0.7, 0.2))]
+CARD = ModelCard(version="test-card", operating_point={"voting_threshold": 0.5, "min_roi_probability": 0.5,
+                                                       "min_votes": 4})
+SECOND = SecondReading(version="test-second", features=["radius_mm"], mean=[0.0], scale=[1.0], coef=[1.0],
+                       intercept=0.0, threshold=0.5)
+
+
+def make_reading(suspicion=(0.9, 0.8), second: bool = True) -> tuple[ReadingSession, StudyAnalysis, CandidateSet]:
+    vol = synth_volume()
+    analysis = synth_analysis(vol, BLOBS)
+    cands = [disk_candidate(2, 5, (95.0, 75.0), 7.0), disk_candidate(5, 8, (140.0, 160.0), 9.0)]
+    for k, c in enumerate(cands, start=1):
+        c.id = k
+    cs = CandidateSet(cands, np.array(suspicion) if second else None, 0.0, slices=frozenset(analysis.slices))
+    return ReadingSession(vol, CARD, SECOND if second else None), analysis, cs
 
 
 @pytest.fixture()
@@ -109,6 +146,7 @@ def make_window(qtbot, tmp_path, dialogs):
         kw.setdefault("settings", QtCore.QSettings(str(tmp_path / "settings.ini"), QtCore.QSettings.Format.IniFormat))
         kw.setdefault("dialogs", dialogs)
         kw.setdefault("auto_analyze", False)
+        kw.setdefault("preload_model", False)
         w = MainWindow(**kw)
         qtbot.addWidget(w)
         w.show()
@@ -120,7 +158,7 @@ def make_window(qtbot, tmp_path, dialogs):
     yield make
     for w in made:
         w.close()
-        assert not any(t.isRunning() for t in w._threads), "a worker thread outlived its window"
+        assert not w.workers.running(), "a worker thread outlived its window"
 
 
 @pytest.fixture()
@@ -130,9 +168,11 @@ def window(make_window):
 
 @pytest.fixture()
 def analysed(window):
-    vol = synth_volume()
-    window.set_volume(vol)
-    window.set_analysis(synth_analysis(vol, BLOBS))
+    """The window showing a read session: two lesions, both passing the second reading."""
+    session, analysis, cs = make_reading()
+    window.set_session(session)
+    window.set_analysis(analysis, cs)
+    window.view.setFocus()
     return window
 
 
@@ -147,7 +187,7 @@ def phantom_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def random_model_path(tmp_path_factory) -> str:
     """The project's CNN with random weights, output layer sharpened (no training, no fake)."""
-    from lungct_viewer.core.model import ModelCard, build_model, save_model
+    from lungct_viewer.core.model import build_model, save_model
 
     m = build_model(seed=7)
     fc2 = m.get_layer("fc2")
@@ -159,20 +199,50 @@ def random_model_path(tmp_path_factory) -> str:
     return str(path)
 
 
-def wait_analysis(qtbot, w, timeout=90_000):
+def wait_analysis(qtbot, w, timeout=120_000):
     with qtbot.waitSignal(w.analysisFinished, timeout=timeout) as blocker:
         pass
     return blocker.args[0]
 
 
-# ----------------------------------------------------------------------------- viewing
+def press(qtbot, w, key, widget=None):
+    """A key press as the reader makes it: to the focused widget of the active window."""
+    target = widget or QtWidgets.QApplication.focusWidget() or w
+    qtbot.keyClick(target, key)
+
+
+def visible_marks(view):
+    return [(r, t) for r, t in view.mark_items if r.isVisible()]
+
+
+def _drag(qtbot, widget, button, a, b):
+    def send(kind, pos, btn, btns):
+        ev = QtGui.QMouseEvent(kind, QtCore.QPointF(pos), QtCore.QPointF(widget.mapToGlobal(pos)),
+                               btn, btns, Qt.KeyboardModifier.NoModifier)
+        QtWidgets.QApplication.sendEvent(widget, ev)
+
+    send(QtCore.QEvent.Type.MouseButtonPress, a, button, button)
+    for k in range(1, 6):
+        send(QtCore.QEvent.Type.MouseMove, a + (b - a) * (k / 5), Qt.MouseButton.NoButton, button)
+    send(QtCore.QEvent.Type.MouseButtonRelease, b, button, Qt.MouseButton.NoButton)
+    qtbot.wait(10)
+
+
+def _move_mouse(view, pos):
+    vp = view.viewport()
+    ev = QtGui.QMouseEvent(QtCore.QEvent.Type.MouseMove, QtCore.QPointF(pos), QtCore.QPointF(vp.mapToGlobal(pos)),
+                           Qt.MouseButton.NoButton, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+    QtWidgets.QApplication.sendEvent(vp, ev)
+
+
+# ----------------------------------------------------------------------------- structure
 def test_no_tensorflow_at_import():
     import subprocess
     import sys
 
     code = (
         "import sys, lungct_viewer.gui.app, lungct_viewer.gui.main_window;"
-        "heavy=('tensorflow','keras','lungct_viewer.core.model','lungct_viewer.core.pipeline');"
+        "heavy=('tensorflow','keras','lungct_viewer.core.inference');"
         "bad=[m for m in heavy if m in sys.modules];"
         "print(bad); raise SystemExit(1 if bad else 0)"
     )
@@ -181,54 +251,65 @@ def test_no_tensorflow_at_import():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_gui_holds_no_reading_logic_and_the_window_only_composes():
+    gui = Path(__file__).resolve().parents[1] / "lungct_viewer" / "gui"
+    assert len((gui / "main_window.py").read_text().splitlines()) < 400
+    for path in gui.glob("*.py"):
+        text = path.read_text()
+        for needle in ("C.BENIGN", "C.MALIGNANT", "probs[", "group_lesions", "detect_slice", "diagnose("):
+            assert needle not in text, f"{path.name} computes reading logic ({needle})"
+
+
+# ----------------------------------------------------------------------------- viewing
 def test_scroll_keys_wheel_and_slider(window, qtbot):
     w = window
     w.set_volume(synth_volume(n=30))
+    w.view.setFocus()
     assert w.index == 15
-    qtbot.keyClick(w.view, Qt.Key.Key_Down)
+    press(qtbot, w, Qt.Key.Key_Down)
     assert w.index == 16
-    qtbot.keyClick(w.view, Qt.Key.Key_Up)
-    qtbot.keyClick(w.view, Qt.Key.Key_Up)
+    press(qtbot, w, Qt.Key.Key_Up)
+    press(qtbot, w, Qt.Key.Key_Up)
     assert w.index == 14
-    qtbot.keyClick(w.view, Qt.Key.Key_PageDown)
+    press(qtbot, w, Qt.Key.Key_PageDown)
     assert w.index == 24
-    qtbot.keyClick(w.view, Qt.Key.Key_End)
+    press(qtbot, w, Qt.Key.Key_End)
     assert w.index == 29
-    qtbot.keyClick(w.view, Qt.Key.Key_Home)
+    press(qtbot, w, Qt.Key.Key_Home)
     assert w.index == 0
-    qtbot.keyClick(w.view, Qt.Key.Key_PageUp)
+    press(qtbot, w, Qt.Key.Key_PageUp)
     assert w.index == 0  # clamped
     w.view.vb.sigWheelSlices.emit(3)
     assert w.index == 3
-    w.slider.setValue(20)
+    w.viewer.nav.slider.setValue(20)
     assert w.index == 20
-    assert w.slice_label.text().startswith("Slice 21 / 30")
-    assert f"{w.volume.slice_positions_mm[20]:.1f} mm" in w.slice_label.text()
-    shown = w.view.image_item.image
-    assert np.array_equal(shown, w.volume.hu[20])
+    label = w.viewer.nav.label.text()
+    assert label.startswith("Slice 21 / 30") and f"{w.session.volume.slice_positions_mm[20]:.1f} mm" in label
+    assert np.array_equal(w.view.image_item.image, w.session.volume.hu[20])
 
 
 def test_window_presets_invert_drag_and_reset(window, qtbot):
     w = window
     w.set_volume(synth_volume())
-    assert w.window_wl == (1500.0, -600.0)
-    qtbot.keyClick(w.view, Qt.Key.Key_2)
-    assert w.window_wl == (400.0, 40.0)
+    w.view.setFocus()
+    assert w.display.options.window == (1500.0, -600.0)
+    press(qtbot, w, Qt.Key.Key_2)
+    assert w.display.options.window == (400.0, 40.0)
     assert tuple(w.view.image_item.levels) == (-160.0, 240.0)
-    qtbot.keyClick(w.view, Qt.Key.Key_3)
-    assert w.window_wl == (2500.0, 480.0)
-    w.preset_combo.setCurrentIndex(0)
-    w.preset_combo.activated.emit(0)
-    assert w.window_wl == (1500.0, -600.0)
+    press(qtbot, w, Qt.Key.Key_3)
+    assert w.display.options.window == (2500.0, 480.0)
+    w.display.preset_combo.setCurrentIndex(0)
+    w.display.preset_combo.activated.emit(0)
+    assert w.display.options.window == (1500.0, -600.0)
     w.view.windowDragged.emit(10.0, -5.0)  # left-drag: wider window, lower level
-    wl = w.window_wl
-    assert wl[0] > 1500 and wl[1] < -600
-    assert w.preset_combo.currentText() == "Custom"
-    qtbot.keyClick(w.view, Qt.Key.Key_I)
-    assert w.inverted and w.invert_check.isChecked()
+    width, level = w.display.options.window
+    assert width > 1500 and level < -600
+    assert w.display.preset_combo.currentText() == "Custom"
+    press(qtbot, w, Qt.Key.Key_I)
+    assert w.display.options.inverted and w.display.invert_check.isChecked()
     w.view.vb.scaleBy((0.5, 0.5))
     zoomed = w.view.vb.viewRect().width()
-    qtbot.keyClick(w.view, Qt.Key.Key_Space)
+    press(qtbot, w, Qt.Key.Key_Space)
     assert w.view.vb.viewRect().width() > zoomed * 1.5
 
 
@@ -237,9 +318,9 @@ def test_mouse_drags_window_pan_zoom(window, qtbot):
     w.set_volume(synth_volume())
     vp = w.view.viewport()
     c = vp.rect().center()
-    wl0 = w.window_wl
+    w0 = w.display.options.window
     _drag(qtbot, vp, Qt.MouseButton.LeftButton, c, c + QtCore.QPoint(40, 0))
-    assert w.window_wl[0] > wl0[0]
+    assert w.display.options.window[0] > w0[0]
     r0 = w.view.vb.viewRect()
     _drag(qtbot, vp, Qt.MouseButton.MiddleButton, c, c + QtCore.QPoint(50, 30))
     r1 = w.view.vb.viewRect()
@@ -248,426 +329,753 @@ def test_mouse_drags_window_pan_zoom(window, qtbot):
     assert w.view.vb.viewRect().width() != pytest.approx(r1.width())  # zoomed
 
 
-def _drag(qtbot, widget, button, a, b):
-    from PySide6 import QtGui, QtWidgets
-
-    def send(kind, pos, btn, btns):
-        ev = QtGui.QMouseEvent(kind, QtCore.QPointF(pos), QtCore.QPointF(widget.mapToGlobal(pos)),
-                               btn, btns, Qt.KeyboardModifier.NoModifier)
-        QtWidgets.QApplication.sendEvent(widget, ev)
-
-    send(QtCore.QEvent.Type.MouseButtonPress, a, button, button)
-    for k in range(1, 6):
-        p = a + (b - a) * (k / 5)
-        send(QtCore.QEvent.Type.MouseMove, p, Qt.MouseButton.NoButton, button)
-    send(QtCore.QEvent.Type.MouseButtonRelease, b, button, Qt.MouseButton.NoButton)
-    qtbot.wait(10)
-
-
-def test_cursor_readout_hu_pixel_and_patient_mm(window):
+def test_hu_readout_follows_the_slice_under_a_still_mouse(window, qtbot):
     w = window
     vol = synth_volume()
     w.set_volume(vol)
-    text = w.cursor_text(110.4, 85.7)
-    assert "HU +30" in text  # the nodule on slice 4 (index 4 is the middle slice)
-    assert "row 110, col 85" in text
-    x, y, z = vol.pixel_to_patient_mm(w.index, 110, 85)
-    assert f"x {x:.1f}, y {y:.1f}, z {z:.1f} mm" in text
-    # a real mouse move over the view updates the status bar
-    from PySide6 import QtGui, QtWidgets
-
+    w.set_index(3)  # the first nodule (+30 HU) is on slices 2-4
     vp = w.view.viewport()
-    pos = vp.rect().center()
-    ev = QtGui.QMouseEvent(QtCore.QEvent.Type.MouseMove, QtCore.QPointF(pos), QtCore.QPointF(vp.mapToGlobal(pos)),
-                           Qt.MouseButton.NoButton, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
-    QtWidgets.QApplication.sendEvent(vp, ev)
-    assert w.cursor_label.text().startswith("HU ")
+    pos = w.view.mapFromScene(w.view.vb.mapViewToScene(QtCore.QPointF(75.5, 95.5)))
+    _move_mouse(w.view, pos)
+    text = w.cursor_label.text()
+    assert text.startswith("HU +30") and "row 95, col 75" in text
+    x, y, z = vol.pixel_to_patient_mm(3, 95, 75)
+    assert f"x {x:.1f}, y {y:.1f}, z {z:.1f} mm" in text
+    w.view.vb.sigWheelSlices.emit(3)  # wheel to slice 6, mouse still: lung there
+    assert w.index == 6
+    assert w.cursor_label.text().startswith(f"HU {int(vol.hu[6, 95, 75]):+d}") and "z " in w.cursor_label.text()
+    assert int(vol.hu[6, 95, 75]) != 30
+    ev = QtCore.QEvent(QtCore.QEvent.Type.Leave)
+    QtWidgets.QApplication.sendEvent(w.view, ev)
+    assert w.cursor_label.text() == ""
+    assert vp is w.view.viewport()
 
 
-def test_research_notice_always_visible(analysed):
+def test_shortcuts_do_not_fire_inside_input_fields(analysed, qtbot):
     w = analysed
-    assert w.notice_label.isVisible() and w.notice_label.text() == RESEARCH_NOTICE
-    assert w.status_notice.isVisible()
-    assert RESEARCH_NOTICE in w.windowTitle()
+    spin = w.reading.votes_spin
+    w.set_index(4)
+    spin.setFocus()
+    qtbot.waitUntil(spin.hasFocus)
+    spin.selectAll()
+    qtbot.keyClicks(spin, "7")
+    qtbot.keyClick(spin, Qt.Key.Key_Up)
+    assert spin.value() == 8 and w.session.params.min_votes == 8
+    for key in (Qt.Key.Key_2, Qt.Key.Key_R, Qt.Key.Key_Space):
+        qtbot.keyClick(spin, key)
+    assert w.index == 4, "Up in the box changed the slice"
+    assert w.display.options.window == (1500.0, -600.0), "a digit typed into the box changed the window"
+    assert w.display.options.show_roi
+    qtbot.keyClick(spin, Qt.Key.Key_Return)  # done: the keyboard goes back to the slice view
+    qtbot.waitUntil(w.view.hasFocus)
+    press(qtbot, w, Qt.Key.Key_2)
+    press(qtbot, w, Qt.Key.Key_Up)
+    assert w.display.options.window == (400.0, 40.0) and w.index == 3
 
 
-# ----------------------------------------------------------------------------- overlays & voting
-def test_overlays_toggle_with_keys_and_checkboxes(analysed, qtbot):
+def test_banner_notice_and_load_warnings(window, qtbot, tmp_path, phantom_dir):
+    import pydicom
+
+    src = tmp_path / "study"
+    src.mkdir()
+    for k, f in enumerate(sorted(phantom_dir.glob("*.dcm"))):
+        ds = pydicom.dcmread(f)
+        ds.PatientBirthDate = "19500131"
+        if k == 5:  # one slice moved: uneven spacing
+            pos = [float(v) for v in ds.ImagePositionPatient]
+            ds.ImagePositionPatient = [pos[0], pos[1], pos[2] + 1.1]
+        ds.save_as(src / f.name)
+    (src / "notes.txt").write_text("not DICOM")
+    with qtbot.waitSignal(window.studyLoaded, timeout=60_000):
+        window.open_path(str(src))
+    banner = window.viewer.banner.text()
+    for needle in ("PHANTOM DEMO", "PHANTOM-3", "1950-01-31", "2017-01-01", "Synthetic chest CT", "12 slices"):
+        assert needle in banner, needle
+    assert window.notice_label.isVisible() and window.notice_label.text() == RESEARCH_NOTICE
+    assert window.status_notice.isVisible() and RESEARCH_NOTICE in window.windowTitle()
+    wb = window.warnings_button
+    assert wb.isVisible() and any("notes.txt" in x for x in wb.warnings)
+    assert any("spacing" in x.lower() for x in wb.warnings), wb.warnings
+    qtbot.wait(200)
+    assert wb.isVisible(), "warnings must stay until dismissed"
+    wb.click()
+    assert wb.dialog is not None and wb.dialog.isVisible()
+    assert "notes.txt" in wb.dialog.findChild(QtWidgets.QPlainTextEdit).toPlainText()
+    dismiss = next(b for b in wb.dialog.findChildren(QtWidgets.QPushButton) if b.text() == "Dismiss")
+    dismiss.click()
+    assert not wb.isVisible()
+
+
+# ----------------------------------------------------------------------------- overlays & reading
+def test_overlays_follow_the_session_and_toggle_with_keys(analysed, qtbot):
     w = analysed
+    s = w.session
     w.set_index(3)
-    assert w.view.roi_item.isVisible()
-    roi = w.view.roi_mask
-    assert roi.sum() > 0 and np.array_equal(roi, w.detections[3].roi_mask)
-    qtbot.keyClick(w.view, Qt.Key.Key_R)
-    assert not w.roi_check.isChecked() and not w.view.roi_item.isVisible()
-    qtbot.keyClick(w.view, Qt.Key.Key_R)
+    assert w.view.roi_item.isVisible() and np.array_equal(w.view.roi_mask, s.roi_mask(3))
+    press(qtbot, w, Qt.Key.Key_R)
+    assert not w.display.roi_check.isChecked() and not w.view.roi_item.isVisible()
+    press(qtbot, w, Qt.Key.Key_R)
     assert w.view.roi_item.isVisible()
     assert not w.view.heat_item.isVisible()
-    qtbot.keyClick(w.view, Qt.Key.Key_H)
+    press(qtbot, w, Qt.Key.Key_H)
     assert w.view.heat_item.isVisible()
     heat = w.view.heatmap
-    from lungct_viewer.core.detection import class_heatmap
-
-    assert np.array_equal(heat, class_heatmap(w.slice_results[3], "malignant"))
-    assert heat.shape == w.volume.hu.shape[1:] and heat.max() > 0.2
-    w.heat_combo.setCurrentIndex(2)  # P(benign): lower on the malignant blob
-    assert w.view.heatmap.max() < heat.max() / 2
-    assert w.legend._caption == "P(benign)"
-    w.opacity_slider.setValue(25)
+    assert np.array_equal(heat, s.heatmap(3, "malignant")) and heat.max() > 0.2
+    # the view colours the heatmap with the PNG's colour table, transparent where no patch covers
+    rgba = w.view.heat_item.image
+    rgb, covered = heat_colours(heat)
+    rows = np.flatnonzero(covered.any(axis=1))
+    cols = np.flatnonzero(covered.any(axis=0))
+    crop = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    assert np.array_equal(rgba[..., :3], rgb[crop]) and np.array_equal(rgba[..., 3] > 0, covered[crop])
+    assert np.array_equal(w.display.legend.lut, heat_lut(64))
+    w.display.heat_combo.setCurrentIndex(1)  # P(benign): lower on the malignant blob
+    assert w.view.heatmap.max() < heat.max() / 2 and w.display.legend.caption == "P(benign)"
+    w.display.opacity_slider.setValue(25)
     assert w.view.heat_item.opacity() == pytest.approx(0.25)
-    w.heat_combo.setCurrentIndex(0)  # Off
+    press(qtbot, w, Qt.Key.Key_H)
     assert not w.view.heat_item.isVisible()
-    # outlines and labels of the finding
-    rects = [r for r, t in w.view._marks if r.isVisible()]
-    assert len(rects) == len(w.detections[3].findings) == 1
-    assert "MALIGNANT" in [t for r, t in w.view._marks if t.isVisible()][0].toPlainText()
+    marks = visible_marks(w.view)
+    assert len(marks) == len(s.marks(3)) == 1
+    press(qtbot, w, Qt.Key.Key_O)
+    assert not visible_marks(w.view)
+    press(qtbot, w, Qt.Key.Key_O)
     w.set_index(0)
-    assert not w.view.roi_item.isVisible() and not any(r.isVisible() for r, _ in w.view._marks)
+    assert not w.view.roi_item.isVisible() and not visible_marks(w.view)
 
 
-def test_threshold_slider_changes_diagnosis_live(analysed, qtbot):
-    from lungct_viewer.core.voting import diagnose
-
-    w = analysed
-    assert len(w.sorted_findings) == 2
-    calls = []
+def test_controls_change_the_reading_live_without_the_network(analysed, monkeypatch):
     import lungct_viewer.core.pipeline as pipeline
 
-    orig = pipeline.Analyzer.analyze
-    pipeline.Analyzer.analyze = lambda *a, **k: calls.append(1)  # the network must not run
-    try:
-        seen = set()
-        for v in range(0, 101, 5):
-            w.threshold_slider.setValue(v)
-            expect = diagnose(w.all_findings(), v / 100)
-            assert w.diagnosis == expect
-            assert w.diag_label.text().startswith(expect.display)
-            seen.add(expect.label)
-        assert seen == {"malignant", "benign"}
-        w.threshold_slider.setValue(0)
-        assert w.diag_label.text().startswith("MALIGNANT")
-        w.threshold_slider.setValue(100)
-        assert w.diag_label.text().startswith("BENIGN")
-        assert "Findings: 2" in w.diag_detail.text()
-        # the findings list and strip follow the threshold too
-        for v in (0, 60, 100):
-            w.threshold_slider.setValue(v)
-            shown = [w.findings_table.item(r, 2).text() for r in range(2)]
-            assert shown == [f.label(v / 100) for f in w.sorted_findings]
-        assert shown == ["malignant", "benign"]  # at 1.0 only a purely malignant finding stays so
-        w.threshold_slider.setValue(0)
-        assert [w.findings_table.item(r, 2).text() for r in range(2)] == ["malignant"] * 2
-        # sensitivity: a stricter P(ROI) drops both blobs (max P(ROI) is 0.9)
-        w.set_sensitivity(0.95)
-        assert w.sorted_findings == [] and w.diag_label.text().startswith("NO FINDINGS")
-        assert w.strip.marks() == {}
-        w.set_sensitivity(0.5)
-        assert len(w.sorted_findings) == 2 and set(w.strip.marks()) == {3, 6}
-        # minimum votes: the spin box starts at the model's setting; the strictest keeps only
-        # pixels covered by 25 ROI patches, and the findings follow detect_slice exactly
-        from lungct_viewer.core.detection import detect_slice
-
-        assert w.votes_spin.value() == w.params.min_votes
-        areas = sum(f.area_mm2 for f in w.sorted_findings)
-        w.set_min_votes(25)
-        assert w.params.min_votes == 25
-        expect = [
-            f for i in sorted(w.slice_results) for f in detect_slice(w.slice_results[i], w.volume, w.params).findings
-        ]
-        assert w.all_findings() == expect
-        assert sum(f.area_mm2 for f in w.all_findings()) < areas
-        w.set_min_votes(1)
-        assert sum(f.area_mm2 for f in w.all_findings()) > areas
-        w.set_min_votes(4)
-        assert len(w.sorted_findings) == 2
-    finally:
-        pipeline.Analyzer.analyze = orig
+    calls = []
+    monkeypatch.setattr(pipeline.Analyzer, "iter_slices", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(pipeline.Analyzer, "analyze", lambda *a, **k: calls.append(1))
+    w = analysed
+    s, r = w.session, w.reading
+    assert len(s.findings()) == 2 and r.table.rowCount() == 2
+    frac = s.diagnosis().malignant_fraction
+    assert 0.1 < frac < 0.9
+    seen = set()
+    for v in range(0, 101, 5):
+        r.threshold_slider.setValue(v)
+        d = s.diagnosis()
+        assert s.voting_threshold == v / 100 and r.diag_label.text() == d.display
+        seen.add(d.label)
+        calls_shown = [r.table.item(k, 3).text() for k in range(2)]
+        assert calls_shown == [les.label(v / 100).display for les in s.findings()]
+    assert seen == {Label.MALIGNANT, Label.BENIGN}
+    r.threshold_slider.setValue(0)
+    assert r.diag_label.text() == "MALIGNANT" and f"{frac:.2f}" in r.diag_detail.text()
+    assert "Lesions in the call: 2" in r.diag_detail.text()
+    # sensitivity: a stricter P(ROI) than the lesions' peaks (0.9) leaves no finding
+    r.sens_slider.setValue(95)
+    r.apply_pending()
+    assert s.params.min_roi_probability == 0.95 and s.findings() == []
+    assert r.diag_label.text() == "NO SUSPICIOUS FINDINGS" and r.table.rowCount() == 0
+    assert w.viewer.nav.strip.marks() == {}
+    r.sens_slider.setValue(50)
+    r.apply_pending()
+    assert set(w.viewer.nav.strip.marks()) == {2, 3, 4, 5, 6, 7}
+    # minimum votes: the red overlay tightens
+    w.set_index(3)
+    area = w.view.roi_mask.sum()
+    r.votes_spin.setValue(9)
+    assert s.params.min_votes == 9 and 0 < w.view.roi_mask.sum() < area
+    assert np.array_equal(w.view.roi_mask, s.roi_mask(3))
+    # suspicion: the second lesion (0.8) drops below 0.85 and becomes a candidate
+    r.susp_slider.setValue(85)
+    assert s.params.suspicion_threshold == 0.85 and [les.id for les in s.findings()] == [1]
+    assert r.table.rowCount() == 1 and "1 candidate(s) below the suspicion threshold" in r.diag_detail.text()
     assert calls == []
+
+
+def test_model_defaults_button_restores_the_operating_point(analysed):
+    w = analysed
+    s, r = w.session, w.reading
+    r.threshold_slider.setValue(80)
+    r.sens_slider.setValue(30)
+    r.apply_pending()
+    r.votes_spin.setValue(12)
+    r.susp_slider.setValue(90)
+    assert (s.voting_threshold, s.params.min_roi_probability, s.params.min_votes) == (0.8, 0.3, 12)
+    r.defaults_button.click()
+    assert s.voting_threshold == 0.5 and s.params == s.default_params
+    assert (s.params.min_roi_probability, s.params.min_votes, s.params.suspicion_threshold) == (0.5, 4, 0.5)
+    assert (r.threshold_slider.value(), r.sens_slider.value(), r.votes_spin.value(), r.susp_slider.value()) == \
+        (50, 50, 4, 50)
+
+
+def test_show_candidates_toggle(window):
+    session, analysis, cs = make_reading(suspicion=(0.9, 0.2))
+    window.set_session(session)
+    window.set_analysis(analysis, cs)
+    r = window.reading
+    assert r.candidates_check.isEnabled() and not r.show_candidates
+    assert r.table.rowCount() == 1 and r.table.item(0, 0).text() == "1"
+    window.set_index(6)
+    assert not visible_marks(window.view), "a candidate below the threshold is hidden by default"
+    r.candidates_check.setChecked(True)
+    assert r.table.rowCount() == 2 and r.table.item(1, 3).text() == "candidate"
+    (rect, tag), = visible_marks(window.view)
+    assert tag.toPlainText() == "C2 0.20" and tag.colour().getRgb()[:3] == (170, 170, 170)
+    r.candidates_check.setChecked(False)
+    assert not visible_marks(window.view) and r.table.rowCount() == 1
+    # a model without a second reading: nothing to show, and the reader is told why
+    s2, a2, cs2 = make_reading(second=False)
+    window.set_session(s2)
+    window.set_analysis(a2, cs2)
+    assert not r.candidates_check.isEnabled() and not r.susp_slider.isEnabled()
+    assert "no second reading" in r.susp_slider.toolTip() and "no second reading" in r.candidates_check.toolTip()
+    assert r.table.rowCount() == 2
 
 
 def test_findings_list_click_and_next_previous(analysed, qtbot):
     w = analysed
-    t = w.findings_table
-    assert t.rowCount() == 2
-    assert [t.item(r, 0).text() for r in range(2)] == ["4", "7"]  # 1-based slice numbers
-    assert [t.item(r, 4).text() for r in range(2)] == ["1", "2"]  # slices 4 and 7: two lesions
-    assert "in 2 lesion(s)" in w.diag_detail.text()
-    assert float(t.item(0, 1).text()) > 5
+    t = w.reading.table
+    assert [t.item(r, 1).text() for r in range(2)] == ["3\u20135", "6\u20138"]  # 1-based slices
+    assert float(t.item(0, 2).text()) > 6
     w.set_index(0)
     rect = t.visualItemRect(t.item(1, 0))
     qtbot.mouseClick(t.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
-    f = w.sorted_findings[1]
-    assert w.index == f.slice_index == 6
+    les = w.session.findings()[1]
+    assert w.index == les.central.slice_index
     cy, cx = w.view.view_centre()
-    assert abs(cy - f.centroid_px[0]) < 1 and abs(cx - f.centroid_px[1]) < 1
-    qtbot.keyClick(w.view, Qt.Key.Key_N)
-    assert w.index == 3  # wraps to the first finding
-    qtbot.keyClick(w.view, Qt.Key.Key_N)
-    assert w.index == 6
-    qtbot.keyClick(w.view, Qt.Key.Key_P)
-    assert w.index == 3
-    w.set_index(5)
-    qtbot.keyClick(w.view, Qt.Key.Key_P)
-    assert w.index == 3
+    assert abs(cy - les.central.centroid_px[0]) < 1 and abs(cx - les.central.centroid_px[1]) < 1
+    w.view.setFocus()
+    press(qtbot, w, Qt.Key.Key_N)  # after lesion 2: wraps to lesion 1
+    first = w.session.findings()[0]
+    assert w.index == first.central.slice_index and t.currentRow() == 0
+    press(qtbot, w, Qt.Key.Key_N)
+    assert w.index == les.central.slice_index
+    press(qtbot, w, Qt.Key.Key_P)
+    assert w.index == first.central.slice_index
 
 
 # ----------------------------------------------------------------------------- export
-def test_export_current_slice_pixels_report_and_no_silent_overwrite(analysed, qtbot, tmp_path, dialogs):
+def test_screen_and_png_agree_on_label_probability_and_colour(analysed, qtbot, tmp_path):
+    from lungct_viewer.core.export import slice_png_name
+    from lungct_viewer.core.render import HEADER_PX, mark_box
+
+    w = analysed
+    s = w.session
+    w.reading.threshold_slider.setValue(30)
+    for les in s.findings():
+        i = les.central.slice_index
+        w.set_index(i)
+        (rect, tag), = visible_marks(w.view)
+        lab = les.label(0.3)
+        assert tag.toPlainText() == f"L{les.id} {lab.display} {les.probability(0.3):.2f}"
+        assert les.probability(0.3) == (les.p_malignant if lab is Label.MALIGNANT else les.p_benign)
+        assert tag.colour().getRgb()[:3] == LABEL_RGB[lab] == rect.pen().color().getRgb()[:3]
+        with qtbot.waitSignal(w.exportFinished, timeout=30_000) as b:
+            w.export_slices("current", tmp_path / f"s{i}")
+        png = tmp_path / f"s{i}" / slice_png_name(i, s.volume.sop_instance_uids[i])
+        assert png in b.args[0]
+        px = np.asarray(Image.open(png).convert("RGB"))
+        (mark,) = s.marks(i)
+        x0, y0, x1, y1 = mark_box(mark, s.volume.hu.shape[1:])
+        assert rect.rect().getRect() == (x0, y0, x1 - x0 + 1, y1 - y0 + 1)  # the same box on screen
+        outline = px[HEADER_PX + y0, x0 : x1 + 1]
+        assert (outline == LABEL_RGB[lab]).all(axis=1).mean() > 0.9, "the PNG outline has another colour"
+        rep = json.loads((tmp_path / f"s{i}" / "report.json").read_text())
+        entry = next(x for x in rep["lesions"] if x["id"] == les.id)
+        assert entry["label"] == lab.value and entry["probability"] == pytest.approx(les.probability(0.3), abs=1e-4)
+
+
+def test_export_current_slice_pixels_and_report_free_of_identifiers(analysed, qtbot, tmp_path, dialogs):
     from lungct_viewer.core.export import slice_png_name
     from lungct_viewer.core.render import image_region, window_to_uint8
 
     w = analysed
+    vol = w.session.volume
+    vol.patient_name, vol.patient_id = "DOE^JANE", "PID-4711"
     w.set_index(3)
-    out = tmp_path / "export"
+    out = tmp_path / "DOE_JANE export"
     dialogs.folder = str(out)
     with qtbot.waitSignal(w.exportFinished, timeout=30_000) as b:
-        w.act_export_current.trigger()
+        qtbot.keyClick(w.view, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)  # Ctrl+E
     paths = b.args[0]
     assert paths, dialogs.errors
-    png = out / slice_png_name(3, w.volume.sop_instance_uids[3])
-    assert png in paths and (out / "report.json") in paths
-    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths)  # no temp files
-    with Image.open(png) as im:
-        px = image_region(im.convert("RGB"), w.volume.hu.shape[1:]).astype(int)
-    roi = w.detections[3].roi_mask
-    r, g, b_ = px[..., 0], px[..., 1], px[..., 2]
-    assert np.all(r[roi] > g[roi] + 40) and np.all(g[roi] == b_[roi])
-    grey = window_to_uint8(w.volume.hu[3], (1500, -600)).astype(int)
+    png = out / slice_png_name(3, vol.sop_instance_uids[3])
+    assert sorted(paths) == sorted([png, out / "report.json"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths)  # nothing staged left
+    px = image_region(Image.open(png).convert("RGB"), vol.hu.shape[1:]).astype(int)
+    roi = w.session.roi_mask(3)
+    r, g, bb = px[..., 0], px[..., 1], px[..., 2]
+    assert roi.any() and np.all(r[roi] > g[roi] + 40) and np.all(g[roi] == bb[roi])
+    grey = window_to_uint8(vol.hu[3], (1500, -600)).astype(int)
     far = np.ones_like(roi)
-    x0, y0, x1, y1 = w.detections[3].findings[0].bbox_px
-    far[max(0, y0 - 40): y1 + 25, max(0, x0 - 25): x1 + 160] = False  # ROI, outline, label
-    assert np.array_equal(r[far], grey[far]) and np.array_equal(g[far], grey[far])
-    import json
+    rows, cols = np.nonzero(roi)
+    far[max(0, rows.min() - 25): rows.max() + 25, max(0, cols.min() - 25): cols.max() + 150] = False
+    assert far.sum() > 0.5 * far.size
+    for channel in (r, g, bb):
+        assert np.array_equal(channel[far], grey[far])
+    text = (out / "report.json").read_text()
+    rep = json.loads(text)
+    assert rep["notice"] == RESEARCH_NOTICE and rep["diagnosis"]["label"] == w.session.diagnosis().label.value
+    assert "DOE" not in text and "PID-4711" not in text and str(tmp_path) not in text
+    strings = []
 
-    rep = json.loads((out / "report.json").read_text())
-    assert rep["diagnosis"]["label"] == w.diagnosis.label
-    assert rep["notice"] == RESEARCH_NOTICE
-    assert len(rep["findings"]) == 2
+    def walk(x):
+        if isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+        elif isinstance(x, str):
+            strings.append(x)
 
-    # exporting again asks first; "No" leaves the file alone
+    walk(rep)
+    assert not [x for x in strings if os.path.isabs(x) or x.startswith("~")], "an absolute path in report.json"
+    # opting in puts the name into the PNG header and the identifiers into the report
+    w.actions_by_key["identifiers"].trigger()
+    with qtbot.waitSignal(w.exportFinished, timeout=30_000) as b:
+        w.export_slices("current", tmp_path / "with-name")
+    rep2 = json.loads((tmp_path / "with-name" / "report.json").read_text())
+    assert rep2["series"]["patient_name"] == "DOE^JANE" and rep2["series"]["patient_id"] == "PID-4711"
+    a = np.asarray(Image.open(png).convert("RGB"))
+    b2 = np.asarray(Image.open(tmp_path / "with-name" / png.name).convert("RGB"))
+    assert not np.array_equal(a[:40], b2[:40]) and np.array_equal(a[40:], b2[40:])
+
+    # exporting again asks first; "No" leaves the files alone
     before = png.stat().st_mtime_ns
     dialogs.answer = False
-    w.act_export_current.trigger()
-    qtbot.wait(100)
+    with qtbot.waitSignal(w.exportFinished, timeout=30_000):
+        w.actions_by_key["export_current"].trigger()
     assert len(dialogs.questions) == 1 and png.stat().st_mtime_ns == before
     dialogs.answer = True
-    with qtbot.waitSignal(w.exportFinished, timeout=30_000):
-        w.act_export_current.trigger()
-    assert len(dialogs.questions) == 2
+    with qtbot.waitSignal(w.exportFinished, timeout=30_000) as b:
+        w.actions_by_key["export_current"].trigger()
+    assert b.args[0] and len(dialogs.questions) == 2 and not dialogs.errors
 
 
-def test_export_slices_with_findings_and_all_with_cancel(analysed, qtbot, tmp_path, dialogs):
+def test_export_findings_all_and_cancel_writes_nothing(analysed, qtbot, tmp_path, dialogs, monkeypatch):
+    import lungct_viewer.core.export as ex
+
     w = analysed
     with qtbot.waitSignal(w.exportFinished, timeout=30_000) as b:
         w.export_slices("findings", tmp_path / "f")
     names = sorted(p.name for p in b.args[0])
-    assert len(names) == 3 and "report.json" in names
-    assert [n[:10] for n in names if n.endswith(".png")] == ["slice_0004", "slice_0007"]
-    # cancelling a multi-file export keeps what was written and writes no report
-    import lungct_viewer.core.export as ex
+    assert [n[:10] for n in names if n.endswith(".png")] == [f"slice_{k:04d}" for k in range(3, 9)]
+    assert "report.json" in names
+    gate = threading.Event()
+    render = ex.render_png
 
-    orig = ex.render_slice
+    def slow(session, i, options):
+        if i >= 1:
+            gate.wait(30)  # a guard, not a timing: the test sets it right after cancelling
+        return render(session, i, options)
 
-    def slow(*a, **k):
-        time.sleep(0.05)
-        return orig(*a, **k)
-
-    ex.render_slice = slow
-    try:
-        with qtbot.waitSignal(w.exportFinished, timeout=30_000) as b:
-            w.export_slices("all", tmp_path / "all")
-            qtbot.waitUntil(lambda: w.export_progress.bar.value() >= 1, timeout=10_000)
-            w.export_progress.cancel_button.click()
-        assert b.args[0] is None
-    finally:
-        ex.render_slice = orig
-    written = list((tmp_path / "all").glob("*.png"))
-    assert 1 <= len(written) < w.volume.num_slices
-    assert not (tmp_path / "all" / "report.json").exists()
+    monkeypatch.setattr(ex, "render_png", slow)
+    with qtbot.waitSignal(w.exportFinished, timeout=30_000) as b:
+        w.export_slices("all", tmp_path / "all")
+        qtbot.waitUntil(lambda: w.export_progress.bar.value() >= 1, timeout=10_000)
+        press(qtbot, w, Qt.Key.Key_Escape, w.view)
+        gate.set()
+    assert b.args[0] is None
+    assert not any((tmp_path / "all").glob("*.png")) and not (tmp_path / "all" / "report.json").exists()
     assert not dialogs.errors
 
 
-def test_patient_name_only_when_opted_in(analysed, qtbot, tmp_path):
-    w = analysed
-    w.volume.patient_name = "DOE^JANE"
-    w.set_index(3)
-    with qtbot.waitSignal(w.exportFinished, timeout=30_000) as b:
-        w.export_slices("current", tmp_path / "a")
-    a = np.asarray(Image.open(b.args[0][0]).convert("RGB"))
-    w.act_patient_name.setChecked(True)
-    with qtbot.waitSignal(w.exportFinished, timeout=30_000) as b:
-        w.export_slices("current", tmp_path / "b")
-    bb = np.asarray(Image.open(b.args[0][0]).convert("RGB"))
-    assert not np.array_equal(a, bb)
-
-
-# ----------------------------------------------------------------------------- opening
+# ----------------------------------------------------------------------------- opening and cancelling
 def test_open_junk_folder_shows_error_not_crash(window, qtbot, tmp_path, dialogs):
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "notes.txt").write_text("not an image")
     (junk / "random.dcm").write_bytes(os.urandom(4096))
-    (junk / "empty.dcm").write_bytes(b"")
     with qtbot.waitSignal(window.loadFailed, timeout=30_000):
         window.open_path(str(junk))
-    assert dialogs.errors, "the user must be told"
-    assert "CT" in dialogs.errors[0][1] or "DICOM" in dialogs.errors[0][1]
+    assert dialogs.errors and ("CT" in dialogs.errors[0][1] or "DICOM" in dialogs.errors[0][1])
     window.set_volume(synth_volume())  # still usable
     assert window.index == 4
     with qtbot.waitSignal(window.loadFailed, timeout=30_000):
         window.open_path(str(tmp_path / "does-not-exist"))
-    assert len(dialogs.errors) == 2
+    assert len(dialogs.errors) == 2 and window.session.volume.description == "synthetic chest"
 
 
 def test_open_phantom_folder_recent_and_drop(window, qtbot, phantom_dir, dialogs):
-    from PySide6 import QtGui
+    from lungct_viewer.gui.loading import dropped_folder
 
     dialogs.folder = str(phantom_dir)
     with qtbot.waitSignal(window.studyLoaded, timeout=60_000):
-        window.act_open.trigger()
-    assert window.volume.num_slices == 12 and not dialogs.errors
-    assert window.recent_folders()[0] == str(phantom_dir)
+        window.actions_by_key["open"].trigger()
+    assert window.session.volume.num_slices == 12 and not dialogs.errors
+    assert window.session.load_s > 0
+    assert window.settings.recent_folders()[0] == str(phantom_dir)
     assert window.recent_menu.actions()[0].text() == str(phantom_dir)
     mime = QtCore.QMimeData()
-    mime.setUrls([QtCore.QUrl.fromLocalFile(str(phantom_dir))])
-    assert window._drop_folder(mime) == str(phantom_dir)
+    mime.setUrls([QtCore.QUrl.fromLocalFile(str(phantom_dir / "0001.dcm"))])
+    assert dropped_folder(mime) == str(phantom_dir)
     ev = QtGui.QDropEvent(QtCore.QPointF(10, 10), Qt.DropAction.CopyAction, mime,
                           Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
     with qtbot.waitSignal(window.studyLoaded, timeout=60_000):
         window.dropEvent(ev)
 
 
-def test_several_series_offer_a_choice(window, qtbot, tmp_path, dialogs):
+def _assert_usable(qtbot, w, volume):
+    """The window shows ``volume`` (or the empty view) and answers the reader."""
+    if volume is None:
+        assert w.session is None and w.view.image_item.image is None
+        assert w.viewer.nav.label.text() == "No study" and not w.reading.analyse_button.isEnabled()
+        return
+    assert w.session is not None and w.session.volume is volume
+    assert np.array_equal(w.view.image_item.image, volume.hu[w.index])
+    assert w.viewer.nav.slider.isEnabled() and "loading" not in w.viewer.nav.label.text()
+    assert w.reading.analyse_button.isEnabled() and w.actions_by_key["analyze"].isEnabled()
+    w.view.setFocus()
+    before = w.index
+    press(qtbot, w, Qt.Key.Key_Down if before == 0 else Qt.Key.Key_Up)
+    assert w.index != before
+    assert not w.load_progress.isVisible()
+
+
+@pytest.mark.parametrize("previous", [True, False], ids=["previous-study", "empty"])
+def test_cancel_while_loading_returns_to_the_previous_study(window, qtbot, phantom_dir, dialogs, monkeypatch, previous):
+    """Esc during "Loading slices": the previous study (or the empty view) is back, usable,
+    and no error box appears."""
+    import lungct_viewer.core.dicom.assemble as assemble
+
+    decode = assemble.decode_slices
+
+    def until_cancelled(files, scanned, progress, cancel):
+        if len(files) == 1:  # the preview slice
+            return decode(files, scanned, progress, cancel)
+        while not cancel():
+            time.sleep(0.01)
+        from lungct_viewer.core.errors import LoadCancelled
+
+        raise LoadCancelled("Loading the series was cancelled.")
+
+    monkeypatch.setattr(assemble, "decode_slices", until_cancelled)
+    vol = synth_volume() if previous else None
+    if previous:
+        window.set_volume(vol)
+        window.set_index(2)
+    with qtbot.waitSignal(window.previewShown, timeout=60_000):
+        window.open_path(str(phantom_dir))
+    assert window.load_progress.isVisible() and "loading" in window.viewer.nav.label.text()
+    with qtbot.waitSignal(window.loadCancelled, timeout=30_000):
+        press(qtbot, window, Qt.Key.Key_Escape, window.view)
+    assert not dialogs.errors
+    _assert_usable(qtbot, window, vol)
+
+
+def test_cancel_while_scanning_and_in_the_series_chooser(window, qtbot, phantom_dir, tmp_path, dialogs, monkeypatch):
+    import lungct_viewer.core.dicom.scan as scan
     from lungct_viewer.core.phantom import phantom_volume, write_phantom_dicom
 
+    vol = synth_volume()
+    window.set_volume(vol)
+    gate, started = threading.Event(), threading.Event()
+    read = scan.read_header
+
+    def slow(path):
+        started.set()
+        gate.wait(30)  # a guard: the test opens it as soon as it has cancelled
+        return read(path)
+
+    monkeypatch.setattr(scan, "read_header", slow)
+    with qtbot.waitSignal(window.loadCancelled, timeout=30_000):
+        window.open_path(str(phantom_dir))
+        qtbot.waitUntil(started.is_set, timeout=10_000)
+        press(qtbot, window, Qt.Key.Key_Escape, window.view)
+        gate.set()
+    assert not dialogs.errors
+    _assert_usable(qtbot, window, vol)
+    monkeypatch.setattr(scan, "read_header", read)
+    # two series: Cancel in the chooser keeps the study on screen too
     root = tmp_path / "two"
     write_phantom_dicom(phantom_volume(seed=1, n_slices=5, size=128), root / "a")
     write_phantom_dicom(phantom_volume(seed=2, n_slices=7, size=128), root / "b")
-    dialogs.series_choice = None  # user cancels: nothing loaded
-    with qtbot.waitSignal(window.loadFailed, timeout=30_000):
+    dialogs.series_choice = None
+    with qtbot.waitSignal(window.loadCancelled, timeout=30_000):
         window.open_path(str(root))
-    assert len(dialogs.series_offered) == 2, dialogs.series_offered
-    assert any("7 slices" in s for s in dialogs.series_offered)
-    assert window.volume is None
-    k = next(i for i, s in enumerate(dialogs.series_offered) if "5 slices" in s)
-    dialogs.series_choice = k
+    assert len(dialogs.series_offered) == 2 and any("7 slices" in s for s in dialogs.series_offered)
+    assert all("kernel SYNTHETIC" in s for s in dialogs.series_offered)
+    assert not dialogs.errors
+    _assert_usable(qtbot, window, vol)
+    dialogs.series_choice = next(i for i, s in enumerate(dialogs.series_offered) if "5 slices" in s)
     with qtbot.waitSignal(window.studyLoaded, timeout=30_000):
         window.open_path(str(root))
-    assert window.volume.num_slices == 5
+    assert window.session.volume.num_slices == 5
 
 
-def test_about_shows_model_card_and_notice(window, random_model_path, dialogs):
-    window.model_path = random_model_path
-    window.show_about()
-    html = dialogs.about_html
-    assert RESEARCH_NOTICE in html.replace("&mdash;", "\u2014")
-    assert "test-random" in html and "CC BY 3.0 (test)" in html and "Training data" in html
+# ----------------------------------------------------------------------------- analysis
+def test_model_loads_in_the_background_when_the_window_opens(make_window, qtbot, random_model_path):
+    w = make_window(model_path=random_model_path, preload_model=True)
+    assert w.model.is_loading or w.model.is_ready  # nobody pressed Analyse
+    qtbot.waitUntil(lambda: w.model.is_ready, timeout=120_000)
+    assert w.model.loaded.version == "test-random"
 
 
-# ----------------------------------------------------------------------------- analysis thread
-def test_analysis_on_worker_keeps_event_loop_turning(make_window, qtbot, random_model_path, monkeypatch):
-    """The CNN runs on a worker thread while the GUI thread keeps handling events.
-
-    The worker waits, before its first batch, for an event that only the GUI thread's event
-    loop sets (a zero-delay timer started after ``start_analysis`` returns): if the analysis
-    ran on the GUI thread, or kept its event loop from turning, it could not finish.
-    """
-    import threading
-
+def test_analysis_streams_slices_on_a_worker_current_first(make_window, qtbot, random_model_path, monkeypatch):
+    """The network runs on a worker thread while the GUI thread keeps turning: the worker waits,
+    before its first slice, for an event only the GUI thread's event loop sets."""
     import lungct_viewer.core.pipeline as pipeline
 
     gui_thread = threading.current_thread()
     gui_turned = threading.Event()
     waited: list[tuple[threading.Thread, bool]] = []
-    analyse_group = pipeline.Analyzer._analyze_group
+    group = pipeline.Analyzer._analyze_group
 
     def after_gui_turned(self, volume, indices):
         waited.append((threading.current_thread(), gui_turned.wait(60)))  # 60 s: a guard, not a timing
-        return analyse_group(self, volume, indices)
+        return group(self, volume, indices)
 
     monkeypatch.setattr(pipeline.Analyzer, "_analyze_group", after_gui_turned)
     w = make_window(model_path=random_model_path)
-    vol = synth_volume(n=10)
-    w.set_volume(vol)
+    w.set_volume(synth_volume(n=10))
     w.set_index(7)
     first: list[int] = []
-
-    def on_partial(item):
-        if item[0] == "slice" and not first:
-            first.append(item[1].index)
-
+    w.session.subscribe(lambda what: what == "analysis" and not first and first.extend(w.session.analysis.slices))
     w.start_analysis()
     QtCore.QTimer.singleShot(0, gui_turned.set)
-    w._analysis_task.partial.connect(on_partial)
-    assert w.is_analysing() and w.analysis_progress.isVisible()
+    assert w.analysis.is_running() and not w.reading.analyse_button.isEnabled()
     res = wait_analysis(qtbot, w)
-    assert res is not None and not res.cancelled and len(res.slices) == 10
-    assert waited and all(thread is not gui_thread and ok for thread, ok in waited), waited
+    assert res is w.session.analysis and res.complete and not res.cancelled
+    assert waited and all(t is not gui_thread and ok for t, ok in waited), waited
     assert first == [7], "the current slice is analysed first"
-    assert w.analysis is res and set(w.slice_results) == set(range(10))
+    assert res.device in ("CPU", "GPU") and res.inference_s > 0
+    assert w.session.candidates_ready and w.reading.analyse_button.isEnabled()
     assert not w.analysis_progress.isVisible()
-    assert w.diag_label.text() != "NOT ANALYSED"
+    assert w.reading.diag_label.text() not in ("NOT ANALYSED", "ANALYSING\u2026")
 
 
-def test_cancel_and_close_during_analysis(make_window, qtbot, random_model_path, phantom_dir):
+def test_cancel_analysis_keeps_partial_results_and_resumes(make_window, qtbot, random_model_path, monkeypatch):
+    import lungct_viewer.core.pipeline as pipeline
+
+    gate = threading.Event()
+    group = pipeline.Analyzer._analyze_group
+    done = []
+
+    def third_waits(self, volume, indices):
+        if len(done) >= 2:
+            gate.wait(30)  # a guard: the test opens it right after cancelling
+        done.append(indices)
+        return group(self, volume, indices)
+
+    monkeypatch.setattr(pipeline.Analyzer, "_analyze_group", third_waits)
     w = make_window(model_path=random_model_path)
-    from lungct_viewer.core.phantom import phantom_volume
-
-    w.set_volume(phantom_volume(seed=0, n_slices=40, size=256).volume)
+    vol = synth_volume(n=12)
+    w.set_volume(vol)
     w.start_analysis()
-    qtbot.waitUntil(lambda: len(w.slice_results) >= 2, timeout=90_000)
-    w.analysis_progress.cancel_button.click()
+    qtbot.waitUntil(lambda: len(w.session.analysis.slices) >= 2, timeout=120_000)
+    with qtbot.waitSignal(w.analysisFinished, timeout=60_000) as b:
+        press(qtbot, w, Qt.Key.Key_Escape, w.view)
+        gate.set()
+    res = b.args[0]
+    n = len(res.slices)
+    assert res.cancelled and 2 <= n < 12
+    assert w.session.candidates_ready and w.reading.diag_label.text().endswith("(partial)")
+    assert w.reading.analyse_button.isEnabled()
+    _assert_usable(qtbot, w, vol)
+    gate.set()
+    before = len(done)
+    w.start_analysis()  # resumes: only the missing slices run
     res = wait_analysis(qtbot, w)
-    assert res.cancelled and 2 <= len(res.slices) < 40
-    assert w.analyze_button.isEnabled()
-    # the partial result is shown, marked as partial
-    assert w.diagnosis is not None
-    assert w.diag_label.text().endswith(" (partial)"), w.diag_label.text()
-    # start again, then close the window mid-way: the worker stops cleanly
+    assert res.complete and not res.cancelled and len(done) - before == 12 - n
+    assert not w.reading.diag_label.text().endswith("(partial)")
+
+
+def test_close_during_analysis_stops_the_worker(make_window, qtbot, random_model_path):
+    w = make_window(model_path=random_model_path)
+    w.set_volume(synth_volume(n=20))
     w.start_analysis()
-    qtbot.waitUntil(lambda: len(w.slice_results) >= 1, timeout=90_000)
-    task = w._analysis_task
+    qtbot.waitUntil(lambda: len(w.session.analysis.slices) >= 1, timeout=120_000)
     w.close()
-    assert not task.isRunning(), "closing the window stops the worker before it returns"
+    assert not w.workers.running()
 
 
-def test_worker_exception_shows_dialog_and_app_stays_usable(
-    make_window, qtbot, random_model_path, dialogs, monkeypatch
-):
+def test_worker_exception_shows_dialog_and_app_stays_usable(make_window, qtbot, random_model_path, dialogs,
+                                                            monkeypatch):
     import lungct_viewer.core.pipeline as pipeline
 
     def boom(self, *a, **k):
         raise RuntimeError("simulated failure")
+        yield  # a generator, as the real one
 
-    monkeypatch.setattr(pipeline.Analyzer, "analyze", boom)
+    monkeypatch.setattr(pipeline.Analyzer, "iter_slices", boom)
     w = make_window(model_path=random_model_path)
-    w.set_volume(synth_volume())
+    vol = synth_volume()
+    w.set_volume(vol)
     w.start_analysis()
     assert wait_analysis(qtbot, w) is None
     assert dialogs.errors and "simulated failure" in dialogs.errors[-1][1]
-    assert w.analyze_button.isEnabled() and not w.is_analysing()
-    w.set_index(1)
-    assert w.index == 1
+    _assert_usable(qtbot, w, vol)
 
 
 def test_missing_model_is_reported(make_window, qtbot, tmp_path, dialogs):
     w = make_window(model_path=str(tmp_path / "nope.keras"))
-    w.set_volume(synth_volume())
+    vol = synth_volume()
+    w.set_volume(vol)
     w.start_analysis()
     assert wait_analysis(qtbot, w) is None
     assert "No model file" in dialogs.errors[-1][1] and "still be viewed" in dialogs.errors[-1][1]
+    _assert_usable(qtbot, w, vol)
 
 
-def test_screenshot_mode_end_to_end(qtbot, tmp_path, phantom_dir, random_model_path):
-    from lungct_viewer.gui.app import run_gui
+@pytest.mark.slow
+def test_phantom_study_read_end_to_end(make_window, qtbot, phantom_model, phantom_study, tmp_path, dialogs):
+    """Open, analyse with the phantom-trained CNN, find candidates, export: one reading."""
+    model_path, acc = phantom_model
+    assert acc > 0.8, f"the phantom model did not learn (held-out accuracy {acc:.2f})"
+    folder, ph = phantom_study
+    w = make_window(model_path=str(model_path), auto_analyze=True, preload_model=True)
+    with qtbot.waitSignal(w.studyLoaded, timeout=60_000):
+        w.open_path(str(folder))
+    res = wait_analysis(qtbot, w, timeout=300_000)
+    assert res is not None and res.complete and not dialogs.errors
+    s = w.session
+    found = s.findings()
+    assert found and w.reading.table.rowCount() == len(found)
+    centres = [les.central for les in found]
+    for nod in ph.nodules:  # every nodule has a lesion on the spot
+        k, r, c = int(round(nod.center[0])), nod.center[1], nod.center[2]
+        assert any(abs(f.slice_index - k) <= 1 and f.bbox_px[0] - 3 <= c < f.bbox_px[2] + 3
+                   and f.bbox_px[1] - 3 <= r < f.bbox_px[3] + 3 for les in found for f in les.findings), nod
+    assert centres
+    with qtbot.waitSignal(w.exportFinished, timeout=60_000) as b:
+        w.export_slices("findings", tmp_path / "out")
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert {f["lesion_id"] for f in rep["findings"]} == {les.id for les in found}
+    assert rep["diagnosis"]["label"] == s.diagnosis().label.value
+    assert "patient_name" not in rep["series"] and str(folder) not in json.dumps(rep)
+    assert len([p for p in b.args[0] if p.suffix == ".png"]) == len(s.slices_with_findings())
+
+
+def test_screenshot_mode_end_to_end(tmp_path, phantom_dir, random_model_path):
+    """``main.py PATH --screenshot OUT.png`` in its own process, as a user runs it (its event
+    loop ends with the application's, which must not be the test session's)."""
+    import subprocess
+    import sys
 
     out = tmp_path / "shot.png"
-    rc = run_gui(str(phantom_dir), model_path=random_model_path, screenshot=str(out))
-    assert rc == 0 and out.is_file()
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    r = subprocess.run([sys.executable, "main.py", str(phantom_dir), "--model", random_model_path, "--screenshot",
+                        str(out), "--slice", "5"], cwd=Path(__file__).resolve().parents[1], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and out.is_file(), r.stderr[-2000:]
     img = np.asarray(Image.open(out).convert("RGB")).astype(int)
     assert img.shape[0] > 500 and img.shape[1] > 900
     assert img.std() > 20, "the screenshot looks empty"
-    if os.environ.get("LUNGCT_KEEP_SCREENSHOT"):
-        import shutil
 
-        shutil.copy(out, os.environ["LUNGCT_KEEP_SCREENSHOT"])
+
+# ----------------------------------------------------------------------------- tools, help, settings
+def test_ruler_and_circle_measure_in_mm_and_hu(analysed, qtbot):
+    from lungct_viewer.core.measure import circle_stats, segment_length_mm
+
+    w = analysed
+    vol = w.session.volume
+    w.set_index(3)
+    w.view.setFocus()
+    press(qtbot, w, Qt.Key.Key_L)
+    assert w.viewer.tools.armed is not None
+    w.view.toolDragged.emit((95.0, 60.0), (95.0, 90.0), False)
+    w.view.toolDragged.emit((95.0, 60.0), (120.0, 100.0), True)
+    assert w.viewer.tools.armed is None  # one drag, then back to window/level
+    (ruler,) = w.viewer.tools.rulers
+    want = segment_length_mm((95.0, 60.0), (120.0, 100.0), vol.pixel_spacing_mm)
+    assert ruler.text == f"{want:.1f} mm" and ruler.tag.toPlainText() == ruler.text
+    press(qtbot, w, Qt.Key.Key_C)
+    w.view.toolDragged.emit((95.0, 75.0), (95.0, 81.0), True)  # centre on the nodule, radius 6 px
+    (circle,) = w.viewer.tools.circles
+    stats = circle_stats(vol.hu[3], (95.0, 75.0), 6.0, vol.pixel_spacing_mm)
+    assert circle.text == stats.text() and "mean 30 HU" in circle.text and "SD 0" in circle.text
+    w.set_index(6)  # the circle's statistics follow the slice
+    assert circle.text == circle_stats(vol.hu[6], (95.0, 75.0), 6.0, vol.pixel_spacing_mm).text() != stats.text()
+    press(qtbot, w, Qt.Key.Key_Delete)
+    assert not w.viewer.tools.rulers and not w.viewer.tools.circles
+    # a real mouse drag with the ruler armed draws instead of changing the window
+    press(qtbot, w, Qt.Key.Key_L)
+    window_before = w.display.options.window
+    vp = w.view.viewport()
+    c = vp.rect().center()
+    _drag(qtbot, vp, Qt.MouseButton.LeftButton, c, c + QtCore.QPoint(60, 0))
+    assert w.display.options.window == window_before and len(w.viewer.tools.rulers) == 1
+    assert float(w.viewer.tools.rulers[0].text.split()[0]) > 0
+
+
+def test_one_table_builds_the_menus_and_the_shortcuts_dialog(window):
+    from lungct_viewer.gui.actions import ACTIONS, ActionSpec, Scope, shortcut_rows
+
+    specs = [s for s in ACTIONS if isinstance(s, ActionSpec)]
+    assert set(window.actions_by_key) == {s.key for s in specs}
+    in_menus = {a.text() for m in window.menuBar().findChildren(QtWidgets.QMenu) for a in m.actions()}
+    assert {s.text for s in specs} <= in_menus
+    window.actions_by_key["shortcuts"].trigger()
+    dlg = window._dialogs["shortcuts"]
+    table = dlg.table
+    shown = [tuple(table.item(r, c).text() for c in range(3)) for r in range(table.rowCount())]
+    assert shown[: len(shortcut_rows())] == shortcut_rows()
+    assert any(keys == "Esc" for keys, _, _ in shown) and any(keys == "Wheel" for keys, _, _ in shown)
+    for s in specs:  # single keys only act in the slice view
+        if s.shortcuts and all(len(k) == 1 or k in ("Up", "Down", "PgUp", "PgDown", "Home", "End", "Space", "Del")
+                               for k in s.shortcuts):
+            assert s.scope is Scope.VIEW, s.key
+            assert window.actions_by_key[s.key].shortcutContext() == Qt.ShortcutContext.WidgetWithChildrenShortcut
+    dlg.close()
+
+
+def test_about_reads_as_a_document_and_fits_the_screen(window, random_model_path, dialogs, qtbot):
+    from lungct_viewer.core.demo import ATTRIBUTION
+    from lungct_viewer.gui.about import AboutDialog, about_html
+
+    w = window
+    w.actions_by_key["about"].trigger()
+    html = dialogs.about_html
+    assert RESEARCH_NOTICE in html and ATTRIBUTION in html.replace("&#x27;", "'")
+    assert "Voting threshold 0.06" in html and "AUC" in html  # the shipped model card
+    assert "{" not in html and "&#x27;:" not in html and "':" not in html, "a raw Python structure on screen"
+    html2 = about_html(CARD, random_model_path, SECOND)
+    assert "Second reading, version test-second" in html2 and "radius_mm" in html2
+    dlg = AboutDialog("About", html, w)
+    qtbot.addWidget(dlg)
+    dlg.show()
+    screen = w.screen().availableGeometry().height()
+    assert dlg.height() <= 0.8 * screen + 1 and dlg.browser.verticalScrollBar().maximum() > 0
+    dlg.close()
+
+
+def test_model_performance_curve_marks_the_current_threshold(analysed, qtbot):
+    from lungct_viewer.gui.performance import PerformanceDialog
+
+    w = analysed
+    w.actions_by_key["performance"].trigger()
+    dlg = w._dialogs["performance"]
+    assert dlg.curve is None and "records no threshold curve" in dlg.text.text()  # this test card has none
+    w.reading.threshold_slider.setValue(37)
+    assert dlg.marker.value() == pytest.approx(0.37) and "Voting threshold 0.37" in dlg.text.text()
+    dlg.close()
+    points = [{"threshold": t / 10, "sensitivity": 1 - t / 20, "specificity": t / 10} for t in range(11)]
+    card = ModelCard(version="curve", metrics={"patient_threshold_curve": {"split": "test", "n": 40, "points": points},
+                                               "patient_level": {"n": 40, "sensitivity": 0.9, "specificity": 0.5}},
+                     operating_point={"voting_threshold": 0.2})
+    dlg = PerformanceDialog(card, 0.3)
+    qtbot.addWidget(dlg)
+    items = [i for i in dlg.plot.getPlotItem().listDataItems() if len(i.xData) > 1]
+    assert len(items) == 2 and list(items[0].xData) == [p["threshold"] for p in points]
+    assert "Sensitivity 0.85, specificity 0.30 at the curve point 0.30 (test patients, n = 40)" in dlg.text.text()
+    assert "Operating point 0.20 (test patients, n = 40): sensitivity 0.90" in dlg.text.text()
+
+
+def test_settings_persist_between_windows(make_window, qtbot, tmp_path, phantom_dir, dialogs):
+    w = make_window()
+    w.display.apply_preset("Bone")
+    w.display.opacity_slider.setValue(70)
+    w.actions_by_key["auto"].setChecked(True)
+    w.actions_by_key["auto"].trigger()  # unticked by the reader
+    w.resize(760, 750)  # within the offscreen screen (restoring clamps to it)
+    with qtbot.waitSignal(w.studyLoaded, timeout=60_000):
+        w.open_path(str(phantom_dir))
+    w.reading.threshold_slider.setValue(40)
+    dialogs.folder = str(tmp_path / "exports")
+    w.close()
+    w2 = make_window(auto_analyze=None)
+    assert w2.display.options.window == (2500.0, 480.0) and w2.display.opacity_slider.value() == 70
+    assert w2.settings.recent_folders() == [str(phantom_dir)] and not w2.auto_analyze
+    assert not w2.actions_by_key["auto"].isChecked()
+    assert (w2.width(), w2.height()) == (760, 750)
+    w2.settings.export_dir = str(tmp_path / "exports")
+    w3 = make_window()
+    assert w3.settings.export_dir == str(tmp_path / "exports")

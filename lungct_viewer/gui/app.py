@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
@@ -77,9 +78,10 @@ def run_gui(
 ) -> int:
     """Open the viewer on ``path`` (or the demo study) and run the event loop.
 
-    With ``screenshot``, the analysis always runs; when it has finished (or failed) the
-    window is saved to that PNG file and the application exits (exit code 1 on failure); it
-    shows slice ``slice_number`` (1-based) when given, else the largest finding.
+    The model starts loading in the background at once. With ``screenshot``, the analysis
+    always runs; when it has finished (or failed) the window is saved to that PNG file and the
+    application exits (exit code 1 on failure); it shows slice ``slice_number`` (1-based) when
+    given, else the central slice of the largest finding.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
@@ -88,18 +90,28 @@ def run_gui(
     apply_style(app)
 
     shot = screenshot is not None
+    settings = None
+    if shot:  # a screenshot neither reads nor changes the user's settings
+        tmp_ini = Path(tempfile.mkdtemp(prefix="lungct-shot-")) / "settings.ini"
+        settings = QtCore.QSettings(str(tmp_ini), QtCore.QSettings.Format.IniFormat)
     win = MainWindow(
         model_path=model_path,
+        settings=settings,
         dialogs=HeadlessDialogs() if shot else None,
         auto_analyze=True if shot else None,
     )
+    if shot:
+        win.resize(1600, 1000)
     win.show()
-    state = {"rc": 0}
+    state = {"rc": 0, "saved": False}
 
     if shot:
         out = Path(screenshot)
 
         def save(ok: bool) -> None:
+            if state["saved"]:
+                return
+            state["saved"] = True
             app.processEvents()
             win.repaint()
             img = win.grab()
@@ -123,14 +135,16 @@ def run_gui(
         def when_done(analysis) -> None:
             # let the last slice's overlays paint before grabbing
             ok = analysis is not None
+            session = win.session
             if slice_number is not None:
                 win.set_index(slice_number - 1)
-            elif ok and win.sorted_findings:
-                win.go_to_finding(_largest_finding(win.sorted_findings))
+            elif ok and session is not None and session.findings():
+                win.set_index(max(session.findings(), key=lambda les: les.diameter_mm).central.slice_index)
             QtCore.QTimer.singleShot(300, lambda: save(ok))
 
         win.analysisFinished.connect(when_done)
         win.loadFailed.connect(lambda _m: QtCore.QTimer.singleShot(100, lambda: save(False)))
+        win.loadCancelled.connect(lambda: QtCore.QTimer.singleShot(100, lambda: save(False)))
         QtCore.QTimer.singleShot(SCREENSHOT_TIMEOUT_S * 1000, lambda: save(False))
 
     if slice_number is not None:
@@ -141,7 +155,3 @@ def run_gui(
     rc = app.exec()
     return int(state["rc"] or rc)
 
-
-def _largest_finding(findings) -> int:
-    best = max(range(len(findings)), key=lambda k: findings[k].area_mm2)
-    return best
