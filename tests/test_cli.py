@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,12 +14,24 @@ from PIL import Image
 
 from lungct_viewer.cli import main
 from lungct_viewer.core.export import slice_png_name
+from lungct_viewer.core.labels import Label
 
 REQUIRED = {"diagnosis", "series", "findings", "timing", "model"}
 
 
 def _run(args):
     return subprocess.run([sys.executable, "-m", "lungct_viewer", *args], capture_output=True, text=True, timeout=600)
+
+
+def _strings(x):
+    if isinstance(x, dict):
+        for v in x.values():
+            yield from _strings(v)
+    elif isinstance(x, list):
+        for v in x:
+            yield from _strings(v)
+    elif isinstance(x, str):
+        yield x
 
 
 @pytest.mark.slow
@@ -30,29 +43,49 @@ def test_analyze_phantom_writes_report_and_pngs(phantom_model, phantom_study, tm
     assert main(["analyze", str(folder), "--out", str(out), "--model", str(model_path), "--threshold", "0.4"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert REQUIRED <= report.keys()
+    labels = {lab.value for lab in Label}
     assert report["diagnosis"]["threshold"] == 0.4
-    assert report["diagnosis"]["label"] in {"benign", "malignant"}
+    assert report["diagnosis"]["label"] in labels - {Label.NOT_ROI.value}
     assert report["series"]["slices"] == ph.volume.num_slices
     assert report["series"]["pixel_spacing_mm"] == [0.7, 0.7]
     assert report["model"]["version"] == "phantom-test"
     assert report["timing"]["slices"] == ph.volume.num_slices
-    f0 = report["findings"]
-    assert {f["lesion_id"] for f in f0} == {les["id"] for les in report["lesions"]}
+    # no identifier and no path unless asked
+    assert "patient_name" not in report["series"] and "patient_id" not in report["series"]
+    assert "source" not in report["series"] and "path" not in report["model"]
+    assert not [s for s in _strings(report) if os.path.isabs(s)], "an absolute path in report.json"
+    text = (out / "report.json").read_text()
+    assert ph.volume.patient_id not in text and "PHANTOM^" not in text
+    # findings are the passing lesions' cross-sections, slice by slice
+    f0, lesions = report["findings"], report["lesions"]
     assert f0, "no findings on a phantom with two nodules"
+    assert {f["lesion_id"] for f in f0} == {les["id"] for les in lesions}
+    assert report["candidates"] == []  # no second reading beside this model: every candidate passes
     for f in f0:
-        assert {"slice_index", "sop_instance_uid", "bbox_px", "centroid_mm", "area_mm2", "label",
-                "p_benign", "p_malignant", "votes"} <= f.keys()
+        assert {"lesion_id", "slice_number", "slice_index", "sop_instance_uid", "bbox_px", "centroid_mm", "area_mm2",
+                "diameter_mm", "label", "probability", "suspicion"} <= f.keys()
+        assert f["slice_number"] == f["slice_index"] + 1 and 0 <= f["slice_index"] < ph.volume.num_slices
         assert f["sop_instance_uid"] == ph.volume.sop_instance_uids[f["slice_index"]]
+        assert f["label"] in {Label.BENIGN.value, Label.MALIGNANT.value}
+        les = next(les for les in lesions if les["id"] == f["lesion_id"])
+        assert les["slice_numbers"][0] <= f["slice_number"] <= les["slice_numbers"][1]
+        assert f["label"] == les["label"] and f["probability"] == les["probability"]
+    for les in lesions:
+        assert les["label"] in {Label.BENIGN.value, Label.MALIGNANT.value} and les["passes_second_reading"]
+        own = les["p_malignant"] if les["label"] == Label.MALIGNANT.value else les["p_benign"]
+        assert les["probability"] == pytest.approx(own, abs=1e-4)  # the probability of its own call
     # every nodule's central slice has a finding whose box contains the nodule centre
     for nod in ph.nodules:
         k, r, c = int(round(nod.center[0])), nod.center[1], nod.center[2]
         hits = [f for f in f0 if f["slice_index"] == k
                 and f["bbox_px"][0] <= c < f["bbox_px"][2] and f["bbox_px"][1] <= r < f["bbox_px"][3]]
         assert hits, f"nodule {nod} not found"
-    # one PNG per slice with findings, named by index + UID; red where the ROI is
+    # one PNG per slice with findings, named by the slice number + UID; red where the ROI is
     pngs = sorted(p.name for p in out.glob("*.png"))
     want = sorted({slice_png_name(f["slice_index"], f["sop_instance_uid"]) for f in f0})
     assert pngs == want
+    assert all(slice_png_name(f["slice_index"], f["sop_instance_uid"]).startswith(f"slice_{f['slice_number']:04d}_")
+               for f in f0)  # the file names count slices from 1, as the screen and slice_number
     mal = max(ph.nodules, key=lambda n: n.radius_px)
     k = int(round(mal.center[0]))
     with Image.open(out / slice_png_name(k, ph.volume.sop_instance_uids[k])) as im:
@@ -63,6 +96,13 @@ def test_analyze_phantom_writes_report_and_pngs(phantom_model, phantom_study, tm
     patch = px[r - 2 : r + 3, c - 2 : c + 3]
     assert (patch[..., 0] > patch[..., 1] + 30).all(), "the nodule centre is not red in the export"
     assert "Research use only" in capsys.readouterr().out
+    # identifiers and paths only when asked
+    out2 = tmp_path / "with-ids"
+    assert main(["analyze", str(folder), "--out", str(out2), "--model", str(model_path), "-q",
+                 "--include-identifiers"]) == 0
+    rep2 = json.loads((out2 / "report.json").read_text())
+    assert rep2["series"]["patient_id"] == ph.volume.patient_id or rep2["series"]["patient_id"].startswith("PHANTOM")
+    assert os.path.isabs(rep2["series"]["source"]) and os.path.isabs(rep2["model"]["path"])
 
 
 def test_missing_folder_is_one_clear_line_and_no_output(tmp_path, phantom_model):

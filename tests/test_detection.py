@@ -1,135 +1,161 @@
-"""Detection rules, voting and threshold behaviour on hand-made patch probabilities."""
+"""The method's per-patch rules on hand-made patch probabilities: patch labels, the vote map,
+the ROI mask (the red overlay), heatmaps, the lesion votes and the patient-level vote."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lungct_viewer.core.detection import (
-    Finding,
-    DetectionParams,
-    all_findings,
-    class_heatmap,
-    detect_slice,
-    detect_study,
-    patch_labels,
-    vote_map,
-)
+from lungct_viewer.core import constants as C
+from lungct_viewer.core.candidates import Candidate, Seed, logit
+from lungct_viewer.core.detection import DetectionParams, class_heatmap, patch_labels, roi_mask, vote_map
+from lungct_viewer.core.labels import Label
+from lungct_viewer.core.lesions import Lesion, read_lesion
 from lungct_viewer.core.results import SliceAnalysis, StudyAnalysis
 from lungct_viewer.core.study import CTVolume
 from lungct_viewer.core.voting import diagnose
+
+
+def _slice(index=0, size=200, rois=(), npm=(1.0, 1.0)):
+    """rois: iterable of ((i0, i1, j0, j1), p_benign, p_malignant) blocks of grid cells."""
+    from lungct_viewer.core.patches import grid_shape
+    from lungct_viewer.core.preprocessing import model_shape
+
+    gh, gw = grid_shape(*model_shape((size, size), npm))
+    probs = np.zeros((gh, gw, 3), np.float32)
+    probs[..., 0] = 1.0
+    for (i0, i1, j0, j1), pb, pm in rois:
+        probs[i0:i1, j0:j1] = (1 - pb - pm, pb, pm)
+    return SliceAnalysis(index, probs, np.ones((gh, gw), bool), (size, size), npm)
+
+
+def test_patch_labels_rule():
+    sa = _slice(rois=[((2, 3, 2, 3), 0.2, 0.3), ((4, 5, 4, 5), 0.3, 0.2), ((6, 7, 6, 7), 0.2, 0.29),
+                      ((8, 9, 8, 9), 0.45, 0.45)])
+    lab = patch_labels(sa, 0.5)
+    assert lab[2, 2] == C.MALIGNANT  # P(ROI) 0.5 reaches the threshold; malignant > benign
+    assert lab[4, 4] == C.BENIGN
+    assert lab[6, 6] == C.NOT_ROI  # P(ROI) 0.49
+    assert lab[8, 8] == C.BENIGN  # a tie is benign (malignant must be larger)
+    assert (lab > 0).sum() == 3
+    assert patch_labels(sa, 0.95).max() == C.NOT_ROI
+    sa.in_field[2, 2] = False  # patches outside the analysed field never vote
+    assert patch_labels(sa, 0.5)[2, 2] == C.NOT_ROI
+
+
+def test_vote_map_counts_overlapping_patches():
+    sa = _slice(rois=[((5, 8, 5, 8), 0.1, 0.8)])  # 3x3 ROI patches
+    votes = vote_map(sa, 0.5)
+    assert votes.max() == 9  # centre pixels lie in all 9 windows
+    assert votes[75, 75] == 9 and votes[0, 0] == 0
+    assert votes[50, 50] == 1  # only patch (5, 5) covers its top-left corner
+    assert votes[119, 119] == 1 and votes[120, 120] == 0
+
+
+def test_roi_mask_follows_min_votes_and_sensitivity_without_the_network():
+    sa = _slice(rois=[((5, 8, 5, 8), 0.2, 0.25)])  # P(ROI) = 0.45
+    assert not roi_mask(sa, DetectionParams(min_roi_probability=0.5)).any()
+    area = {k: int(roi_mask(sa, DetectionParams(min_roi_probability=0.4, min_votes=k)).sum()) for k in (1, 4, 9)}
+    # per axis the 3 windows from 50 px give coverage 1,2,3,2,1 on [50,60,70,100,110,120)
+    assert area == {1: 70 * 70, 4: 50 * 50, 9: 30 * 30}
+    mask = roi_mask(sa, DetectionParams(min_roi_probability=0.4, min_votes=4))
+    rows, cols = np.nonzero(mask)
+    assert (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1) == (60, 110, 60, 110)
+
+
+def test_roi_mask_is_in_native_pixels():
+    sa = _slice(size=200, npm=(1.4, 1.4), rois=[((3, 6, 3, 6), 0.1, 0.8)])  # 0.5 mm pixels
+    mask = roi_mask(sa, DetectionParams(min_votes=9))
+    assert mask.shape == (200, 200)
+    rows = np.flatnonzero(mask.any(axis=1))
+    # model rows [50, 80) (covered by all 9 windows) are native rows 70..112
+    assert abs(rows.min() - 50 * 1.4) <= 1 and abs(rows.max() + 1 - 80 * 1.4) <= 1
+
+
+def test_heatmap_is_mean_probability_of_covering_patches():
+    sa = _slice(rois=[((5, 6, 5, 6), 0.1, 0.8)])
+    hm = class_heatmap(sa, "malignant")
+    assert hm.shape == (200, 200) and hm.dtype == np.float32
+    # pixel (50, 50) lies in the windows of patches (1..5, 1..5): 25 patches, one with 0.8
+    assert hm[50, 50] == pytest.approx(0.8 / 25, abs=1e-4)
+    assert hm[5, 5] == 0.0  # only patch (0, 0) covers it
+    roi = class_heatmap(sa, "roi")
+    assert roi[50, 50] == pytest.approx(0.9 / 25, abs=1e-4)
+    assert class_heatmap(sa, "benign")[50, 50] == pytest.approx(0.1 / 25, abs=1e-4)
+    sa.in_field[:] = False
+    assert class_heatmap(sa, "roi").max() == 0.0  # nothing analysed: no heat
+    with pytest.raises(ValueError, match="heatmap kind"):
+        class_heatmap(sa, "spleen")
+
+
+def test_detection_params_validation():
+    p = DetectionParams()
+    assert (p.min_roi_probability, p.min_votes, p.suspicion_threshold) == (C.DEFAULT_MIN_ROI_PROBABILITY,
+                                                                           C.DEFAULT_MIN_VOTES, None)
+    for bad, msg in (({"min_roi_probability": 0.0}, "sensitivity"), ({"min_roi_probability": 1.2}, "sensitivity"),
+                     ({"min_votes": 0}, "minimum votes"), ({"min_votes": 26}, "minimum votes"),
+                     ({"suspicion_threshold": -0.1}, "suspicion"), ({"call_min_diameter_mm": -1}, "diameter")):
+        with pytest.raises(ValueError, match=msg):
+            p.with_(**bad)
+    q = DetectionParams.from_operating_point({"min_roi_probability": 0.7, "min_votes": 9}, suspicion_threshold=0.4)
+    assert (q.min_roi_probability, q.min_votes, q.suspicion_threshold) == (0.7, 9, 0.4)
+    assert DetectionParams.from_operating_point(None) == DetectionParams()
+    assert q.with_(min_votes=3).min_votes == 3 and q.min_votes == 9  # frozen: a copy
 
 
 def _volume(n=3, size=200):
     return CTVolume.from_array(np.full((n, size, size), -800, np.int16), pixel_spacing_mm=(0.7, 0.7))
 
 
-def _slice(index=0, size=200, rois=()):
-    """rois: iterable of ((i0, i1, j0, j1), p_benign, p_malignant) blocks of grid cells."""
-    gh = gw = (size - 50) // 10 + 1
-    probs = np.zeros((gh, gw, 3), np.float32)
-    probs[..., 0] = 1.0
-    for (i0, i1, j0, j1), pb, pm in rois:
-        probs[i0:i1, j0:j1] = (1 - pb - pm, pb, pm)
-    return SliceAnalysis(index, probs, np.ones((gh, gw), bool), (size, size), (1.0, 1.0))
+def _candidate(z0, z1, centre, radius, p_roi=0.9):
+    cy, cx = centre
+    y0, y1, x0, x1 = int(cy - radius - 1), int(cy + radius + 2), int(cx - radius - 1), int(cx + radius + 2)
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+    return Candidate(1, (z0, int(cy), int(cx)), (z0, z1, y0, y1, x0, x1), np.repeat(disk[None], z1 - z0, axis=0),
+                     [Seed(z0, cy, cx, logit(p_roi))], {})
 
 
-def test_vote_map_counts_overlapping_patches():
-    sa = _slice(rois=[((5, 8, 5, 8), 0.1, 0.8)])  # 3x3 ROI patches
-    votes = vote_map(sa, DetectionParams())
-    assert votes.max() == 9  # centre pixels lie in all 9 windows
-    assert votes[75, 75] == 9 and votes[0, 0] == 0
-    assert votes[50, 50] == 1  # only patch (5,5) covers its top-left corner
-
-
-def test_finding_geometry_votes_and_labels():
-    vol = _volume()
-    sa = _slice(rois=[((5, 8, 5, 8), 0.2, 0.7), ((5, 8, 7, 8), 0.7, 0.2)])
-    det = detect_slice(sa, vol, DetectionParams(min_votes=4, min_area_mm2=1))
-    assert len(det.findings) == 1
-    f = det.findings[0]
-    assert f.votes_malignant == 6 and f.votes_benign == 3
-    # per axis the 3 windows from 50 px give coverage 1,2,3,2,1 on [50,60,70,100,110,120);
-    # >= 4 votes in 2-D needs >= 2 on both axes: [60, 110)
-    x0, y0, x1, y1 = f.bbox_px
-    assert (x0, y0, x1, y1) == (60, 60, 110, 110)
-    assert det.roi_mask.sum() == 50 * 50
-    assert f.area_mm2 == pytest.approx(2500 * 0.49)
-    assert f.sop_instance_uid == vol.sop_instance_uids[0]
-    assert f.label(0.5) == "malignant"
-    assert f.label(0.7) == "benign"  # 6/9 = 0.67 < 0.7
-
-
-def test_sensitivity_and_min_votes_change_detections_without_network():
-    vol = _volume()
-    sa = _slice(rois=[((5, 8, 5, 8), 0.2, 0.25)])  # P(ROI) = 0.45
-    assert detect_slice(sa, vol, DetectionParams(min_roi_probability=0.5)).findings == []
-    assert len(detect_slice(sa, vol, DetectionParams(min_roi_probability=0.4)).findings) == 1
-    big = detect_slice(sa, vol, DetectionParams(min_roi_probability=0.4, min_votes=1)).roi_mask.sum()
-    small = detect_slice(sa, vol, DetectionParams(min_roi_probability=0.4, min_votes=9)).roi_mask.sum()
-    assert big == 70 * 70 and small == 30 * 30
-
-
-def test_out_of_field_patches_never_vote():
-    sa = _slice(rois=[((5, 8, 5, 8), 0.1, 0.8)])
-    sa.in_field[:] = False
-    assert patch_labels(sa, DetectionParams()).max() == 0
-
-
-def test_min_area_drops_small_regions():
-    vol = _volume()
-    sa = _slice(rois=[((5, 6, 5, 6), 0.1, 0.8)])  # one patch: 50x50 px at min_votes 1
-    p = DetectionParams(min_votes=1, min_area_mm2=50 * 50 * 0.49 + 1)
-    assert detect_slice(sa, vol, p).findings == []
-
-
-def test_patient_vote_and_threshold():
+def test_lesion_votes_come_from_the_patches_over_its_object():
     vol = _volume(n=2)
-    a = StudyAnalysis(vol.series_uid, 2)
-    a.slices[0] = _slice(0, rois=[((2, 5, 2, 5), 0.7, 0.2)])  # 9 benign votes
-    a.slices[1] = _slice(1, rois=[((8, 11, 8, 12), 0.1, 0.8)])  # 12 malignant votes
-    dets = detect_study(a, vol, DetectionParams())
-    fs = all_findings(dets)
-    assert [f.slice_index for f in fs] == [0, 1]
-    d = diagnose(fs, 0.5)
-    assert (d.votes_benign, d.votes_malignant, d.n_findings) == (9, 12, 2)
-    assert d.malignant_fraction == pytest.approx(12 / 21)
-    assert d.label == "malignant"
-    assert diagnose(fs, 0.6).label == "benign"
-    assert diagnose([], 0.5).label == "no_findings"
+    analysis = StudyAnalysis(vol.series_uid, 2)
+    # slice 0: 3x3 patches (rows/cols 5..7); the two left columns malignant, the right one benign
+    analysis.slices[0] = _slice(0, rois=[((5, 8, 5, 7), 0.2, 0.7), ((5, 8, 7, 8), 0.7, 0.2)])
+    analysis.slices[1] = _slice(1)
+    cand = _candidate(0, 2, (85.0, 85.0), 8.0)
+    les = read_lesion(cand, vol, analysis, min_roi_probability=0.5, suspicion=None, suspicion_threshold=None,
+                      lesion_id=3)
+    # an object at rows/cols 77..93 lies in the central 30 x 30 window of patches 5..7
+    assert (les.votes_malignant, les.votes_benign) == (6, 3)
+    assert les.malignant_fraction == pytest.approx(6 / 9)
+    assert les.label(0.6) is Label.MALIGNANT and les.label(0.7) is Label.BENIGN
+    # the probability shown is that of the lesion's own call, averaged over its ROI patches
+    assert les.probability(0.6) == pytest.approx((6 * 0.7 + 3 * 0.2) / 9)
+    assert les.probability(0.7) == pytest.approx((6 * 0.2 + 3 * 0.7) / 9)
+    assert les.passes and les.slices == (0, 1) and [f.lesion_id for f in les.findings] == [3, 3]
+    assert les.diameter_mm == pytest.approx(17 * 0.7)
+    stricter = read_lesion(cand, vol, analysis, min_roi_probability=0.95, suspicion=0.2, suspicion_threshold=0.5,
+                           lesion_id=3)
+    assert (stricter.votes_malignant, stricter.votes_benign) == (0, 0) and not stricter.passes
+
+
+def _lesion(b: int, m: int, diameter: float = 10.0, passes: bool = True) -> Lesion:
+    """A lesion with only what the patient-level vote reads (votes, size, second reading)."""
+    return Lesion(id=1, candidate=None, suspicion=None, passes=passes, votes_benign=b, votes_malignant=m,
+                  p_benign=0.0, p_malignant=0.0, findings=(), centroid_mm=(0.0, 0.0, 0.0), diameter_mm=diameter,
+                  volume_mm3=0.0)
+
+
+def test_patient_vote_over_the_lesions_that_pass():
+    lesions = [_lesion(9, 0), _lesion(0, 12), _lesion(50, 0, passes=False), _lesion(0, 40, diameter=4.0)]
+    d = diagnose(lesions, 0.5, min_diameter_mm=6.0)
+    assert (d.votes_benign, d.votes_malignant, d.n_lesions, d.n_small) == (9, 12, 2, 1)
+    assert d.malignant_fraction == pytest.approx(12 / 21) and d.label is Label.MALIGNANT
+    assert diagnose(lesions, 0.6, 6.0).label is Label.BENIGN
+    assert diagnose(lesions, 0.5, 0.0).votes_malignant == 52  # the small lesion votes when allowed
+    none = diagnose([_lesion(50, 0, passes=False)], 0.5)
+    assert none.label is Label.NO_FINDINGS and none.display == "NO SUSPICIOUS FINDINGS" and none.n_lesions == 0
+    silent = diagnose([_lesion(0, 0)], 0.5)
+    assert silent.label is Label.BENIGN and silent.malignant_fraction is None
     with pytest.raises(ValueError):
-        diagnose(fs, 1.5)
-
-
-def test_heatmap_is_mean_probability_of_covering_patches():
-    sa = _slice(rois=[((5, 6, 5, 6), 0.1, 0.8)])
-    hm = class_heatmap(sa, "malignant")
-    assert hm.shape == (200, 200)
-    # pixel (50, 50) lies in the windows of patches (1..5, 1..5): 25 patches, one with 0.8
-    assert hm[50, 50] == pytest.approx(0.8 / 25, abs=1e-4)
-    assert hm[5, 5] == 0.0  # only patch (0, 0) covers it
-    assert hm.max() <= 1.0 and hm.min() >= 0.0
-    with pytest.raises(ValueError):
-        class_heatmap(sa, "spleen")
-
-
-def _finding(k, box, b=1, m=1):
-    return Finding(k, f"1.2.{k}", box, (0.0, 0.0), (0.0, 0.0, 0.0), 10.0, float(box[2] - box[0]), b, m, 0.2, 0.3)
-
-
-def test_group_lesions_links_overlapping_boxes_on_adjacent_slices():
-    from lungct_viewer.core.detection import Finding, group_lesions  # noqa: F401
-
-    fs = [
-        _finding(3, (10, 10, 30, 30), m=5),
-        _finding(4, (20, 20, 40, 40), b=5),  # overlaps slice 3 -> same lesion
-        _finding(4, (100, 100, 120, 120)),  # elsewhere -> new lesion
-        _finding(6, (20, 20, 40, 40)),  # a slice gap -> new lesion
-    ]
-    lesions = group_lesions(fs)
-    assert [len(les.findings) for les in lesions] == [2, 1, 1]
-    first = lesions[0]
-    assert first.slices == (3, 4) and first.votes_malignant == 6 and first.votes_benign == 6
-    assert first.label(0.5) == "malignant" and first.label(0.6) == "benign"
-    assert [les.id for les in lesions] == [1, 2, 3]
-    assert group_lesions([]) == []
+        diagnose(lesions, 1.5)
