@@ -22,8 +22,8 @@ from lungct_viewer.core import constants as C
 
 
 class Scope(Enum):
-    WINDOW = "anywhere in the window"
-    VIEW = "when the slice view has the focus"
+    WINDOW = "anywhere"
+    VIEW = "in the slice view"
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,10 @@ def shortcut_rows(specs: Sequence[ActionSpec | SubmenuSpec] = ACTIONS) -> list[t
         if isinstance(spec, ActionSpec) and spec.shortcuts:
             keys = ", ".join(QtGui.QKeySequence(s).toString(QtGui.QKeySequence.SequenceFormat.NativeText)
                              for s in spec.shortcuts)
-            rows.append((keys, spec.text.replace("&", "").rstrip("\u2026"), spec.scope.value))
+            what = spec.text.replace("&", "").rstrip("\u2026")
+            if "/" in spec.menu:  # "Export annotated PNGs: current slice"
+                what = f"{spec.menu.rpartition('/')[2].replace('&', '')}: {what[:1].lower()}{what[1:]}"
+            rows.append((keys, what, spec.scope.value))
     return rows
 
 
@@ -183,7 +186,7 @@ class ShortcutsDialog(QtWidgets.QDialog):
         super().__init__(parent)
         self.setWindowTitle("Keyboard shortcuts and mouse")
         lay = QtWidgets.QVBoxLayout(self)
-        rows = shortcut_rows() + [(m, what, "in the slice view") for m, what in MOUSE]
+        rows = shortcut_rows() + [(m, what, Scope.VIEW.value) for m, what in MOUSE]
         self.table = QtWidgets.QTableWidget(len(rows), 3)
         self.table.setHorizontalHeaderLabels(["Key or mouse", "Does", "Works"])
         self.table.verticalHeader().setVisible(False)
@@ -193,7 +196,8 @@ class ShortcutsDialog(QtWidgets.QDialog):
                 self.table.setItem(r, c, QtWidgets.QTableWidgetItem(v))
         self.table.resizeColumnsToContents()
         self.table.horizontalHeader().setStretchLastSection(True)
-        lay.addWidget(QtWidgets.QLabel("Single keys act in the slice view, never while you type into a field."))
+        lay.addWidget(QtWidgets.QLabel("Single keys act in the slice view (click the image first), never while you "
+                                       "type into a field."))
         lay.addWidget(self.table)
         buttons = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.close)

@@ -165,5 +165,5 @@ class MeasureTools(QtCore.QObject):
         stats = self.circle_stats(m)
         m.text = "" if stats is None else stats.text()
         m.tag.set_text(m.text, QtGui.QColor(*TOOL_RGB))
-        pos = m.roi.pos()
-        m.tag.setPos(pos.x(), pos.y())
+        (row, col), r = self.circle_geometry(m)
+        m.tag.setPos(col + r + 2, row + 6)  # beside the circle, clear of a ruler's label

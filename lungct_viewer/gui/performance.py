@@ -50,11 +50,11 @@ class PerformanceDialog(QtWidgets.QDialog):
                 ys = [getattr(p, key) for p in self.curve.points]
                 keep = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
                 self.plot.plot([x for x, _ in keep], [y for _, y in keep], pen=pg.mkPen(rgb, width=2), name=name)
-        for op in self.points:
+        for op, symbol in zip(self.points, ("o", "t", "s", "d"), strict=False):
             for value, rgb, what in ((op.sensitivity, SENS_RGB, "sensitivity"),
                                      (op.specificity, SPEC_RGB, "specificity")):
                 if value is not None:
-                    self.plot.plot([op.threshold], [value], pen=None, symbol="o", symbolBrush=rgb, symbolSize=9,
+                    self.plot.plot([op.threshold], [value], pen=None, symbol=symbol, symbolBrush=rgb, symbolSize=10,
                                    name=f"{what}, {op.name}" if self.curve is None else None)
         self.marker = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen((255, 220, 60), width=2))
         self.plot.addItem(self.marker)

@@ -19,7 +19,11 @@ from lungct_viewer.core.session import ReadingSession, lesions_table
 from .widgets import qcolor
 
 #: Findings list columns.
-COLUMNS = ("#", "Slices", "Size (mm)", "Call", "P", "Suspicion")
+COLUMNS = ("#", "Slices", "mm", "Call", "P", "Susp.")
+COLUMN_TIPS = ("Lesion number (as on the image: L for a finding, C for a candidate)", "Slices it spans (1 = top)",
+               "Largest in-plane size in mm", "The lesion's call at the voting threshold",
+               "Mean probability of that call over the lesion's ROI patches",
+               "Suspicion from the second reading (3-D shape), 0-1")
 NO_SECOND_READING = ("This model has no second reading (second_reading.json beside the model): every "
                      "candidate is a finding and there is no suspicion threshold.")
 
@@ -98,6 +102,8 @@ class ReadingPanel(QtWidgets.QWidget):
         fl = QtWidgets.QVBoxLayout(fg)
         self.table = QtWidgets.QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
+        for c, tip in enumerate(COLUMN_TIPS):
+            self.table.horizontalHeaderItem(c).setToolTip(tip)
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
