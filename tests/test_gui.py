@@ -837,7 +837,7 @@ def test_analysis_streams_slices_on_a_worker_current_first(make_window, qtbot, r
     assert waited and all(t is not gui_thread and ok for t, ok in waited), waited
     assert first == [7], "the current slice is analysed first"
     assert res.device in ("CPU", "GPU") and res.inference_s > 0
-    assert w.session.candidates_ready and w.reading.analyse_button.isEnabled()
+    assert w.session.candidates_ready and not w.reading.analyse_button.isEnabled()  # nothing left to analyse
     assert not w.analysis_progress.isVisible()
     assert w.reading.diag_label.text() not in ("NOT ANALYSED", "ANALYSING\u2026")
 
@@ -1004,7 +1004,7 @@ def test_one_table_builds_the_menus_and_the_shortcuts_dialog(window):
     in_menus = {a.text() for m in window.menuBar().findChildren(QtWidgets.QMenu) for a in m.actions()}
     assert {s.text for s in specs} <= in_menus
     window.actions_by_key["shortcuts"].trigger()
-    dlg = window._dialogs["shortcuts"]
+    dlg = window.help.open["shortcuts"]
     table = dlg.table
     shown = [tuple(table.item(r, c).text() for c in range(3)) for r in range(table.rowCount())]
     assert shown[: len(shortcut_rows())] == shortcut_rows()
@@ -1042,7 +1042,7 @@ def test_model_performance_curve_marks_the_current_threshold(analysed, qtbot):
 
     w = analysed
     w.actions_by_key["performance"].trigger()
-    dlg = w._dialogs["performance"]
+    dlg = w.help.open["performance"]
     assert dlg.curve is None and "records no threshold curve" in dlg.text.text()  # this test card has none
     w.reading.threshold_slider.setValue(37)
     assert dlg.marker.value() == pytest.approx(0.37) and "Voting threshold 0.37" in dlg.text.text()

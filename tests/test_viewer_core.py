@@ -92,6 +92,9 @@ def test_findings_rows_say_where_to_show_each_lesion():
     assert row["slices"] == (1, 4) and row["label"] == les.label(0.5)
     nxt = s.next_finding(None, 1)
     assert nxt.id == row["id"] and s.next_finding(nxt.id, 1).id == row["id"]  # one lesion: wraps to itself
+    assert s.largest_finding() is s.findings()[0]
+    s.update_params(min_roi_probability=0.95)  # stricter than the lesion's peak (0.9): no finding
+    assert s.findings() == [] and s.largest_finding() is None and s.next_finding(None, 1) is None
 
 
 def test_compute_candidates_reads_a_copy_and_stale_results_are_ignored():

@@ -333,6 +333,10 @@ class ReadingSession:
             return None
         return Label.MALIGNANT if Label.MALIGNANT in labels else Label.BENIGN
 
+    def largest_finding(self) -> Lesion | None:
+        """The passing lesion with the largest diameter (``None``: no finding)."""
+        return max(self.findings(), key=lambda les: (les.diameter_mm, -les.id), default=None)
+
     def slices_with_findings(self) -> list[int]:
         return sorted({f.slice_index for les in self.findings() for f in les.findings})
 

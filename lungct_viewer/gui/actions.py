@@ -101,9 +101,9 @@ ACTIONS: tuple[ActionSpec | SubmenuSpec, ...] = (
     ActionSpec("circle", "Tools", "HU statistics of a &circle (drag from its centre)", "viewer.arm_tool", ("C",),
                Scope.VIEW, args=("circle",)),
     ActionSpec("clear_tools", "Tools", "C&lear measurements", "viewer.tools.clear", ("Del",), Scope.VIEW),
-    ActionSpec("shortcuts", "Help", "&Keyboard shortcuts and mouse\u2026", "show_shortcuts", ("F1",)),
-    ActionSpec("performance", "Help", "Model &performance\u2026", "show_performance"),
-    ActionSpec("about", "Help", "&About LungCT Viewer and the model\u2026", "show_about"),
+    ActionSpec("shortcuts", "Help", "&Keyboard shortcuts and mouse\u2026", "help.show_shortcuts", ("F1",)),
+    ActionSpec("performance", "Help", "Model &performance\u2026", "help.show_performance"),
+    ActionSpec("about", "Help", "&About LungCT Viewer and the model\u2026", "help.show_about"),
 )
 
 #: Mouse bindings of the slice view (listed with the shortcuts).

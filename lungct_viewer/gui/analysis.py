@@ -9,6 +9,7 @@ before TensorFlow has finished importing.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,14 @@ def default_model_path() -> Path:
     from ..core.model import MODEL_FILENAME
 
     return MODEL_DIR / MODEL_FILENAME
+
+
+@dataclass(frozen=True)
+class ReadyModel:
+    """What the model worker hands over: the loaded model and its analyzer."""
+
+    loaded: Any  # LoadedModel
+    analyzer: Any  # pipeline.Analyzer
 
 
 class ModelLoader(QtCore.QObject):
@@ -70,16 +79,16 @@ class ModelLoader(QtCore.QObject):
             from lungct_viewer.core.pipeline import Analyzer
 
             loaded = load_model(path)
-            return loaded, Analyzer(loaded)
+            return ReadyModel(loaded, Analyzer(loaded))
 
         self._worker = w = self._pool.start("model", load)
         w.returned.connect(self._on_loaded)
         w.errored.connect(self._on_failed)
         w.cancelled.connect(self._on_failed)
 
-    def _on_loaded(self, result) -> None:
+    def _on_loaded(self, result: ReadyModel) -> None:
         self._worker = None
-        self.loaded, self.analyzer = result
+        self.loaded, self.analyzer = result.loaded, result.analyzer
         self._card = self.loaded.card
         self._second = (self.loaded.second_reading,)
         log.info("model %s loaded", self.loaded.version)
@@ -155,7 +164,10 @@ class AnalysisController(QtCore.QObject):
         self._session = session
         self._order = session.analysis_order(current)
         if not self._order:
-            self._find_candidates()
+            if session.candidates_ready:  # nothing left to do
+                self._end(session.analysis)
+            else:
+                self._find_candidates()
             return
         if not self._model.is_ready:
             self._waiting = True

@@ -138,8 +138,8 @@ def run_gui(
             session = win.session
             if slice_number is not None:
                 win.set_index(slice_number - 1)
-            elif ok and session is not None and session.findings():
-                win.set_index(max(session.findings(), key=lambda les: les.diameter_mm).central.slice_index)
+            elif ok and session is not None and session.largest_finding() is not None:
+                win.set_index(session.largest_finding().central.slice_index)
             QtCore.QTimer.singleShot(300, lambda: save(ok))
 
         win.analysisFinished.connect(when_done)

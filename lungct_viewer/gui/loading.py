@@ -38,6 +38,15 @@ class Preview:
 
 
 @dataclass(frozen=True)
+class ScanResult:
+    """A scanned folder: where, what it holds, and how long the scan took (s)."""
+
+    folder: str
+    scan: FolderScan
+    seconds: float
+
+
+@dataclass(frozen=True)
 class LoadedStudy:
     """A series that finished loading, with where it came from."""
 
@@ -93,8 +102,8 @@ class LoadController(QtCore.QObject):
 
             t0 = time.perf_counter()
             folder = str(path) if path is not None else str(ensure_demo_study())
-            return folder, scan_folder(folder, progress=control.progress, cancel=control.cancelled), \
-                time.perf_counter() - t0
+            scan = scan_folder(folder, progress=control.progress, cancel=control.cancelled)
+            return ScanResult(folder, scan, time.perf_counter() - t0)
 
         w = self._start("scan", scan)
         w.returned.connect(lambda res: self._on_scanned(w, res, series_uid, path is None))
@@ -113,20 +122,19 @@ class LoadController(QtCore.QObject):
         self._worker = None
         emit()
 
-    def _on_scanned(self, w: Worker, res, series_uid: str | None, demo: bool) -> None:
+    def _on_scanned(self, w: Worker, res: ScanResult, series_uid: str | None, demo: bool) -> None:
         if not self._is(w):
             return
         self._worker = None
-        folder, scan, scan_s = res
         try:
-            info = self._choose(scan, series_uid)
+            info = self._choose(res.scan, series_uid)
         except StudyLoadError as exc:
             self.failed.emit(str(exc))
             return
         if info is None:
             self.cancelled.emit()
             return
-        self._load(folder, demo, scan, info, scan_s)
+        self._load(res, demo, info)
 
     def _choose(self, scan: FolderScan, series_uid: str | None) -> SeriesInfo | None:
         from lungct_viewer.core.dicom import select_series
@@ -142,7 +150,7 @@ class LoadController(QtCore.QObject):
             self._choosing = False
         return None if k is None else series[k]
 
-    def _load(self, folder: str, demo: bool, scan: FolderScan, info: SeriesInfo, scan_s: float) -> None:
+    def _load(self, scanned: ScanResult, demo: bool, info: SeriesInfo) -> None:
         self.started.emit(info.num_slices)
 
         def load(control: WorkerControl):
@@ -159,7 +167,8 @@ class LoadController(QtCore.QObject):
                 except LungCTError:
                     log.debug("preview slice failed", exc_info=True)
             volume = load_series(info, progress=control.progress, cancel=control.cancelled)
-            return LoadedStudy(folder, demo, scan, info, volume, scan_s + time.perf_counter() - t0)
+            return LoadedStudy(scanned.folder, demo, scanned.scan, info, volume,
+                               scanned.seconds + time.perf_counter() - t0)
 
         w = self._start("load", load)
         w.yielded.connect(lambda p: self._is(w) and self.preview.emit(p))

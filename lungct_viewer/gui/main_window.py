@@ -20,14 +20,13 @@ from lungct_viewer.core.errors import LungCTError, ModelLoadError
 from lungct_viewer.core.session import ReadingSession
 from lungct_viewer.core.study import CTVolume
 
-from .about import about_html
-from .actions import ShortcutsDialog, build_actions
+from .actions import build_actions
 from .analysis import AnalysisController, ModelLoader
 from .dialogs import Dialogs
 from .display_panel import DisplayPanel
 from .export import ExportController, export_indices, image_options
+from .help import HelpWindows
 from .loading import LoadController, LoadedStudy, dropped_folder
-from .performance import PerformanceDialog
 from .reading_panel import ReadingPanel
 from .settings import ViewerSettings, restore_window, save_window
 from .viewer import SliceViewer
@@ -62,12 +61,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self._unsubscribe = None
         self._current_lesion: int | None = None
         self._closing = False
-        self._dialogs: dict[str, QtWidgets.QDialog] = {}
         self.workers = WorkerPool(self)
         self.model = ModelLoader(self.workers, model_path, self)
         self.loader = LoadController(self.workers, self.dialogs, self)
         self.analysis = AnalysisController(self.workers, self.model, self)
         self.exporter = ExportController(self.workers, self.dialogs, self.settings, self)
+        self.help = HelpWindows(self, self.model, self.dialogs,
+                                lambda: self.session.voting_threshold if self.session else None)
         self._build_ui()
         self.actions_by_key, submenus = build_actions(self, self.viewer)
         self.recent_menu = submenus["recent"]
@@ -186,15 +186,17 @@ class MainWindow(QtWidgets.QMainWindow):
         self._update_enabled()
         self.viewer.refresh()
         self.viewer.refresh_strip()
+        self._refresh_panel()
+        if self.session is not None:
+            self.help.set_threshold(self.session.voting_threshold)
+
+    def _refresh_panel(self) -> None:
         busy = self.analysis.is_running() and self.session is not None and not self.session.candidates_ready
         self.reading.refresh("ANALYSING\u2026" if busy else None)
-        if "performance" in self._dialogs and self.session is not None:
-            self._dialogs["performance"].set_threshold(self.session.voting_threshold)
 
     def _apply_display(self) -> None:
         self.viewer.set_options(self.display.options, self.reading.show_candidates)
-        self.reading.refresh("ANALYSING\u2026" if self.analysis.is_running() and self.session is not None
-                             and not self.session.candidates_ready else None)
+        self._refresh_panel()
 
     # ------------------------------------------------------------------ opening
     def open_path(self, path: str | None, series_uid: str | None = None) -> None:
@@ -263,6 +265,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _on_analysis_finished(self, analysis) -> None:
         self.analysis_progress.finish()
+        if analysis is not None and (self.session is None or analysis is not self.session.analysis):
+            return  # a study no longer on screen
         if analysis is not None:
             state = "cancelled" if analysis.cancelled else "finished"
             self.statusBar().showMessage(f"Analysis {state}: {len(analysis.slices)} of {analysis.num_slices} slices, "
@@ -331,32 +335,13 @@ class MainWindow(QtWidgets.QMainWindow):
             self.show_lesion(les.id, les.central.slice_index, les.central.centroid_px)
             self.reading.select_lesion(les.id)
 
-    # ------------------------------------------------------------------ help
-    def show_about(self) -> None:
-        html = about_html(self.model.card(), str(self.model.path), self.model.second_reading())
-        self.dialogs.about(self, "About LungCT Viewer", html)
-
-    def show_shortcuts(self) -> None:
-        self._show_dialog("shortcuts", lambda: ShortcutsDialog(self))
-
-    def show_performance(self) -> None:
-        t = self.session.voting_threshold if self.session else float(
-            self.model.card().operating_point.get("voting_threshold", 0.5))
-        self._show_dialog("performance", lambda: PerformanceDialog(self.model.card(), t, self))
-
-    def _show_dialog(self, key: str, make) -> None:
-        if key not in self._dialogs:
-            self._dialogs[key] = dlg = make()
-            dlg.finished.connect(lambda _r, key=key: self._dialogs.pop(key, None))
-        self._dialogs[key].show()
-        self._dialogs[key].raise_()
-
     # ------------------------------------------------------------------ plumbing
     def _update_enabled(self) -> None:
         if self._closing:
             return
         has = self.session is not None
-        can_run = has and not self.analysis.is_running()
+        done = has and self.session.analysis.complete and self.session.candidates_ready
+        can_run = has and not self.analysis.is_running() and not done
         self.reading.analyse_button.setEnabled(can_run)
         self.actions_by_key["analyze"].setEnabled(can_run)
         ready = has and self.session.candidates_ready
@@ -388,7 +373,6 @@ class MainWindow(QtWidgets.QMainWindow):
         if self._unsubscribe is not None:
             self._unsubscribe()
         save_window(self.settings, self, self.display)
-        for dlg in list(self._dialogs.values()):
-            dlg.close()
+        self.help.close_all()
         self.stop_workers()
         super().closeEvent(ev)
