@@ -32,6 +32,9 @@ MIN_LUNG_SHARE = 0.2
 CLOSE_MM = 15.0
 #: Lung pieces smaller than this (mm^2 on a slice) are kept as they are, not closed.
 MIN_CLOSE_AREA_MM2 = 100.0
+#: Holes in a lung's outline larger than this (mm^2, a 44 mm disc) are not filled: on the
+#: lowest slices the lung rings the dome of the diaphragm, and the liver is not lung.
+MAX_HOLE_MM2 = 1500.0
 
 
 @dataclass(frozen=True)
@@ -60,15 +63,19 @@ class LungRegion:
         return float(self.mask.mean()) if self.mask.size else 0.0
 
 
-def fill_holes(mask: np.ndarray) -> np.ndarray:
-    """Binary hole filling through labelling (faster than iterated erosion on large masks)."""
+def fill_holes(mask: np.ndarray, max_hole_px: float | None = None) -> np.ndarray:
+    """Binary hole filling of a 2-D mask through labelling; with ``max_hole_px`` only holes of
+    at most that many pixels are filled."""
     lab, n = ndimage.label(~mask)
     if n == 0:
         return mask
     border = np.unique(np.concatenate([lab[0].ravel(), lab[-1].ravel(), lab[:, 0].ravel(), lab[:, -1].ravel()]))
-    outside = np.zeros(n + 1, dtype=bool)
-    outside[border] = True
-    return mask | ~outside[lab]
+    keep_open = np.zeros(n + 1, dtype=bool)
+    keep_open[border] = True
+    if max_hole_px is not None:
+        keep_open |= np.bincount(lab.ravel(), minlength=n + 1) > max_hole_px
+    keep_open[0] = True
+    return mask | ~keep_open[lab]
 
 
 def _body(hu: np.ndarray) -> np.ndarray:
@@ -82,12 +89,27 @@ def _body(hu: np.ndarray) -> np.ndarray:
 
 
 def _close_piece(piece: np.ndarray, spacing: tuple[float, float], radius_mm: float) -> np.ndarray:
-    """Morphological closing (disc of ``radius_mm``) of one lung piece, holes filled."""
+    """Morphological closing (disc of ``radius_mm``) of one lung piece, holes up to
+    :data:`MAX_HOLE_MM2` filled."""
     pad = int(np.ceil(radius_mm / min(spacing))) + 2
     p = np.pad(piece, pad)
     grown = ndimage.distance_transform_edt(~p, sampling=spacing) <= radius_mm
     closed = ndimage.distance_transform_edt(grown, sampling=spacing) > radius_mm
-    return fill_holes(closed | p)[pad:-pad, pad:-pad]
+    closed &= ~_large_holes(p, spacing)
+    return fill_holes(closed | p, MAX_HOLE_MM2 / (spacing[0] * spacing[1]))[pad:-pad, pad:-pad]
+
+
+def _large_holes(piece: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
+    """Holes of a piece larger than :data:`MAX_HOLE_MM2` (the closing must not fill them)."""
+    lab, n = ndimage.label(~piece)
+    if n == 0:
+        return np.zeros_like(piece)
+    sizes = np.bincount(lab.ravel(), minlength=n + 1).astype(np.float64) * spacing[0] * spacing[1]
+    border = np.unique(np.concatenate([lab[0].ravel(), lab[-1].ravel(), lab[:, 0].ravel(), lab[:, -1].ravel()]))
+    big = sizes > MAX_HOLE_MM2
+    big[border] = False
+    big[0] = False
+    return big[lab]
 
 
 def lung_region(hu: np.ndarray, pixel_spacing_mm: tuple[float, float], factor: int = SUBSAMPLE) -> LungRegion:
