@@ -346,6 +346,27 @@ def test_series_that_cannot_carry_a_seg(phantom_study, tmp_path):
     assert not any((tmp_path / d).exists() for d in ("o1", "o2", "o3"))
 
 
+def test_absent_patient_and_study_attributes_are_written_empty(phantom_study, tmp_path):
+    """A source without Patient Name or Study Date (allowed: Type 2) still gets its SEG/SR,
+    with those attributes empty; the source files are not touched."""
+    folder, ph = phantom_study
+    files = _copy_series(folder, tmp_path / "bare")
+    for f in files:
+        ds = pydicom.dcmread(f)
+        del ds.PatientName, ds.StudyDate, ds.AccessionNumber
+        ds.save_as(f)
+    before = [Path(f).read_bytes() for f in files]
+    out = write_dicom_results(_results(files, [_one_lesion(ph.volume.shape)]), tmp_path / "out")
+    for path in (out.seg_path, out.sr_path):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        assert (ds.PatientName, ds.StudyDate, ds.AccessionNumber) == ("", "", "")
+        assert ds.PatientID == ph.volume.patient_id
+        if find_dciodvfy() is not None:
+            errors, _, text = dciodvfy(path)
+            assert errors == [], text
+    assert [Path(f).read_bytes() for f in files] == before
+
+
 def test_dicom_out_imports_without_qt_or_tensorflow():
     code = (
         "import sys, lungct_viewer.core.dicom_out\n"

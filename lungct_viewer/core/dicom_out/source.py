@@ -44,6 +44,13 @@ _REQUIRED = (
 
 _CANNOT = "The series cannot carry a DICOM Segmentation"
 
+#: Patient and study attributes a derived object carries over; DICOM lets a source leave them
+#: out (Type 2), and an absent one is written empty.
+CARRIED_OVER = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+    "StudyID", "AccessionNumber", "ReferringPhysicianName",
+)
+
 
 @dataclass(frozen=True, eq=False)
 class SourceSeries:
@@ -126,6 +133,10 @@ def read_source_series(
     if not paths:
         raise ExportError("No source images were given for the DICOM export.")
     datasets = [_read_header(p) for p in paths]
+    for ds in datasets:  # in memory only: the source files are never written
+        for kw in CARRIED_OVER:
+            if kw not in ds:
+                setattr(ds, kw, "")
     for ds, p in zip(datasets, paths):
         name = os.path.basename(p)
         for kw, what in _REQUIRED:
