@@ -20,6 +20,7 @@ reader; nothing is written then.
 
 from __future__ import annotations
 
+from .from_session import lesion_mask, series_results
 from .inputs import AlgorithmInfo, LesionRecord, PatientCall, SeriesResults, SuspiciousRegion
 from .source import SourceSeries, read_source_series
 from .write import (
@@ -41,6 +42,8 @@ __all__ = [
     "SourceSeries",
     "SuspiciousRegion",
     "build_dicom_results",
+    "lesion_mask",
+    "series_results",
     "read_source_series",
     "write_dicom_results",
 ]
