@@ -63,6 +63,9 @@ def _analyze_parser() -> argparse.ArgumentParser:
                         "(default: the second reading's operating point)")
     p.add_argument("--include-identifiers", action="store_true",
                    help="write the patient name and ID and the source and model paths into report.json")
+    p.add_argument("--dicom", action="store_true",
+                   help="also write a DICOM Segmentation and a TID 1500 measurement report of the findings "
+                        "(they belong to the patient: they carry the source's patient and study identifiers)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files in the output folder")
     p.add_argument("--no-field-mask", action="store_true", help="analyse every patch, not only the lung field")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the final summary")
@@ -143,7 +146,15 @@ def run_analyze(args: argparse.Namespace) -> int:
     warnings = list(volume.warnings) + [f"{s.path}: {s.reason}" for s in scan.skipped][:50]
     report = build_report(session, warnings=warnings, include_identifiers=args.include_identifiers,
                           source=str(src.resolve()), model_path=str(model_path.resolve()))
+    if args.dicom and not args.overwrite:
+        from .core.dicom_out import SEG_FILENAME, SR_FILENAME
+
+        clash = [n for n in (SEG_FILENAME, SR_FILENAME) if (out / n).exists()]
+        if clash:
+            raise ExportError(f"{clash[0]} already exists in {out}; use --overwrite or another --out.")
     written = export_reading(session, out, indices, report=report, source_dir=src, overwrite=args.overwrite)
+    if args.dicom:
+        written += _write_dicom(session, scan, out, say)
     d = session.diagnosis()
     frac = "n/a" if d.malignant_fraction is None else f"{d.malignant_fraction:.2f}"
     found = session.findings()
@@ -154,6 +165,24 @@ def run_analyze(args: argparse.Namespace) -> int:
           f"candidates {report['timing']['candidates_s']:.1f} s; wrote {len(written)} file(s) to {out}")
     print(RESEARCH_NOTICE)
     return 0
+
+
+def _write_dicom(session, scan, out: Path, say) -> list[Path]:
+    """The DICOM SEG and SR of the findings; a failure is reported, the PNG/JSON export stays."""
+    from .core.dicom_out import series_results, write_dicom_results
+    from .core.errors import ExportError
+
+    info = next(s for s in scan.series if s.uid == session.volume.series_uid)
+    by_uid = {h.sop_uid: h.path for h in info.headers}
+    try:
+        files = [by_uid[u] for u in session.volume.sop_instance_uids]
+        res = write_dicom_results(series_results(session, files), out)
+    except (ExportError, KeyError) as exc:
+        msg = str(exc) if isinstance(exc, ExportError) else "a slice's source file could not be found again"
+        print(f"warning: no DICOM results were written: {msg}", file=sys.stderr)
+        return []
+    say(f"DICOM Segmentation ({res.num_segments} segment(s)) and measurement report written")
+    return [res.seg_path, res.sr_path]
 
 
 def main(argv: list[str] | None = None) -> int:

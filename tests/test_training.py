@@ -388,19 +388,12 @@ def test_phantom_train_learns_evaluate_export(phantom_layout, tmp_path):
         assert (z["x"][z["split"] != 0] == z0["x"][z0["split"] != 0]).all()  # held-back data untouched
     ev = tmp_path / "eval"
     assert main(["evaluate", "--model", str(run / "model.keras"), "--patches", str(patches), "--split", "val",
-                 "--data", str(phantom_layout), "--studies", "PHANTOM-3", "--out", str(ev), "--detection-sweep"]) == 0
+                 "--out", str(ev), "--tta"]) == 0
     m = json.loads((ev / "metrics.json").read_text())
-    assert {"nodule_level", "patient_level", "patch_level", "whole_studies"} <= set(m)
-    w = m["whole_studies"][0]
-    assert w["tumours"] == 2 and 0.0 <= w["roi_window_fraction"] <= 1.0
-    # the operating-point sweep: one row per setting; the default setting agrees with the main result
-    import csv
-
-    sweep = list(csv.DictReader(open(ev / "whole_study_sweep.csv")))
-    assert len(sweep) == 25
-    default = [r for r in sweep if float(r["min_roi_probability"]) == 0.5 and int(r["min_votes"]) == 4]
-    keys = ("tumours_found", "false_positive_findings", "false_positive_candidates_3d")
-    assert [int(default[0][k]) for k in keys] == [w[k] for k in keys]
+    assert {"nodule_level", "patient_level", "patch_level"} <= set(m)
+    assert m["test_time_augmentation"]
+    ci = m["nodule_level"]["auc_95ci"]
+    assert ci is None or ci[0] <= m["nodule_level"]["auc"] <= ci[1]
     assert (ev / "patient_threshold_curve.png").stat().st_size > 1000
     assert len((ev / "patient_threshold_curve.csv").read_text().splitlines()) == 52
     out = tmp_path / "model"

@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--slice-step", type=int, default=1, help="use every n-th slice of whole studies")
     for s in ("train", "val", "test"):
         p.add_argument(f"--{s}-patient", action="append", default=[], help=f"force a patient into the {s} split")
+    p.add_argument("--split-file", type=Path, default=None,
+                   help="JSON {\"split\": {patient: train|val|test}} fixing every listed patient's split "
+                        "(training/splits/ holds the shipped models' splits)")
 
     p = sub.add_parser("train", help="train the CNN on a patch set")
     p.add_argument("--patches", type=Path, required=True)
@@ -94,18 +97,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-fraction", type=float, default=0.4)
     p.add_argument("--seed", type=int, default=1234)
 
-    p = sub.add_parser("evaluate", help="nodule, patient and whole-study metrics on held-back data")
+    p = sub.add_parser("evaluate", help="patch, nodule and patient metrics on held-back patients (with 95% intervals)")
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--patches", type=Path, required=True)
-    p.add_argument("--data", type=Path, action="append", default=[], help="training-layout folder with whole studies")
     p.add_argument("--out", type=Path, required=True, help="output folder (JSON, CSV, PNG)")
     p.add_argument("--split", default="test", choices=("val", "test"))
     p.add_argument("--threshold", type=float, default=None, help="voting threshold (default: chosen on the validation split)")
-    p.add_argument("--studies", action="append", default=None, help="whole-study patients to run detection on (default: all in --data)")
-    p.add_argument("--no-detection", action="store_true")
-    p.add_argument("--detection-sweep", action="store_true",
-                   help="also score whole-study detection over a grid of sensitivity x minimum votes "
-                        "(whole_study_sweep.csv)")
+    p.add_argument("--tta", action="store_true", help="average each patch with its left-right mirror image")
 
     p = sub.add_parser("evaluate-studies",
                        help="the viewer's whole reading on whole studies, leave-one-study-out (FROC, calls); "
@@ -129,6 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--patches", type=Path, default=None)
     p.add_argument("--out", type=Path, default=None, help="target folder (default resources/model)")
     p.add_argument("--version", default=None)
+    p.add_argument("--studies-evaluation", type=Path, default=None, help="evaluate-studies' metrics.json (whole studies)")
     return ap
 
 
@@ -169,7 +168,13 @@ def _run(args) -> int:
     if args.cmd == "patches":
         from .patchset import PatchConfig, build_patch_set
 
-        forced = {p: s for s in ("train", "val", "test") for p in getattr(args, f"{s}_patient")}
+        forced = {}
+        if args.split_file is not None:
+            try:
+                forced.update(json.loads(args.split_file.read_text())["split"])
+            except (OSError, ValueError, KeyError) as exc:
+                raise DataError(f"The split file {args.split_file} could not be read: {exc}") from exc
+        forced.update({p: s for s in ("train", "val", "test") for p in getattr(args, f"{s}_patient")})
         cfg = PatchConfig(
             seed=args.seed, test_fraction=args.test_fraction, val_fraction=args.val_fraction,
             per_class=args.per_class or None, roi_per_slice=args.roi_per_slice, roi_per_nodule=args.roi_per_nodule,

@@ -1,27 +1,24 @@
-"""``evaluate``: nodule-, patient- and patch-level metrics on held-back patients, and
-whole-study detection with the viewer's own pipeline.
+"""``evaluate``: patch-, nodule- and patient-level metrics of the CNN on held-back patients.
 
 Definitions
 -----------
-* Patch votes follow the viewer's detection rule
-  (:func:`lungct_viewer.core.detection.patch_labels`): a patch is an ROI vote when
-  ``P(benign) + P(malignant) >= min_roi_probability`` and votes malignant when
-  ``P(malignant) > P(benign)``.
+* Patch votes follow the viewer's rule (:func:`lungct_viewer.core.detection.patch_labels`): a
+  patch is an ROI vote when ``P(benign) + P(malignant) >= min_roi_probability`` and votes
+  malignant when ``P(malignant) > P(benign)``.
 * Nodule level: the nodule's ROI patches (ground-truth mask, labelling rule of the patch
   set). Score for the AUC: the mean malignant share ``P(m) / (P(b) + P(m))``; call: the
   malignant vote fraction ``>= t``.
-* Patient level: the votes of all the patient's nodules pooled and passed to
-  :func:`lungct_viewer.core.voting.diagnose` (the viewer's majority vote); the truth is
-  malignant when any of the patient's nodules is malignant.
+* Patient level: the votes of all the patient's nodules pooled (the viewer's majority vote);
+  the truth is malignant when any of the patient's nodules is malignant.
 * The default threshold is chosen on the validation patients (never the test patients):
   the highest validation specificity among thresholds with validation sensitivity >= 0.90.
-* Whole studies: :class:`lungct_viewer.core.pipeline.Analyzer` +
-  :func:`lungct_viewer.core.detection.detect_study`. A benign/malignant nodule is found when
-  a finding's box holds a pixel of its mask on one of its slices. A finding is a false
-  positive when its box holds no marked pixel at all (indeterminate nodules, single-reader
-  marks and small nodules are not counted as false positives but reported). False
-  positives are given per scan as findings (slice-wise) and as 3-D candidates (false
-  positive findings on consecutive slices with overlapping boxes count once).
+* 95 % intervals of the AUCs: percentile bootstrap over *patients* (all of a patient's nodules
+  are drawn together), :data:`BOOTSTRAP_ROUNDS` rounds, fixed seed.
+* ``--tta``: each patch is also classified flipped left-right and the two probability
+  vectors are averaged (test-time augmentation; the viewer does not do this).
+
+Whole studies (detection, false positives, FROC, patient calls on scans) are evaluated by
+``evaluate-studies`` (:mod:`training.evaluate_studies`) with the viewer's reading session.
 """
 
 from __future__ import annotations
@@ -56,16 +53,6 @@ def _votes(probs: np.ndarray, min_roi: float) -> tuple[int, int]:
     return int((roi & ~mal).sum()), int((roi & mal).sum())
 
 
-def _finding(key: str, b: int, m: int, pb: float, pm: float):
-    from lungct_viewer.core.detection import Finding
-
-    return Finding(
-        slice_index=0, sop_instance_uid=key, bbox_px=(0, 0, 0, 0), centroid_px=(0.0, 0.0),
-        centroid_mm=(0.0, 0.0, 0.0), area_mm2=0.0, diameter_mm=0.0, votes_benign=b,
-        votes_malignant=m, p_benign=pb, p_malignant=pm,
-    )
-
-
 def nodule_table(data: dict, probs: np.ndarray, sel: np.ndarray, min_roi: float) -> list[dict]:
     """One row per held-back nodule crop: truth, votes, scores."""
     rows = []
@@ -96,28 +83,51 @@ def nodule_table(data: dict, probs: np.ndarray, sel: np.ndarray, min_roi: float)
     return rows
 
 
-def patient_table(nodules: list[dict], threshold: float) -> list[dict]:
-    from lungct_viewer.core.voting import diagnose
-
+def patient_table(nodules: list[dict]) -> list[dict]:
+    """One row per patient: the votes of all its nodules pooled (the method's majority vote)."""
     by: dict[str, list[dict]] = defaultdict(list)
     for n in nodules:
         by[n["patient"]].append(n)
     rows = []
     for pid, ns in sorted(by.items()):
-        fs = [_finding(n["nodule"], n["votes_benign"], n["votes_malignant"], n["p_benign"], n["p_malignant"]) for n in ns]
-        d = diagnose(fs, threshold)
-        if d.malignant_fraction is None:  # no ROI vote at all: fall back to the patch shares
+        b = sum(n["votes_benign"] for n in ns)
+        m = sum(n["votes_malignant"] for n in ns)
+        if b + m:
+            frac = m / (b + m)
+        else:  # no ROI vote at all: fall back to the patch shares
             w = np.array([n["patches"] for n in ns], float)
             frac = float(np.average([n["vote_fraction"] for n in ns], weights=w))
-        else:
-            frac = float(d.malignant_fraction)
         rows.append({
             "patient": pid, "malignant": int(any(n["malignant"] for n in ns)), "nodules": len(ns),
-            "votes_benign": d.votes_benign, "votes_malignant": d.votes_malignant,
-            "malignant_fraction": frac,
+            "votes_benign": b, "votes_malignant": m, "malignant_fraction": frac,
             "max_nodule_fraction": max(n["vote_fraction"] for n in ns),
         })
     return rows
+
+
+BOOTSTRAP_ROUNDS = 2000
+
+
+def bootstrap_auc(rows: list[dict], score_key: str, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> list[float] | None:
+    """95 % percentile interval of the AUC of ``score_key``, resampling patients."""
+    by: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by[r["patient"]].append(r)
+    patients = sorted(by)
+    if len(patients) < 5:
+        return None
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(rounds):
+        pick = rng.integers(len(patients), size=len(patients))
+        sample = [r for k in pick for r in by[patients[k]]]
+        a = auc([r["malignant"] for r in sample], [r[score_key] for r in sample])
+        if a is not None:
+            vals.append(a)
+    if not vals:
+        return None
+    lo, hi = np.percentile(vals, [2.5, 97.5])
+    return [float(lo), float(hi)]
 
 
 def level_metrics(rows: list[dict], frac_key: str, score_key: str, threshold: float) -> dict:
@@ -132,131 +142,14 @@ def level_metrics(rows: list[dict], frac_key: str, score_key: str, threshold: fl
     return out
 
 
-# ------------------------------------------------------------------ whole-study detection
-def _box_hits(f, mask2d: np.ndarray) -> bool:
-    x0, y0, x1, y1 = f.bbox_px
-    return bool(mask2d[y0:y1, x0:x1].any())
-
-
-SWEEP_MIN_ROI_PROBABILITY = (0.5, 0.7, 0.8, 0.9, 0.95)
-SWEEP_MIN_VOTES = (1, 4, 8, 12, 16)
-
-
-def _study_targets(info: dict, vol, full: dict[int, np.ndarray]) -> list[dict]:
-    """Ground-truth objects of one series: ``{"label", "masks": {slice: bool mask}}``."""
-    targets = []
-    if info.get("annotation") == "voc-boxes":
-        for nd in info.get("nodules", []):
-            tm = {k: np.zeros(vol.shape[1:], bool) for k in nd["slices"]}
-            for b in info["boxes"]:
-                x0, y0, x1, y1 = b["box_px"]
-                tm[b["slice"]][y0:y1, x0:x1] = True
-            targets.append({"label": "malignant", "masks": tm})
-    else:
-        for nd in info.get("nodules", []):
-            if nd["label"] not in ("benign", "malignant", "indeterminate"):
-                continue
-            code = L.LABEL_TO_CODE[nd["label"]]
-            tm = {k: full[k] == code for k in nd["slices"] if k in full}
-            targets.append({"label": nd["label"], "masks": tm})
-    return targets
-
-
-def _score_findings(findings, targets: list[dict], full: dict[int, np.ndarray], threshold: float) -> dict:
-    """Targets found, false-positive findings and 3-D candidates for one series' findings."""
-    from lungct_viewer.core.detection import group_lesions
-    from lungct_viewer.core.voting import diagnose
-
-    found, hit_ids = [], set()
-    for t in targets:
-        hits = [f for f in findings if f.slice_index in t["masks"] and _box_hits(f, t["masks"][f.slice_index])]
-        hit_ids |= {id(f) for f in hits}
-        d = diagnose(hits, threshold)
-        found.append({
-            "label": t["label"], "slices": len(t["masks"]),
-            "slices_detected": len({f.slice_index for f in hits}), "found": bool(hits),
-            "findings": len(hits), "malignant_fraction": d.malignant_fraction, "call": d.label,
-        })
-    fps, other = [], 0
-    for f in findings:
-        if id(f) in hit_ids:
-            continue
-        m = full.get(f.slice_index)
-        if m is not None and _box_hits(f, m > 0):
-            other += 1
-        else:
-            fps.append(f)
-    return {
-        "targets": found,
-        "tumours": sum(1 for t in found if t["label"] in ("benign", "malignant")),
-        "tumours_found": sum(1 for t in found if t["label"] in ("benign", "malignant") and t["found"]),
-        "findings": len(findings), "false_positive_findings": len(fps),
-        "false_positive_candidates_3d": len(group_lesions(fps)), "findings_on_other_marks": other,
-    }
-
-
-def detect_whole_studies(loaded, roots: list[Path], split_of: dict[str, str], threshold: float,
-                         studies: list[str] | None, log=print, sweep: bool = False) -> tuple[list[dict], list[dict]]:
-    """Run the viewer's pipeline on every whole study; score the default detection settings
-    and, with ``sweep``, every pair of :data:`SWEEP_MIN_ROI_PROBABILITY` x
-    :data:`SWEEP_MIN_VOTES` (the network runs once per series). Returns ``(results, sweep_rows)``."""
-    from lungct_viewer.core.detection import DetectionParams, all_findings, detect_study
-    from lungct_viewer.core.pipeline import Analyzer
-    from lungct_viewer.core.voting import diagnose
-
-    from .ctio import load_ct
-
-    analyzer = Analyzer(loaded)
-    results, sweep_rows = [], []
-    for root in roots:
-        for pdir in L.list_patients(root):
-            if studies and pdir.name not in studies:
-                continue
-            for info, masks in L.iter_series(pdir):
-                vol = load_ct(info["source"], info["series_uid"])
-                u2k = {u: i for i, u in enumerate(vol.sop_instance_uids)}
-                full = {u2k[u]: m for u, m in masks.items() if u in u2k}
-                analysis = analyzer.analyze(vol)
-                params = loaded.detection_params()
-                p_roi = np.concatenate([s.probs[s.in_field][:, 1] + s.probs[s.in_field][:, 2]
-                                        for s in analysis.slices.values()])
-                targets = _study_targets(info, vol, full)
-                findings = all_findings(detect_study(analysis, vol, params))
-                score = _score_findings(findings, targets, full, threshold)
-                dpat = diagnose(findings, threshold)
-                split = split_of.get(pdir.name, "not in the patch set")
-                r = {
-                    "patient": pdir.name, "series_uid": info["series_uid"], "description": info.get("description", ""),
-                    "split": split, "slices": vol.num_slices, **score,
-                    "patient_call": dpat.label, "patient_malignant_fraction": dpat.malignant_fraction,
-                    # share of the analysed (lung-field) windows the model calls ROI
-                    "roi_window_fraction": float((p_roi >= params.min_roi_probability).mean()) if p_roi.size else 0.0,
-                    "inference_s": round(analysis.inference_s, 1),
-                }
-                log(f"  {pdir.name} {info['series_uid'][-10:]} ({split}): tumours found {r['tumours_found']}/{r['tumours']}, "
-                    f"FP findings {r['false_positive_findings']}, FP 3-D candidates {r['false_positive_candidates_3d']}, "
-                    f"call {dpat.label}")
-                results.append(r)
-                if sweep:
-                    for mrp in SWEEP_MIN_ROI_PROBABILITY:
-                        for mv in SWEEP_MIN_VOTES:
-                            fs = all_findings(detect_study(analysis, vol, DetectionParams(mrp, mv, params.min_area_mm2)))
-                            sc = _score_findings(fs, targets, full, threshold)
-                            sweep_rows.append({
-                                "patient": pdir.name, "series_uid": info["series_uid"], "split": split,
-                                "min_roi_probability": mrp, "min_votes": mv,
-                                "tumours": sc["tumours"], "tumours_found": sc["tumours_found"],
-                                "targets": len(sc["targets"]), "targets_found": sum(t["found"] for t in sc["targets"]),
-                                "false_positive_findings": sc["false_positive_findings"],
-                                "false_positive_candidates_3d": sc["false_positive_candidates_3d"],
-                            })
-    return results, sweep_rows
-
-
 # ------------------------------------------------------------------ command
+def predict_tta(keras_model, x: np.ndarray) -> np.ndarray:
+    """Probabilities averaged over the patches and their left-right mirror images."""
+    return 0.5 * (predict(keras_model, x) + predict(keras_model, np.asarray(x)[:, :, ::-1]))
+
+
 def evaluate(model_path: Path, patches: Path, out: Path, split: str = "test", threshold: float | None = None,
-             roots: list[Path] | None = None, studies: list[str] | None = None, detection: bool = True,
-             log=print, sweep: bool = False) -> dict:
+             log=print, tta: bool = False) -> dict:
     from lungct_viewer.core.model import load_model
 
     loaded = load_model(model_path)
@@ -269,12 +162,12 @@ def evaluate(model_path: Path, patches: Path, out: Path, split: str = "test", th
         raise DataError(f"The patch set {patches} has no {split} patches.")
     probs = np.zeros((len(data["y"]), 3), np.float32)
     need = np.nonzero(sel_eval | sel_val)[0]
-    probs[need] = predict(loaded.keras_model, data["x"][need])
+    probs[need] = (predict_tta if tta else predict)(loaded.keras_model, data["x"][need])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # threshold from validation
     val_nod = nodule_table(data, probs, sel_val, min_roi)
-    val_pat = patient_table(val_nod, 0.5)
+    val_pat = patient_table(val_nod)
     val_curve = threshold_curve([r["malignant"] for r in val_pat], [r["malignant_fraction"] for r in val_pat], THRESHOLDS) if val_pat else []
     if threshold is None and not val_curve:
         threshold, why = C.DEFAULT_VOTING_THRESHOLD, "no validation patients with nodules: the viewer's default"
@@ -283,7 +176,7 @@ def evaluate(model_path: Path, patches: Path, out: Path, split: str = "test", th
     else:
         why = "given on the command line"
     nod = nodule_table(data, probs, sel_eval, min_roi)
-    pat = patient_table(nod, threshold)
+    pat = patient_table(nod)
     curve = threshold_curve([r["malignant"] for r in pat], [r["malignant_fraction"] for r in pat], THRESHOLDS)
     yv = data["y"][sel_eval]
     pred = probs[sel_eval].argmax(1)
@@ -307,13 +200,9 @@ def evaluate(model_path: Path, patches: Path, out: Path, split: str = "test", th
     pat_m = level_metrics(pat, "malignant_fraction", "malignant_fraction", threshold)
     pat_m["confusion_matrix"] = confusion([r["malignant"] for r in pat], [int(r["malignant_fraction"] >= threshold) for r in pat], 2)
     pat_max = level_metrics(pat, "max_nodule_fraction", "max_nodule_fraction", threshold)
-    val_pat_m = level_metrics(patient_table(val_nod, threshold), "malignant_fraction", "malignant_fraction", threshold) if val_pat else None
-    split_of = {str(p): str(s) for p, s in zip(data["patients"], data["patient_split"])}
-    whole = []
-    if detection and roots:
-        log("whole-study detection (viewer pipeline):")
-        whole, sweep_rows = detect_whole_studies(loaded, roots, split_of, threshold, studies, log, sweep)
-        _write_csv(out / "whole_study_sweep.csv", sweep_rows)
+    val_pat_m = level_metrics(val_pat, "malignant_fraction", "malignant_fraction", threshold) if val_pat else None
+    nod_m["auc_95ci"] = bootstrap_auc(nod, "score")
+    pat_m["auc_95ci"] = bootstrap_auc(pat, "malignant_fraction")
     metrics = {
         "model": str(Path(model_path).resolve()),
         "model_version": loaded.version,
@@ -327,17 +216,8 @@ def evaluate(model_path: Path, patches: Path, out: Path, split: str = "test", th
         "patient_level": pat_m,
         "patient_level_max_nodule_vote": pat_max,
         "validation_patient_level": val_pat_m,
-        "whole_studies": whole,
+        "test_time_augmentation": "left-right flip, probabilities averaged" if tta else None,
     }
-    if whole:
-        scans = [w for w in whole]
-        metrics["whole_study_summary"] = {
-            "scans": len(scans),
-            "tumours": sum(w["tumours"] for w in scans),
-            "tumours_found": sum(w["tumours_found"] for w in scans),
-            "false_positive_findings_per_scan": float(np.mean([w["false_positive_findings"] for w in scans])),
-            "false_positive_candidates_3d_per_scan": float(np.mean([w["false_positive_candidates_3d"] for w in scans])),
-        }
     _write_csv(out / "patient_threshold_curve.csv", curve)
     if val_curve:
         _write_csv(out / "validation_patient_threshold_curve.csv", val_curve)
@@ -368,7 +248,9 @@ def format_table(m: dict) -> str:
              "level        n    accuracy  sensitivity  specificity  AUC"]
     for name, key in (("nodule", "nodule_level"), ("patient", "patient_level"), ("patient-max", "patient_level_max_nodule_vote")):
         r = m[key]
-        lines.append(f"{name:<11}{r['n']:>4}    {_f(r['accuracy'])}    {_f(r['sensitivity'])}      {_f(r['specificity'])}    {_f(r['auc'])}")
+        ci = r.get("auc_95ci")
+        ci_text = f"  (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
+        lines.append(f"{name:<11}{r['n']:>4}    {_f(r['accuracy'])}    {_f(r['sensitivity'])}      {_f(r['specificity'])}    {_f(r['auc'])}{ci_text}")
     p = m["patch_level"]
     lines += ["", f"patches: {p['n']}, accuracy {p['accuracy']:.3f}, ROI recall {_f(p['roi_detection_recall'])}, "
               f"Not-ROI specificity {_f(p['not_roi_specificity'])}",
@@ -376,14 +258,9 @@ def format_table(m: dict) -> str:
     lines += [f"  {C.CLASS_NAMES[i]:<10} {row}" for i, row in enumerate(p["confusion_matrix"]["counts"])]
     for name, r in p.get("not_roi_specificity_by_origin", {}).items():
         lines.append(f"Not-ROI specificity, {name} patches ({r['n']}): {r['specificity']:.3f}")
-    for w in m.get("whole_studies", []):
-        lines.append(f"{w['patient']} {w['description']} [{w['split']}]: tumours {w['tumours_found']}/{w['tumours']}, "
-                     f"FP findings {w['false_positive_findings']}, FP 3-D {w['false_positive_candidates_3d']}, call {w['patient_call']}, "
-                     f"ROI windows {w.get('roi_window_fraction', 0):.3f}")
     return "\n".join(lines)
 
 
 def run_evaluate(args) -> dict:
-    return evaluate(args.model, args.patches, args.out, args.split, args.threshold, args.data,
-                    args.studies, not args.no_detection, log=lambda s: print(s, flush=True),
-                    sweep=args.detection_sweep)
+    return evaluate(args.model, args.patches, args.out, args.split, args.threshold,
+                    log=lambda s: print(s, flush=True), tta=args.tta)

@@ -119,6 +119,7 @@ def evaluate_studies(model_path: Path, data_dir: Path, out: Path, nodules_dir: P
                 log(f"  {sr.key}: {len(p)} of {tried} pasted nodules found by the core and object steps")
     if crops and not any(pasted.values()):
         raise DataError("No pasted nodule could be segmented; check the nodule crops.")
+    _write_examples(out / "examples.csv", [e for ex in real.values() for e in ex] + [e for ex in pasted.values() for e in ex])
 
     # leave one study out
     rows, froc_scans = [], []
@@ -216,6 +217,15 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
+
+
+def _write_examples(path: Path, examples: list[Example]) -> None:
+    from lungct_viewer.core.candidates import FEATURE_NAMES
+
+    _write_csv(path, [{"study": e.study, "series": e.series, "lesion_id": e.lesion_id, "positive": int(e.positive),
+                       "nodules": " ".join(map(str, e.nodules)), "other_mark": int(e.other_mark), "pasted": e.pasted,
+                       "max_roi_logit": round(e.max_roi_logit, 4),
+                       **{f: round(float(v), 5) for f, v in zip(FEATURE_NAMES, e.features)}} for e in examples])
 
 
 def format_table(m: dict) -> str:

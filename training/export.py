@@ -71,7 +71,8 @@ def _read(path: Path | None) -> dict:
         raise DataError(f"The file {path} is not valid JSON: {exc}") from exc
 
 
-def build_card(version: str, train_summary: dict, evaluation: dict, patch_summary: dict, reproduce: str) -> ModelCard:
+def build_card(version: str, train_summary: dict, evaluation: dict, patch_summary: dict, reproduce: str,
+               studies: dict | None = None) -> ModelCard:
     counts = patch_summary.get("counts", {})
     card = ModelCard(version=version, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     card.training_data = [
@@ -112,20 +113,30 @@ def build_card(version: str, train_summary: dict, evaluation: dict, patch_summar
             "patient_level_max_nodule_vote": evaluation.get("patient_level_max_nodule_vote"),
             "validation_patient_level": evaluation.get("validation_patient_level"),
             "patch_level": evaluation.get("patch_level"),
-            "whole_studies": [
-                {k: w[k] for k in ("patient", "description", "split", "slices", "tumours", "tumours_found",
-                                   "false_positive_findings", "false_positive_candidates_3d",
-                                   "findings_on_other_marks", "patient_call")}
-                for w in evaluation.get("whole_studies", [])
-            ],
-            "whole_study_summary": evaluation.get("whole_study_summary"),
+            "test_time_augmentation": evaluation.get("test_time_augmentation"),
         }
         card.operating_point = {
             "voting_threshold": evaluation.get("threshold", C.DEFAULT_VOTING_THRESHOLD),
             "voting_threshold_reason": evaluation.get("threshold_reason", ""),
             "min_roi_probability": C.DEFAULT_MIN_ROI_PROBABILITY,
             "min_votes": C.DEFAULT_MIN_VOTES,
-            "min_area_mm2": C.DEFAULT_MIN_AREA_MM2,
+            "call_min_diameter_mm": C.DEFAULT_CALL_MIN_DIAMETER_MM,
+        }
+    if studies:
+        loso = studies.get("leave_one_study_out", {})
+        card.metrics["whole_studies"] = {
+            "scored": "leave-one-study-out: each study read by a second reading fitted without it",
+            "studies": studies.get("studies"),
+            "froc_sensitivity_at": loso.get("froc_sensitivity_at"),
+            "cpm": loso.get("cpm"),
+            "tumours_found": loso.get("tumours_found"),
+            "tumours": loso.get("tumours"),
+            "indeterminate_found": loso.get("indeterminate_found"),
+            "indeterminate": loso.get("indeterminate"),
+            "false_positives_per_scan": loso.get("false_positives_per_scan"),
+            "series": [{k: r.get(k) for k in ("study", "series", "tumours_found", "tumours", "indeterminate_found",
+                                               "indeterminate", "false_positives", "largest_finding_mm2",
+                                               "patient_call")} for r in loso.get("series", [])],
         }
     card.deviations_from_method = list(DEVIATIONS) + recipe_deviations(train_summary, patch_summary)
     card.licences = list(LICENCES)
@@ -140,21 +151,14 @@ def build_card(version: str, train_summary: dict, evaluation: dict, patch_summar
         "uncertain.",
         "CPU TensorFlow is not bit-exact across machines, so a re-run gives close but not identical figures.",
     ]
-    summary = (evaluation or {}).get("whole_study_summary")
-    if summary:
-        unseen = [w for w in evaluation.get("whole_studies", []) if w.get("split") == "test"]
-        txt = (f"Whole-scan false positives at the default detection settings: "
-               f"{summary['false_positive_findings_per_scan']:.0f} slice-wise findings and "
-               f"{summary['false_positive_candidates_3d_per_scan']:.1f} 3-D candidates per scan on average")
-        if unseen:
-            txt += " (held-back whole studies: " + "; ".join(
-                f"{w['patient']} {w['false_positive_findings']} findings, {w['false_positive_candidates_3d']} candidates"
-                for w in unseen) + ")"
-        card.notes.append(txt + ". Clinical CAD runs at 1-4 per scan.")
-        area = [w["roi_window_fraction"] for w in evaluation.get("whole_studies", []) if "roi_window_fraction" in w]
-        if area:
-            card.notes.append(f"Share of the lung-field windows called ROI at the default sensitivity: "
-                              f"{min(area):.3f}-{max(area):.3f} per series (mostly vessels seen end-on and the hila).")
+    if studies:
+        loso = studies.get("leave_one_study_out", {})
+        card.notes.append(
+            f"Whole studies, leave-one-study-out ({len(studies.get('studies', []))} studies, {studies.get('scans')} "
+            f"scans): tumours found {loso.get('tumours_found')}/{loso.get('tumours')}, indeterminate nodules "
+            f"{loso.get('indeterminate_found')}/{loso.get('indeterminate')}, "
+            f"{loso.get('false_positives_per_scan', 0):.1f} false-positive lesions per scan; CPM {loso.get('cpm')}. "
+            "Findings are the lesions passing the second reading (second_reading.json beside the model).")
     return card
 
 
@@ -173,21 +177,21 @@ REPRODUCE = (
     "--train-patient Lung_Dx-A0001 --test-patient LIDC-IDRI-0005 && "
     "python -m training train --patches data/patches_b.npz --run-dir runs/c --epochs 40 --epoch-size 6000 "
     "--val-size 2400 --patience 5 --max-minutes 16 --texture-augmentation --init-model runs/shipped/model.keras && "
-    "python -m training evaluate --model runs/c/model.keras --patches data/patches_b.npz --data data/layout "
-    "--out runs/c/eval --detection-sweep && "
+    "python -m training evaluate --model runs/c/model.keras --patches data/patches_b.npz --out runs/c/eval && "
     "python -m training export --model runs/c/model.keras --run-dir runs/c "
     "--evaluation runs/c/eval/metrics.json --patches data/patches_b.npz --version 1.1.0"
 )
 
 
 def export(model_path: Path, out_dir: Path | None = None, run_dir: Path | None = None, evaluation: Path | None = None,
-           patches: Path | None = None, version: str | None = None, reproduce: str = REPRODUCE) -> Path:
+           patches: Path | None = None, version: str | None = None, reproduce: str = REPRODUCE,
+           studies: Path | None = None) -> Path:
     loaded = load_model(model_path)
     train_summary = _read(Path(run_dir) / "train_summary.json") if run_dir else {}
     ev = _read(evaluation) if evaluation else {}
     ps = _read(Path(patches).with_suffix(".json")) if patches else {}
     version = version or f"1.0.0+{_dt.date.today():%Y%m%d}"
-    card = build_card(version, train_summary, ev, ps, reproduce)
+    card = build_card(version, train_summary, ev, ps, reproduce, _read(studies) if studies else None)
     out = Path(out_dir) if out_dir else DEFAULT_OUT
     target = save_model(loaded.keras_model, out / MODEL_FILENAME, card)
     load_model(target)  # the written file loads in safe mode with its card
@@ -195,6 +199,7 @@ def export(model_path: Path, out_dir: Path | None = None, run_dir: Path | None =
 
 
 def run_export(args) -> Path:
-    p = export(args.model, args.out, args.run_dir, args.evaluation, args.patches, args.version)
+    p = export(args.model, args.out, args.run_dir, args.evaluation, args.patches, args.version,
+               studies=args.studies_evaluation)
     print(f"wrote {p} and {p.with_name(CARD_FILENAME)}")
     return p

@@ -12,11 +12,13 @@ pixel size) instead of nodules from vessels. Pasted, each nodule sits in a real 
 scanner, between real vessels and against real pleura, resampled to that scanner's voxels:
 only the nodule's own voxels (its mask, softly edged) come from the crop and the brighter of
 host and nodule is kept, so vessels it touches stay. Crops of the whole studies' own patients
-are never pasted. The annotated nodules of the training studies join the positives.
+are never pasted, nor calcified nodules (benign-appearing; not what the reading looks for).
+The annotated nodules of the training studies join the positives.
 
 **Regression**: :class:`lungct_viewer.core.second_reading.SecondReading` (standardised
 features, L2 penalty, classes weighted equally). **Operating point**: the suspicion at which
-the training scans raise :data:`TARGET_FP_PER_SCAN` false-positive lesions per scan.
+the training scans raise :data:`TARGET_FP_PER_SCAN` false-positive lesions per scan, and at
+most :data:`MAX_LESIONS_PER_SCAN` findings per scan.
 Everything is scored leave-one-study-out by :mod:`training.evaluate_studies`.
 """
 
@@ -40,15 +42,27 @@ from .studies import AnalysedSeries
 
 #: A hit must be localised: a finding's box centre within this margin (mm) of the nodule's box.
 HIT_MARGIN_MM = 5.0
-#: Operating point: false-positive lesions per training scan at the chosen suspicion.
-TARGET_FP_PER_SCAN = 1.0
+#: Operating point: false-positive lesions per training scan at the chosen suspicion, and the
+#: most findings shown per scan (the most suspicious; the rest stay candidates). On a scanner
+#: the second reading never saw (thick slices, another kernel) more vessel cross-sections
+#: pass the threshold; the cap keeps a new scan at a reader's load.
+TARGET_FP_PER_SCAN = 2.0
+MAX_LESIONS_PER_SCAN = 4
 L2_PENALTY = 1.0
+#: Features are clipped to these percentiles of the fitting examples (no extrapolation).
+CLIP_PERCENTILES = (0.5, 99.5)
 #: Nodule crops pasted into each host study.
 PASTES_PER_HOST = 300
 #: Standard deviation (mm) of the offset between a pasted nodule's centre and its seed.
 SEED_JITTER_MM = 2.5
-#: Paste sites: lung voxels at most this dense (HU), so a nodule replaces aerated lung.
+#: Paste sites: lung voxels at most this dense (HU), so a nodule replaces aerated lung. Half
+#: the nodules go anywhere in the lungs, half against the costal pleura (within
+#: SUBPLEURAL_MM of the lung's edge, on its outer half, with lung above and below): nodules are
+#: often subpleural, and a second reading that never saw a nodule touch the chest wall would
+#: learn to reject them.
 PASTE_SITE_MAX_HU = -700.0
+SUBPLEURAL_MM = 6.0
+SUBPLEURAL_SHARE = 0.5
 
 
 @dataclass
@@ -126,12 +140,18 @@ def load_crop(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray
     return hu, mask, (sz, sy, sx)
 
 
+#: ``nodules.csv`` Calcification_value of a nodule without calcification (LIDC scale: 1-5
+#: are calcification patterns, 6 absent). Calcified nodules are benign-appearing (Lung-RADS
+#: 1) and are not what the second reading looks for, so they are not pasted as positives.
+CALCIFICATION_ABSENT = "6"
+
+
 def crop_files(nodules_dir: Path, exclude_patients: set[str]) -> list[tuple[str, Path, Path]]:
-    """``(name, image, mask)`` of every crop whose patient is not excluded."""
+    """``(name, image, mask)`` of every non-calcified crop whose patient is not excluded."""
     rows = list(csv.DictReader(open(nodules_dir / "nodules.csv", newline="")))
     out = []
     for r in rows:
-        if r["patient_id"] in exclude_patients:
+        if r["patient_id"] in exclude_patients or r.get("Calcification_value", CALCIFICATION_ABSENT) != CALCIFICATION_ABSENT:
             continue
         name = f"{r['patient_id']}_R_{r['nodule_id']}"
         img, msk = nodules_dir / "image" / f"{name}.nii.gz", nodules_dir / "nodule_mask" / f"{name}.nii.gz"
@@ -174,15 +194,35 @@ def paste_nodule(hu: np.ndarray, lung: LungRegion, spacing: Sequence[float], cro
     return box, original, o + shape / 2.0
 
 
+def paste_sites(hu: np.ndarray, lung: LungRegion, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """``(anywhere, subpleural)`` voxel indices of aerated lung where a nodule may be pasted."""
+    full = (slice(0, hu.shape[0]), slice(0, hu.shape[1]), slice(0, hu.shape[2]))
+    region = lung.crop(full)
+    aerated = region & (hu < PASTE_SITE_MAX_HU)
+    near = np.zeros_like(aerated)
+    cols = np.arange(hu.shape[2])
+    # costal pleura only: lung above and below the site, so that no pasted nodule sits on the
+    # diaphragm or the apex (their look-alikes there are the dome's cap and the apical pleura)
+    k = max(int(round(SUBPLEURAL_MM / max(spacing[0], 1e-3))), 1)
+    inner = np.zeros_like(region)
+    inner[k:-k] = region[:-2 * k] & region[2 * k:]
+    for z in range(hu.shape[0]):
+        if not aerated[z].any() or lung.midline_col is None or not np.isfinite(lung.midline_col[z]):
+            continue
+        depth = ndimage.distance_transform_edt(region[z], sampling=spacing[1:])
+        lateral = np.abs(cols - lung.midline_col[z])
+        outer = lateral >= 0.5 * lateral[region[z].any(axis=0)].max()
+        near[z] = aerated[z] & inner[z] & (depth <= SUBPLEURAL_MM) & outer[None, :]
+    return np.argwhere(aerated), np.argwhere(near)
+
+
 def pasted_examples(series: AnalysedSeries, lung: LungRegion, crops: Sequence[tuple[str, Path, Path]],
                     rng: np.random.Generator, n: int = PASTES_PER_HOST) -> tuple[list[Example], int]:
     """Features of ``n`` crops pasted into one host series; returns ``(examples, attempts)``."""
     vol = series.volume
     hu = vol.hu.copy()
     spacing = (vol.slice_spacing_mm or 1.0, *vol.pixel_spacing_mm)
-    full = (slice(0, hu.shape[0]), slice(0, hu.shape[1]), slice(0, hu.shape[2]))
-    region = lung.crop(full)
-    sites = np.argwhere(region & (hu < PASTE_SITE_MAX_HU))
+    sites, subpleural = paste_sites(hu, lung, spacing)
     if len(sites) == 0:
         return [], 0
     out: list[Example] = []
@@ -190,7 +230,8 @@ def pasted_examples(series: AnalysedSeries, lung: LungRegion, crops: Sequence[tu
     for k in pick:
         name, img, msk = crops[int(k)]
         c_hu, c_mask, c_sp = load_crop(img, msk)
-        pasted = paste_nodule(hu, lung, spacing, c_hu, c_mask, c_sp, rng, sites)
+        pool = subpleural if len(subpleural) and rng.random() < SUBPLEURAL_SHARE else sites
+        pasted = paste_nodule(hu, lung, spacing, c_hu, c_mask, c_sp, rng, pool)
         if pasted is None:
             continue
         box, original, centre = pasted
@@ -252,9 +293,13 @@ def fit_second_reading(positives: Sequence[Example], negatives: Sequence[Example
         raise DataError("The second reading needs positive and negative examples.")
     pos = np.stack([e.features for e in positives])
     neg = np.stack([e.features for e in negatives])
+    both = np.vstack([pos, neg])
+    lower, upper = np.percentile(both, CLIP_PERCENTILES[0], axis=0), np.percentile(both, CLIP_PERCENTILES[1], axis=0)
+    pos, neg = np.clip(pos, lower, upper), np.clip(neg, lower, upper)
     mean, scale, coef, intercept = fit_regression(pos, neg)
     reading = SecondReading(version=version, features=list(FEATURE_NAMES), mean=mean.tolist(), scale=scale.tolist(),
-                            coef=coef.tolist(), intercept=intercept, threshold=0.5,
+                            coef=coef.tolist(), intercept=intercept, threshold=0.5, max_lesions=MAX_LESIONS_PER_SCAN,
+                            lower=lower.tolist(), upper=upper.tolist(),
                             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                             training=dict(training or {}))
     reading.threshold = operating_threshold(reading.score_matrix(neg), n_scans)

@@ -9,16 +9,19 @@ Outputs in the run folder: ``checkpoints/best.keras`` and ``checkpoints/last.ker
 command again and it continues from the last finished epoch), ``model.keras`` and
 ``train_summary.json`` at the end.
 
-Distribution: ``--strategy auto`` picks :class:`tf.distribute.MultiWorkerMirroredStrategy`
-when ``TF_CONFIG`` is set, :class:`tf.distribute.MirroredStrategy` when more than one GPU is
-visible, else the default strategy. The batch of 400 is the global batch (split across
-replicas); the dataset is sharded by data across workers.
+Distribution (:mod:`training.distribute`): ``--strategy auto`` picks
+:class:`tf.distribute.MultiWorkerMirroredStrategy` when ``TF_CONFIG`` is set,
+:class:`tf.distribute.MirroredStrategy` when more than one GPU is visible, else the default
+strategy. The batch of 400 is the global batch (split across replicas); the dataset is
+sharded by data across workers. The chief (worker 0) writes the run folder, every other
+worker the same files under ``workers/<index>/``; a time budget stops all workers at the
+same epoch. Random augmentation is stateless (keyed by seed and stream position), so a run
+is repeatable and several workers see exactly the batches one process would.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,7 @@ import numpy as np
 from lungct_viewer.core import constants as C
 from lungct_viewer.core.errors import DataError
 
+from .distribute import pick_strategy, prepare_model, worker_role
 from .patchset import load_patch_set
 
 
@@ -54,18 +58,6 @@ def tensorboard_available() -> bool:
     return importlib.util.find_spec("tensorboard") is not None
 
 
-def pick_strategy(name: str = "auto"):
-    import tensorflow as tf
-
-    if name == "multiworker" or (name == "auto" and os.environ.get("TF_CONFIG")):
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "mirrored" or (name == "auto" and len(tf.config.list_physical_devices("GPU")) > 1):
-        return tf.distribute.MirroredStrategy()
-    if name not in ("auto", "default", "mirrored", "multiworker"):
-        raise ValueError(f"unknown strategy {name!r}")
-    return tf.distribute.get_strategy()
-
-
 # Scanner variation applied to every training patch whatever its class (units: the model's
 # [0, 1] intensity scale, 1.0 = 1400 HU): a gain, an offset (+-0.02 = +-28 HU) and added
 # noise (sigma up to 0.012 = 17 HU) on the tissue, never on the clipped air below -1000 HU.
@@ -84,23 +76,35 @@ def texture_augmentation_text() -> str:
 def make_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int, training: bool, texture: bool = False):
     """tf.data pipeline: float16 patches -> float32 (50, 50, 1); random horizontal flips and,
     with ``texture``, a random gain, offset and noise level per patch (see ``TEXTURE_*``), so
-    that a patient's or scanner's intensity and noise are no cue for the class."""
+    that a patient's or scanner's intensity and noise are no cue for the class.
+
+    The random choices are stateless, keyed by ``seed`` and the patch's position in the
+    shuffled stream, so the same seed gives the same batches whatever the parallelism of the
+    pipeline and the number of workers (a stateful random op in a parallel ``map`` draws in
+    whatever order the threads run)."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
     if training:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).repeat()
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).repeat().enumerate()
 
-    def prep(p, label):
+    def prep(*item):
+        if training:
+            position, (p, label) = item
+        else:
+            p, label = item
         p = tf.cast(p, tf.float32)[..., None]
         if training:
-            p = tf.image.random_flip_left_right(p)
+            def key(k):
+                return tf.stack([tf.constant(seed * 8 + k, tf.int64), position])
+
+            p = tf.image.stateless_random_flip_left_right(p, key(0))
             if texture:
                 tissue = tf.cast(p > 0.0, tf.float32)
-                gain = tf.random.uniform([], 1 - TEXTURE_GAIN, 1 + TEXTURE_GAIN)
-                offset = tf.random.uniform([], -TEXTURE_OFFSET, TEXTURE_OFFSET)
-                sigma = tf.random.uniform([], 0.0, TEXTURE_NOISE_MAX)
-                noise = tf.random.normal(tf.shape(p), stddev=sigma)
+                gain = tf.random.stateless_uniform([], key(1), 1 - TEXTURE_GAIN, 1 + TEXTURE_GAIN)
+                offset = tf.random.stateless_uniform([], key(2), -TEXTURE_OFFSET, TEXTURE_OFFSET)
+                sigma = tf.random.stateless_uniform([], key(3), 0.0, TEXTURE_NOISE_MAX)
+                noise = tf.random.stateless_normal(tf.shape(p), key(4), stddev=sigma)
                 p = tf.clip_by_value(p + tissue * ((gain - 1.0) * p + offset + noise), 0.0, 1.0)
         return p, label
 
@@ -130,10 +134,13 @@ def train(patches: Path, run_dir: Path, cfg: TrainConfig, log=print) -> dict:
         missing = [C.CLASS_LABELS[c] for c in range(3) if not (yy == c).any()]
         if missing:
             raise DataError(f"The {name} split of {patches} has no {', '.join(missing)} patch (an empty class).")
-    run_dir = Path(run_dir)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(cfg.seed)
     strategy = pick_strategy(cfg.strategy)
+    role = worker_role(strategy)
+    run_dir = role.out_dir(run_dir)  # the chief's is the run folder; other workers' a subfolder
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    if role.count > 1:
+        log(f"worker {role.index} of {role.count}{' (chief)' if role.is_chief else ''}: writing to {run_dir}")
     last = run_dir / "checkpoints" / "last.keras"
     hist_csv = run_dir / "history.csv"
     initial_epoch, best_so_far = 0, None
@@ -165,6 +172,7 @@ def train(patches: Path, run_dir: Path, cfg: TrainConfig, log=print) -> dict:
     steps = max(1, (cfg.epoch_size or len(xtr)) // cfg.batch_size)
     ds_tr = make_dataset(xtr, ytr, cfg.batch_size, cfg.seed, True, cfg.texture_augmentation)
     ds_va = make_dataset(xva, yva, cfg.batch_size, cfg.seed, False)
+    prepare_model(model, strategy, ds_tr.element_spec)
     t0 = time.time()
 
     class TimeBudget(keras.callbacks.Callback):
@@ -172,9 +180,18 @@ def train(patches: Path, run_dir: Path, cfg: TrainConfig, log=print) -> dict:
             el = (time.time() - t0) / 60
             log(f"epoch {epoch + 1}: {json.dumps({k: round(float(v), 4) for k, v in (logs or {}).items()})} "
                 f"({el:.1f} min)")
-            if cfg.max_minutes and el > cfg.max_minutes:
+            if cfg.max_minutes and any_worker(el > cfg.max_minutes):
                 log(f"time budget of {cfg.max_minutes} min reached; stopping")
                 self.model.stop_training = True
+
+    def any_worker(flag: bool) -> bool:
+        """True when ``flag`` is true on any worker: all workers must stop at the same epoch,
+        or the ones that go on wait for the others' gradients forever."""
+        if role.count == 1:
+            return flag
+        import tensorflow as tf
+
+        return float(strategy.reduce("SUM", tf.constant(float(flag)), axis=None)) > 0
 
     early = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=cfg.patience, restore_best_weights=True, verbose=1
@@ -226,6 +243,8 @@ def train(patches: Path, run_dir: Path, cfg: TrainConfig, log=print) -> dict:
         "throughput_patches_per_s": round(len(h.get("loss", [])) * steps * cfg.batch_size / max(wall, 1e-6), 1),
         "config": cfg.__dict__,
         "replicas": int(strategy.num_replicas_in_sync),
+        "workers": role.count,
+        "worker_index": role.index,
     }
     (run_dir / "train_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     log(f"done in {wall / 60:.1f} min: validation accuracy {val_acc:.3f}")

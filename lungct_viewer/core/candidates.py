@@ -49,6 +49,10 @@ OPEN_SHARE = 0.5
 OPEN_MIN_MM = 0.8
 #: Width (mm) of the shell around an object whose mean HU is its surroundings' density.
 SURROUND_MM = 2.0
+#: Densities above soft tissue (calcification, iodinated contrast) are counted apart
+#: (``bright_fraction``) and the mean density is capped here.
+SOFT_TISSUE_MAX_HU = 100.0
+BRIGHT_HU = 300.0
 
 FEATURE_NAMES = (
     "radius_mm",  # radius of the largest ball inside the object (3-D), mm
@@ -59,9 +63,12 @@ FEATURE_NAMES = (
     "elongation",  # sqrt(largest / smallest principal variance), mm
     "flatness",  # sqrt(middle / smallest principal variance)
     "z_ratio",  # extent along the slice normal / largest in-plane extent
-    "mean_hu",  # mean HU of the object's inner half
+    "mean_hu",  # mean HU of the object's inner half, at most SOFT_TISSUE_MAX_HU
+    "bright_fraction",  # share of the object above BRIGHT_HU (calcium, contrast-filled vessels)
     "surround_hu",  # mean HU of the lung in a thin shell around the object
     "wall_contact",  # share of the object's shell outside the lung region
+    "mediastinal_contact",  # the part of it on the object's midline side (mediastinum, hila)
+    "inferior_contact",  # the part of it below the object's centre (the diaphragm's dome)
     "attachments",  # dense pieces cut off the object by the opening (vessels, bronchi)
 )
 
@@ -232,16 +239,22 @@ def segment_object(core: tuple[int, int, int], radius_mm: float, hu: np.ndarray,
         grown &= dense
         lab, _ = ndimage.label(grown, structure=_SIX)
         obj = lab == lab[local]
-    feats = _features(obj, full, dense, dist, hu[box], lung.crop(box), spacing)
+    mid = lung.midline_col[core[0]] if lung.midline_col is not None else np.nan
+    feats = _features(obj, full, dense, dist, hu[box], lung.crop(box), spacing,
+                      midline_local=float(mid) - box[2].start if np.isfinite(mid) else None)
     return box, obj, feats
 
 
 def _features(obj: np.ndarray, full: np.ndarray, dense: np.ndarray, dist: np.ndarray, hu: np.ndarray,
-              lung: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:
+              lung: np.ndarray, spacing: Sequence[float], midline_local: float | None = None) -> dict[str, float]:
+    """Shape features of ``obj`` within its cube; ``midline_local`` is the body's midline as a
+    column of the cube (``None``: unknown)."""
     dz, dy, dx = spacing
     faces_obj, faces_full = _faces(obj), _faces(full)
     ring_px = max(int(round(SURROUND_MM / min(dy, dx))), 1)
     sub = _grow_box(obj, (2, ring_px + 2, ring_px + 2))
+    if midline_local is not None:
+        midline_local -= sub[2].start
     obj, dense, dist, hu, lung = obj[sub], dense[sub], dist[sub], hu[sub], lung[sub]
     zz, yy, xx = np.nonzero(obj)
     n = len(zz)
@@ -258,6 +271,13 @@ def _features(obj: np.ndarray, full: np.ndarray, dense: np.ndarray, dist: np.nda
     ring = ndimage.binary_dilation(grown, structure=_IN_PLANE, iterations=ring_px) & ~grown & lung
     cut, ncut = ndimage.label(dense & ~obj, structure=_SIX)
     attached = np.unique(cut[shell & (cut > 0)]).size if ncut else 0
+    outside = shell & ~lung
+    medial = inferior = 0.0
+    if outside.any():
+        oz, _, ox = np.nonzero(outside)
+        inferior = float(np.sum(oz > zz.mean() + 0.5))  # slice index grows towards the feet
+        if midline_local is not None:
+            medial = float(np.sum(np.abs(ox - midline_local) < abs(float(xx.mean()) - midline_local)))
     return {
         "radius_mm": radius,
         "volume_mm3": float(n * dz * dy * dx),
@@ -267,9 +287,12 @@ def _features(obj: np.ndarray, full: np.ndarray, dense: np.ndarray, dist: np.nda
         "elongation": float(np.sqrt(ev[0] / ev[2])),
         "flatness": float(np.sqrt(ev[1] / ev[2])),
         "z_ratio": float(ext[0] * dz / max(ext[1] * dy, ext[2] * dx)),
-        "mean_hu": float(hu[inner].mean()) if inner.any() else float(hu[obj].mean()),
+        "mean_hu": float(min(hu[inner].mean() if inner.any() else hu[obj].mean(), SOFT_TISSUE_MAX_HU)),
+        "bright_fraction": float((hu[obj] > BRIGHT_HU).mean()),
         "surround_hu": float(hu[ring].mean()) if ring.any() else -1000.0,
-        "wall_contact": float((shell & ~lung).sum() / max(int(shell.sum()), 1)),
+        "wall_contact": float(outside.sum() / max(int(shell.sum()), 1)),
+        "mediastinal_contact": medial / max(int(shell.sum()), 1),
+        "inferior_contact": inferior / max(int(shell.sum()), 1),
         "attachments": float(attached),
     }
 

@@ -37,23 +37,27 @@ class DetectionParams:
     """The reading's thresholds (see module docstring); none of them re-runs the network.
 
     ``suspicion_threshold`` is ``None`` when the model has no second reading (every
-    candidate is then a lesion); ``call_min_diameter_mm``: lesions smaller than this are
-    reported but do not enter the patient-level call.
+    candidate is then a lesion); ``max_lesions`` caps the findings per scan (the most
+    suspicious first; ``None``: no cap); ``call_min_diameter_mm``: lesions smaller than this
+    are reported but do not enter the patient-level call.
     """
 
     min_roi_probability: float = C.DEFAULT_MIN_ROI_PROBABILITY
     min_votes: int = C.DEFAULT_MIN_VOTES
     suspicion_threshold: float | None = None
+    max_lesions: int | None = None
     call_min_diameter_mm: float = C.DEFAULT_CALL_MIN_DIAMETER_MM
 
     @classmethod
-    def from_operating_point(cls, op: dict | None, suspicion_threshold: float | None = None) -> DetectionParams:
-        """Parameters from a model card's ``operating_point`` (defaults where absent)."""
+    def from_operating_point(cls, op: dict | None, second_reading=None) -> DetectionParams:
+        """Parameters from a model card's ``operating_point`` and the second reading's
+        (defaults where absent)."""
         op = op or {}
         return cls(
             min_roi_probability=float(op.get("min_roi_probability", C.DEFAULT_MIN_ROI_PROBABILITY)),
             min_votes=int(op.get("min_votes", C.DEFAULT_MIN_VOTES)),
-            suspicion_threshold=suspicion_threshold,
+            suspicion_threshold=None if second_reading is None else float(second_reading.threshold),
+            max_lesions=None if second_reading is None else second_reading.max_lesions,
             call_min_diameter_mm=float(op.get("call_min_diameter_mm", C.DEFAULT_CALL_MIN_DIAMETER_MM)),
         )
 
@@ -67,6 +71,8 @@ class DetectionParams:
             raise ValueError("the minimum votes must be between 1 and 25")
         if self.suspicion_threshold is not None and not 0.0 <= self.suspicion_threshold <= 1.0:
             raise ValueError("the suspicion threshold must be between 0 and 1")
+        if self.max_lesions is not None and int(self.max_lesions) < 1:
+            raise ValueError("the maximum number of findings per scan must be at least 1")
         if self.call_min_diameter_mm < 0:
             raise ValueError("the minimum diameter for the patient call must not be negative")
 

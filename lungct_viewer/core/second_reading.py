@@ -56,6 +56,12 @@ class SecondReading:
     coef: list[float]
     intercept: float
     threshold: float
+    #: At most this many lesions per scan are findings (highest suspicion first); None: no cap.
+    max_lesions: int | None = None
+    #: Raw feature values are clipped to [lower, upper] (the range seen in fitting) before the
+    #: regression, so that an object unlike any example is not extrapolated to a high score.
+    lower: list[float] | None = None
+    upper: list[float] | None = None
     created: str = ""
     training: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
@@ -70,13 +76,18 @@ class SecondReading:
             raise ValueError("mean, scale and coef must have one value per feature")
         if not 0.0 <= float(self.threshold) <= 1.0:
             raise ValueError("the suspicion threshold must be between 0 and 1")
+        if self.max_lesions is not None and int(self.max_lesions) < 1:
+            raise ValueError("max_lesions must be at least 1")
 
     def score_matrix(self, raw: np.ndarray) -> np.ndarray:
         """Suspicion for raw feature rows ``(n, len(FEATURE_NAMES))`` in the order of
         :data:`~.candidates.FEATURE_NAMES`."""
         raw = np.atleast_2d(np.asarray(raw, dtype=np.float64))
         cols = [FEATURE_NAMES.index(f) for f in self.features]
-        x = transform(self.features, raw[:, cols])
+        values = raw[:, cols]
+        if self.lower is not None and self.upper is not None:
+            values = np.clip(values, np.asarray(self.lower), np.asarray(self.upper))
+        x = transform(self.features, values)
         z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
         s = z @ np.asarray(self.coef) + float(self.intercept)
         return 1.0 / (1.0 + np.exp(-np.clip(s, -50, 50)))

@@ -94,8 +94,7 @@ class ReadingSession:
         self.second_reading = second_reading
         self.analysis = StudyAnalysis(series_uid=volume.series_uid, num_slices=volume.num_slices,
                                       model_version=card.version)
-        self.default_params = DetectionParams.from_operating_point(
-            card.operating_point, second_reading.threshold if second_reading is not None else None)
+        self.default_params = DetectionParams.from_operating_point(card.operating_point, second_reading)
         self.default_voting_threshold = float(card.operating_point.get("voting_threshold",
                                                                        C.DEFAULT_VOTING_THRESHOLD))
         self._params = params or self.default_params
@@ -169,13 +168,14 @@ class ReadingSession:
         """Use another second reading: candidates are re-scored (not found again) and the
         suspicion threshold moves to its operating point."""
         self.second_reading = reading
-        threshold = reading.threshold if reading is not None else None
-        self.default_params = self.default_params.with_(suspicion_threshold=threshold)
+        fresh = DetectionParams.from_operating_point(self.card.operating_point, reading)
+        changes = {"suspicion_threshold": fresh.suspicion_threshold, "max_lesions": fresh.max_lesions}
+        self.default_params = self.default_params.with_(**changes)
         if self._candidates is not None:
             cs = self._candidates
             cs.suspicion = reading.score(cs.candidates) if reading is not None else None
         self._lesions = None
-        self.set_params(self._params.with_(suspicion_threshold=threshold))
+        self.set_params(self._params.with_(**changes))
         self._emit("candidates")
 
     def finish_analysis(self, *, inference_s: float, device: str, cancelled: bool, model_path: str = "") -> None:
@@ -301,6 +301,7 @@ class ReadingSession:
                 s = None if cs.suspicion is None else float(cs.suspicion[k])
                 out.append(read_lesion(cand, self.volume, self.analysis, min_roi_probability=p.min_roi_probability,
                                        suspicion=s, suspicion_threshold=p.suspicion_threshold, lesion_id=0))
+            out = _cap(out, p.max_lesions)
             ordered = reading_order(out)
             self._lesions = [_renumber(les, i + 1) for i, les in enumerate(ordered)]
         return self._lesions
@@ -350,6 +351,18 @@ class ReadingSession:
         if current not in ids:
             return found[0] if step > 0 else found[-1]
         return found[(ids.index(current) + step) % len(found)]
+
+
+def _cap(lesions: list[Lesion], max_lesions: int | None) -> list[Lesion]:
+    """At most ``max_lesions`` passing lesions, the most suspicious; the rest stop passing."""
+    from dataclasses import replace
+
+    passing = [les for les in lesions if les.passes]
+    if max_lesions is None or len(passing) <= max_lesions:
+        return lesions
+    ranked = sorted(passing, key=lambda les: -(les.suspicion if les.suspicion is not None else 1.0))
+    drop = {id(les) for les in ranked[max_lesions:]}
+    return [replace(les, passes=False) if id(les) in drop else les for les in lesions]
 
 
 def _renumber(les: Lesion, new_id: int) -> Lesion:

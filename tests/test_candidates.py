@@ -1,0 +1,145 @@
+"""Lung region, localised candidates and their shape features, on hand-built volumes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lungct_viewer.core import constants as C
+from lungct_viewer.core.candidates import (
+    FEATURE_NAMES,
+    Seed,
+    build_candidates,
+    find_core,
+    find_seeds,
+    roi_logit,
+    segment_object,
+)
+from lungct_viewer.core.lung import lung_region
+from lungct_viewer.core.results import SliceAnalysis
+
+SPACING = (2.5, 0.7, 0.7)  # slice, row, col (mm)
+
+
+def _chest(n=24, size=256):
+    """A body (soft tissue) holding two lungs (air at -850 HU), outside air at -1000 HU."""
+    hu = np.full((n, size, size), -1000, np.int16)
+    yy, xx = np.mgrid[0:size, 0:size]
+    body = ((yy - 128) / 100.0) ** 2 + ((xx - 128) / 120.0) ** 2 <= 1
+    hu[:, body] = 40
+    for cx in (78, 178):
+        lung = ((yy - 128) / 70.0) ** 2 + ((xx - cx) / 42.0) ** 2 <= 1
+        hu[:, lung] = -850
+    return hu
+
+
+def _ball(hu, centre, radius_mm, value=30):
+    z, y, x = np.ogrid[0:hu.shape[0], 0:hu.shape[1], 0:hu.shape[2]]
+    d2 = ((z - centre[0]) * SPACING[0]) ** 2 + ((y - centre[1]) * SPACING[1]) ** 2 + ((x - centre[2]) * SPACING[2]) ** 2
+    hu[d2 <= radius_mm**2] = value
+
+
+def _tube(hu, row, col, radius_mm, value=30):
+    """A vessel running along the slice normal through every slice."""
+    y, x = np.ogrid[0:hu.shape[1], 0:hu.shape[2]]
+    disc = ((y - row) * SPACING[1]) ** 2 + ((x - col) * SPACING[2]) ** 2 <= radius_mm**2
+    hu[:, disc] = value
+
+
+def test_lung_region_holds_lungs_and_nodules_but_not_outside_air_or_bowel_gas():
+    hu = _chest()
+    _ball(hu, (12, 128, 78), 5.0)  # a nodule inside the right lung
+    hu[16:20, 215:225, 120:136] = -900  # "bowel gas": air inside the body, small
+    region = lung_region(hu, SPACING[1:])
+    full = (slice(0, hu.shape[0]), slice(0, hu.shape[1]), slice(0, hu.shape[2]))
+    mask = region.crop(full)
+    assert mask.shape == hu.shape
+    assert mask[12, 128, 78]  # the nodule lies inside the region (hole filled)
+    assert mask[5, 128, 60] and mask[5, 128, 190]  # both lungs
+    assert not mask[5, 5, 5]  # outside the body
+    assert not mask[18, 220, 128]  # bowel gas is not lung
+    assert not mask[5, 128, 128]  # the mediastinum between the lungs stays out
+
+
+def test_a_large_hole_is_not_filled():
+    """A lung ringing a large dense disc (the diaphragm dome) does not swallow it."""
+    hu = _chest()
+    yy, xx = np.mgrid[0:256, 0:256]
+    big = ((yy - 128) / 36.0) ** 2 + ((xx - 78) / 30.0) ** 2 <= 1  # ~3,400 px * 0.49 = 1,660 mm2
+    hu[:, big] = 40
+    region = lung_region(hu, SPACING[1:])
+    mask = region.crop((slice(0, 24), slice(0, 256), slice(0, 256)))
+    assert not mask[10, 128, 78]
+    assert mask[10, 128, 78 - 38]  # the lung ring around it is lung
+
+
+def test_seeds_are_local_maxima_at_patch_centres():
+    gh = gw = 16
+    probs = np.zeros((gh, gw, 3), np.float32)
+    probs[..., C.NOT_ROI] = 1.0
+    probs[5, 7] = (0.001, 0.2, 0.799)  # a peak
+    probs[5, 8] = (0.1, 0.5, 0.4)  # a weaker neighbour, not a maximum
+    probs[12, 3] = (0.3, 0.7, 0.0)  # P(ROI) 0.7: below a floor of 0.88
+    sa = SliceAnalysis(4, probs, np.ones((gh, gw), bool), (200, 200), (1.0, 1.0))
+    seeds = find_seeds(sa, floor_logit=np.log(0.88 / 0.12))
+    assert len(seeds) == 1
+    s = seeds[0]
+    assert s.slice_index == 4
+    # the centre of window (5, 7) is native (74.5, 94.5); the P(ROI)-weighted 3 x 3 centre
+    # stays on its row and moves towards the neighbour (P(ROI) 0.9) on its right
+    assert s.row == pytest.approx(74.5, abs=0.01)
+    expected_col = (7 * 0.999 + 8 * 0.9) / (0.999 + 0.9) * 10 + 24.5
+    assert s.col == pytest.approx(expected_col, abs=0.2)
+    assert s.roi_logit == pytest.approx(np.log(0.999 / 0.001), rel=1e-3)
+    assert np.isinf(roi_logit(SliceAnalysis(0, probs, np.zeros((gh, gw), bool), (200, 200), (1.0, 1.0)))).all()
+
+
+def test_a_nodule_is_compact_and_a_vessel_runs_out_of_its_cube():
+    hu = _chest()
+    _ball(hu, (12, 128, 70), 4.0)
+    _tube(hu, 110, 180, 1.6)
+    lung = lung_region(hu, SPACING[1:])
+    nod = find_core(Seed(12, 130.0, 72.0, 5.0), hu, lung, SPACING)
+    assert nod is not None and np.hypot(nod[0][1] - 128, nod[0][2] - 70) <= 2
+    box, obj, f_nod = segment_object(nod[0], nod[1], hu, lung, SPACING)
+    ves = find_core(Seed(12, 111.0, 181.0, 5.0), hu, lung, SPACING)
+    _, _, f_ves = segment_object(ves[0], ves[1], hu, lung, SPACING)
+    assert set(f_nod) == set(FEATURE_NAMES)
+    assert f_nod["faces_touched"] == 0 and f_ves["faces_touched"] == 2  # top and bottom faces
+    assert f_nod["elongation"] < 1.6 < f_ves["elongation"]
+    assert f_nod["radius_mm"] == pytest.approx(4.0, abs=1.0)
+    assert f_nod["volume_mm3"] == pytest.approx(4 / 3 * np.pi * 4.0**3, rel=0.35)
+    assert f_nod["wall_contact"] == 0.0
+    assert f_nod["mean_hu"] == pytest.approx(30, abs=1)
+    assert f_nod["bright_fraction"] == 0.0
+
+
+def test_the_opening_takes_a_touching_vessel_off_a_nodule():
+    hu = _chest()
+    _ball(hu, (12, 128, 70), 4.5)
+    _tube(hu, 128, 77, 0.9)  # a thin vessel through the nodule's edge, every slice
+    lung = lung_region(hu, SPACING[1:])
+    core, radius = find_core(Seed(12, 128.0, 70.0, 5.0), hu, lung, SPACING)
+    _, obj, f = segment_object(core, radius, hu, lung, SPACING)
+    assert f["dense_faces_touched"] >= 2  # the dense structure runs through the cube
+    assert f["faces_touched"] == 0  # the object, opened, is the nodule alone
+    assert f["attachments"] >= 1
+
+
+def test_seeds_on_one_object_make_one_candidate():
+    hu = _chest()
+    _ball(hu, (12, 128, 70), 6.0)
+    _ball(hu, (12, 128, 180), 3.0)
+    lung = lung_region(hu, SPACING[1:])
+    seeds = [Seed(12, 128.0, 70.0, 9.0), Seed(11, 126.0, 72.0, 6.0), Seed(13, 131.0, 68.0, 5.0),
+             Seed(12, 128.0, 181.0, 4.0), Seed(12, 20.0, 20.0, 7.0)]  # the last is outside the lungs
+    cands = build_candidates(seeds, hu, lung, SPACING)
+    assert len(cands) == 2
+    big = max(cands, key=lambda c: c.features["volume_mm3"])
+    assert len(big.seeds) == 3 and big.max_roi_logit == 9.0
+    assert [c.id for c in cands] == [1, 2]
+    z0, z1 = big.slices
+    assert z0 <= 12 <= z1
+    m = big.slice_mask(12)
+    assert m is not None and m[0].any()
+    assert big.slice_mask(0) is None

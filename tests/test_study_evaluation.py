@@ -1,0 +1,150 @@
+"""Whole-study evaluation: FROC, localised hits, the second reading's fit, pasted nodules,
+ground truth from the real readings, and the evaluate-studies command end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from training.metrics import froc
+from training.second_reading import finding_hits, fit_regression, operating_threshold, paste_nodule
+
+
+def test_froc_counts_nodules_once_and_reads_sensitivity_at_rates():
+    scans = [
+        {"n_nodules": 2, "lesions": [(0.9, (1,)), (0.8, ()), (0.7, (1,)), (0.4, (2,))]},
+        {"n_nodules": 0, "lesions": [(0.95, ()), (0.3, ())]},
+    ]
+    r = froc(scans)
+    assert r["nodules"] == 2 and r["scans"] == 2
+    # thresholds 0.95: 1 FP (0.5/scan), sens 0; 0.9: sens 0.5; 0.8: 2 FP (1/scan); 0.7: nodule 1
+    # again (counted once); 0.4: nodule 2 -> sens 1 at 2 FP (1/scan); 0.3: 3 FP (1.5/scan)
+    at = r["sensitivity_at"]
+    assert at["0.125"] == 0.0 and at["0.5"] == 0.5 and at["1.0"] == 1.0 and at["8.0"] == 1.0
+    assert r["cpm"] == pytest.approx(np.mean([0, 0, 0.5, 1, 1, 1, 1]))
+    assert froc([{"n_nodules": 0, "lesions": [(0.5, ())]}])["cpm"] is None
+
+
+def test_a_hit_must_be_centred_on_the_nodule():
+    boxes = {10: (100, 100, 119, 119)}  # a 20 px box on slice 10
+    sp = (0.7, 0.7)  # 5 mm ~ 7.1 px
+    assert finding_hits(boxes, 10, (95, 95, 125, 125), sp)  # centred on it
+    assert finding_hits(boxes, 10, (120, 100, 132, 112), sp)  # centre 6 px beside it: within 5 mm
+    assert not finding_hits(boxes, 10, (60, 60, 240, 240), sp)  # covers it, centred elsewhere
+    assert not finding_hits(boxes, 11, (95, 95, 125, 125), sp)  # another slice
+
+
+def test_regression_and_operating_point():
+    rng = np.random.default_rng(0)
+    from lungct_viewer.core.candidates import FEATURE_NAMES
+
+    k = len(FEATURE_NAMES)
+    pos = rng.normal(0, 1, (200, k)) + 1.0
+    neg = rng.normal(0, 1, (400, k))
+    pos = np.abs(pos) + 0.5  # log features need positive values
+    neg = np.abs(neg) + 0.5
+    j = FEATURE_NAMES.index("fill")
+    pos[:, j] += 2.0  # fill separates the classes
+    mean, scale, coef, intercept = fit_regression(pos, neg)
+    assert coef[j] == max(coef)
+    scores = np.linspace(0, 1, 11)[::-1]  # 1.0, 0.9, ..., 0.0 on 5 scans
+    t = operating_threshold(scores, n_scans=5, target_fp=1.0)
+    assert (scores >= t).sum() == 5
+    assert operating_threshold(scores[:3], n_scans=5) == 0.0
+
+
+def test_pasting_a_nodule_is_undone_exactly():
+    from lungct_viewer.core.lung import lung_region
+
+    from test_candidates import SPACING, _chest
+
+    hu = _chest()
+    before = hu.copy()
+    lung = lung_region(hu, SPACING[1:])
+    crop = np.full((6, 20, 20), -800, np.float32)
+    mask = np.zeros((6, 20, 20), bool)
+    mask[1:5, 5:15, 5:15] = True
+    crop[mask] = 40
+    sites = np.argwhere(lung.crop((slice(0, 24), slice(0, 256), slice(0, 256))) & (hu < -700))
+    out = paste_nodule(hu, lung, SPACING, crop, mask, (1.25, 0.7, 0.7), np.random.default_rng(1), sites)
+    assert out is not None
+    box, original, centre = out
+    assert (hu[box] > before[box]).any() and hu[box].max() >= 30
+    hu[box] = original
+    assert np.array_equal(hu, before)
+
+
+@pytest.mark.realdata
+def test_ground_truth_from_the_real_readings(lidc_0001, lung_dx_a0001):
+    from lungct_viewer.core.dicom import load_series, scan_folder, select_series
+
+    from training.ground_truth import lidc_truth, voc_truth
+
+    vol = load_series(select_series(scan_folder(lidc_0001)))
+    t = lidc_truth(lidc_0001, vol)
+    assert len(t.nodules) == 1 and t.nodules[0].label == "malignant" and t.nodules[0].readers == 4
+    assert t.nodules[0].slices[0] >= 35 and t.nodules[0].slices[1] <= 48
+    assert 20 <= t.nodules[0].diameter_mm(vol) <= 40
+    scan = scan_folder(lung_dx_a0001)
+    ann = lung_dx_a0001.parent / "Annotation" / "A0001"
+    for info in scan.series:  # boxes drawn on either series are carried to both
+        v = load_series(info)
+        nods = voc_truth(ann, v, lung_dx_a0001).nodules
+        assert len(nods) == 1 and len(nods[0].boxes) >= 10  # 20 boxes on 11 table positions
+
+
+def _write_crop(folder, name, hu, mask, spacing):
+    import nibabel as nib
+
+    aff = np.diag([spacing[2], spacing[1], spacing[0], 1.0])
+    for sub, arr in (("image", hu.astype(np.float32)), ("nodule_mask", mask.astype(np.uint8))):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(arr.transpose(2, 1, 0), aff), str(folder / sub / f"{name}.nii.gz"))
+
+
+@pytest.mark.slow
+def test_evaluate_studies_end_to_end_on_phantoms(tmp_path, phantom_model):
+    """Two phantom 'studies' without annotations and a few phantom nodule crops: every study
+    is scored by a second reading fitted without it, and the fitted reading is written."""
+    from lungct_viewer.core.phantom import phantom_volume, write_phantom_dicom
+    from lungct_viewer.core.second_reading import load_second_reading
+
+    from training.evaluate_studies import evaluate_studies
+
+    data = tmp_path / "data"
+    for k, seed in enumerate((31, 32)):
+        ph = phantom_volume(seed=seed, n_slices=12, size=192)
+        write_phantom_dicom(ph, data / "covid-ct-md" / f"case{k}")
+    crops = data / "lidc-nodules"
+    rows = []
+    for i in range(6):
+        hu = np.full((6, 30, 30), -850.0)
+        zz, yy, xx = np.mgrid[0:6, 0:30, 0:30]
+        mask = ((zz - 2.5) * 1.25) ** 2 + ((yy - 15) * 0.7) ** 2 + ((xx - 15) * 0.7) ** 2 <= (2.5 + 0.4 * i) ** 2
+        hu[mask] = 20.0
+        _write_crop(crops, f"LIDC-IDRI-9{i:03d}_R_1", hu, mask, (1.25, 0.7, 0.7))
+        rows.append({"patient_id": f"LIDC-IDRI-9{i:03d}", "nodule_id": "1", "Calcification_value": "6"})
+    with open(crops / "nodules.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    model_path, _acc = phantom_model
+    out = tmp_path / "eval"
+    fit_out = tmp_path / "model" / "second_reading.json"
+    summary = evaluate_studies(model_path, data, out, crops, cache_dir=None, fit_out=fit_out, pastes=6,
+                               log=lambda s: None)
+    loso = summary["leave_one_study_out"]
+    assert [r["second_reading"] for r in loso["series"]] == ["left out", "left out"]
+    assert set(loso["fold_thresholds"]) == {"case0", "case1"}
+    assert all(r["tumours"] == 0 for r in loso["series"])
+    assert loso["cpm"] is None  # no annotated nodule in these studies
+    assert (out / "metrics.json").is_file() and (out / "examples.csv").is_file()
+    assert len(list((out / "reports").glob("*/report.json"))) == 2
+    examples = list(csv.DictReader(open(out / "examples.csv")))
+    assert any(r["pasted"] for r in examples)
+    reading = load_second_reading(fit_out.with_name("lungct_cnn.keras"))
+    assert reading is not None and reading.evaluation["tumours"] == 0
+    assert json.loads((out / "metrics.json").read_text())["scans"] == 2
