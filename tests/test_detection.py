@@ -97,8 +97,12 @@ def test_detection_params_validation():
                      ({"suspicion_threshold": -0.1}, "suspicion"), ({"call_min_diameter_mm": -1}, "diameter")):
         with pytest.raises(ValueError, match=msg):
             p.with_(**bad)
-    q = DetectionParams.from_operating_point({"min_roi_probability": 0.7, "min_votes": 9}, suspicion_threshold=0.4)
-    assert (q.min_roi_probability, q.min_votes, q.suspicion_threshold) == (0.7, 9, 0.4)
+    from lungct_viewer.core.second_reading import SecondReading
+
+    second = SecondReading(version="s", features=["radius_mm"], mean=[0.0], scale=[1.0], coef=[1.0], intercept=0.0,
+                           threshold=0.4, max_lesions=3)
+    q = DetectionParams.from_operating_point({"min_roi_probability": 0.7, "min_votes": 9}, second)
+    assert (q.min_roi_probability, q.min_votes, q.suspicion_threshold, q.max_lesions) == (0.7, 9, 0.4, 3)
     assert DetectionParams.from_operating_point(None) == DetectionParams()
     assert q.with_(min_votes=3).min_votes == 3 and q.min_votes == 9  # frozen: a copy
 

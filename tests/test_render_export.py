@@ -46,7 +46,8 @@ def _session(suspicion=None, threshold=None) -> ReadingSession:
     if threshold is not None:
         from lungct_viewer.core.second_reading import SecondReading
 
-        second = SecondReading("s", ["radius_mm"], [0.0], [1.0], [1.0], 0.0, threshold)
+        second = SecondReading(version="s", features=["radius_mm"], mean=[0.0], scale=[1.0], coef=[1.0],
+                               intercept=0.0, threshold=threshold)
     s = ReadingSession(vol, card, second)
     s.set_analysis(analysis)
     s.set_candidates(CandidateSet([cand], None if suspicion is None else np.array([suspicion]), 0.0,
