@@ -121,14 +121,15 @@ SECOND = SecondReading(version="test-second", features=["radius_mm"], mean=[0.0]
                        intercept=0.0, threshold=0.5)
 
 
-def make_reading(suspicion=(0.9, 0.8), second: bool = True) -> tuple[ReadingSession, StudyAnalysis, CandidateSet]:
+def make_reading(suspicion=(0.9, 0.8), second: bool = True,
+                 reading: SecondReading = SECOND) -> tuple[ReadingSession, StudyAnalysis, CandidateSet]:
     vol = synth_volume()
     analysis = synth_analysis(vol, BLOBS)
     cands = [disk_candidate(2, 5, (95.0, 75.0), 7.0), disk_candidate(5, 8, (140.0, 160.0), 9.0)]
     for k, c in enumerate(cands, start=1):
         c.id = k
     cs = CandidateSet(cands, np.array(suspicion) if second else None, 0.0, slices=frozenset(analysis.slices))
-    return ReadingSession(vol, CARD, SECOND if second else None), analysis, cs
+    return ReadingSession(vol, CARD, reading if second else None), analysis, cs
 
 
 @pytest.fixture()
@@ -526,6 +527,16 @@ def test_show_candidates_toggle(window):
     window.set_analysis(a2, cs2)
     assert not r.candidates_check.isEnabled() and not r.susp_slider.isEnabled()
     assert "no second reading" in r.susp_slider.toolTip() and "no second reading" in r.candidates_check.toolTip()
+    assert r.table.rowCount() == 2
+    # a second reading that keeps at most one finding per scan: the more suspicious one
+    capped = SecondReading(version="capped", features=["radius_mm"], mean=[0.0], scale=[1.0], coef=[1.0],
+                           intercept=0.0, threshold=0.5, max_lesions=1)
+    s3, a3, cs3 = make_reading(suspicion=(0.9, 0.8), reading=capped)
+    window.set_session(s3)
+    window.set_analysis(a3, cs3)
+    assert [les.id for les in s3.findings()] == [1] and r.table.rowCount() == 1
+    assert "Findings: 1 lesion(s) (at most 1 per scan); 1 candidate(s)" in r.diag_detail.text()
+    r.candidates_check.setChecked(True)
     assert r.table.rowCount() == 2
 
 

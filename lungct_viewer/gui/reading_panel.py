@@ -205,8 +205,9 @@ class ReadingPanel(QtWidgets.QWidget):
             f"Votes: {d.votes_malignant} malignant / {d.votes_benign} benign patches",
             f"Lesions in the call: {d.n_lesions}; smaller than {s.params.call_min_diameter_mm:g} mm, "
             f"not in the call: {d.n_small}",
-            f"Findings: {len(found)} lesion(s)" + (f"; {below} candidate(s) below the suspicion threshold"
-                                                  if s.second_reading is not None else ""),
+            f"Findings: {len(found)} lesion(s)"
+            + (f" (at most {s.params.max_lesions} per scan)" if s.params.max_lesions else "")
+            + (f"; {below} candidate(s) below the suspicion threshold" if s.second_reading is not None else ""),
             progress,
         ]
         self._show_call(d.display + partial, d.label.value, "\n".join(lines))
