@@ -143,7 +143,9 @@ def run_analyze(args: argparse.Namespace) -> int:
     session.set_analysis(analyzer.analyze(volume, on_slice=progress))
     session.ensure_candidates()
     indices = list(range(volume.num_slices)) if args.all_slices else session.slices_with_findings()
-    warnings = list(volume.warnings) + [f"{s.path}: {s.reason}" for s in scan.skipped][:50]
+    # skipped files by name: folders are often named after the patient (paths only with --include-identifiers)
+    skipped = [f"{s.path if args.include_identifiers else Path(s.path).name}: {s.reason}" for s in scan.skipped]
+    warnings = list(volume.warnings) + skipped[:50]
     report = build_report(session, warnings=warnings, include_identifiers=args.include_identifiers,
                           source=str(src.resolve()), model_path=str(model_path.resolve()))
     if args.dicom and not args.overwrite:

@@ -96,13 +96,20 @@ def test_analyze_phantom_writes_report_and_pngs(phantom_model, phantom_study, tm
     patch = px[r - 2 : r + 3, c - 2 : c + 3]
     assert (patch[..., 0] > patch[..., 1] + 30).all(), "the nodule centre is not red in the export"
     assert "Research use only" in capsys.readouterr().out
-    # identifiers and paths only when asked
-    out2 = tmp_path / "with-ids"
-    assert main(["analyze", str(folder), "--out", str(out2), "--model", str(model_path), "-q",
-                 "--include-identifiers"]) == 0
+    # a skipped file is named in the warnings, without its folder; paths and identifiers only when asked
+    study = tmp_path / "DOE_JANE"
+    shutil.copytree(folder, study)
+    (study / "notes.txt").write_text("not DICOM")
+    out2, out3 = tmp_path / "skipped", tmp_path / "with-ids"
+    assert main(["analyze", str(study), "--out", str(out2), "--model", str(model_path), "-q"]) == 0
     rep2 = json.loads((out2 / "report.json").read_text())
-    assert rep2["series"]["patient_id"] == ph.volume.patient_id or rep2["series"]["patient_id"].startswith("PHANTOM")
-    assert os.path.isabs(rep2["series"]["source"]) and os.path.isabs(rep2["model"]["path"])
+    assert any(w.startswith("notes.txt: ") for w in rep2["warnings"]) and "DOE_JANE" not in json.dumps(rep2)
+    assert main(["analyze", str(study), "--out", str(out3), "--model", str(model_path), "-q",
+                 "--include-identifiers"]) == 0
+    rep3 = json.loads((out3 / "report.json").read_text())
+    assert rep3["series"]["patient_id"].startswith("PHANTOM") and "patient_name" in rep3["series"]
+    assert os.path.isabs(rep3["series"]["source"]) and os.path.isabs(rep3["model"]["path"])
+    assert any(os.path.isabs(w.split(": ")[0]) for w in rep3["warnings"])
 
 
 def test_missing_folder_is_one_clear_line_and_no_output(tmp_path, phantom_model):
