@@ -81,10 +81,12 @@ class ModelLoader(QtCore.QObject):
             loaded = load_model(path)
             return ReadyModel(loaded, Analyzer(loaded))
 
-        self._worker = w = self._pool.start("model", load)
-        w.returned.connect(self._on_loaded)
-        w.errored.connect(self._on_failed)
-        w.cancelled.connect(self._on_failed)
+        def connect(w: Worker) -> None:
+            w.returned.connect(self._on_loaded)
+            w.errored.connect(self._on_failed)
+            w.cancelled.connect(self._on_failed)
+
+        self._worker = self._pool.start("model", load, connect)
 
     def _on_loaded(self, result: ReadyModel) -> None:
         self._worker = None
@@ -216,7 +218,6 @@ class AnalysisController(QtCore.QObject):
         def analyse(control: WorkerControl):
             yield from analyzer.iter_slices(volume, order)
 
-        self._worker = w = self._pool.start("analysis", analyse)
         total = len(order)
         done = [0]
 
@@ -226,10 +227,13 @@ class AnalysisController(QtCore.QObject):
                 done[0] += 1
                 self.progressed.emit(done[0], total)
 
-        w.yielded.connect(on_slice)
-        w.returned.connect(lambda _r: self._on_network_done(w, cancelled=False))
-        w.cancelled.connect(lambda _e: self._on_network_done(w, cancelled=True))
-        w.errored.connect(lambda exc: self._on_network_failed(w, exc))
+        def connect(w: Worker) -> None:
+            w.yielded.connect(on_slice)
+            w.returned.connect(lambda _r: self._on_network_done(w, cancelled=False))
+            w.cancelled.connect(lambda _e: self._on_network_done(w, cancelled=True))
+            w.errored.connect(lambda exc: self._on_network_failed(w, exc))
+
+        self._worker = self._pool.start("analysis", analyse, connect)
         self.started.emit(total)
 
     def _on_network_done(self, w: Worker, cancelled: bool) -> None:
@@ -263,9 +267,11 @@ class AnalysisController(QtCore.QObject):
         def find(control: WorkerControl):
             return session.compute_candidates()
 
-        self._candidates = w = self._pool.start("candidates", find)
-        w.returned.connect(lambda cs: self._on_candidates(session, cs))
-        w.errored.connect(lambda exc: self._on_candidates_failed(exc))
+        def connect(w: Worker) -> None:
+            w.returned.connect(lambda cs: self._on_candidates(session, cs))
+            w.errored.connect(self._on_candidates_failed)
+
+        self._candidates = self._pool.start("candidates", find, connect)
 
     def _on_candidates(self, session: ReadingSession, cs) -> None:
         self._candidates = None

@@ -112,11 +112,13 @@ class ExportController(QtCore.QObject):
                                   options=options, progress=control.progress, should_cancel=control.cancelled)
 
         self.started.emit(len(indices))
-        self._worker = w = self._pool.start("export", run)
-        w.progressed.connect(self.progressed)
-        w.returned.connect(lambda paths: self._done([Path(p) for p in paths]))
-        w.cancelled.connect(lambda _e: self._done(None))
-        w.errored.connect(self._failed)
+        def connect(w: Worker) -> None:
+            w.progressed.connect(self.progressed)
+            w.returned.connect(lambda paths: self._done([Path(p) for p in paths]))
+            w.cancelled.connect(lambda _e: self._done(None))
+            w.errored.connect(self._failed)
+
+        self._worker = self._pool.start("export", run, connect)
 
     def _refuse(self, title: str, text: str) -> None:
         self.failed.emit(title, text)

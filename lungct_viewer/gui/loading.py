@@ -105,15 +105,20 @@ class LoadController(QtCore.QObject):
             scan = scan_folder(folder, progress=control.progress, cancel=control.cancelled)
             return ScanResult(folder, scan, time.perf_counter() - t0)
 
-        w = self._start("scan", scan)
-        w.returned.connect(lambda res: self._on_scanned(w, res, series_uid, path is None))
+        self._start("scan", scan, lambda w, res: self._on_scanned(w, res, series_uid, path is None))
 
-    def _start(self, name: str, fn) -> Worker:
-        self._worker = w = self._pool.start(name, fn)
-        w.progressed.connect(lambda d, n: self._is(w) and self.progressed.emit(d, n))
-        w.cancelled.connect(lambda _e: self._is(w) and self._end(self.cancelled.emit))
-        w.errored.connect(lambda exc: self._is(w) and self._end(lambda: self.failed.emit(_message(exc))))
-        return w
+    def _start(self, name: str, fn, on_returned, on_yielded=None) -> None:
+        """Run ``fn``; signals of a worker that is no longer the current one are ignored."""
+
+        def connect(w: Worker) -> None:
+            w.progressed.connect(lambda d, n: self._is(w) and self.progressed.emit(d, n))
+            w.cancelled.connect(lambda _e: self._is(w) and self._end(self.cancelled.emit))
+            w.errored.connect(lambda exc: self._is(w) and self._end(lambda: self.failed.emit(_message(exc))))
+            w.returned.connect(lambda res: on_returned(w, res))
+            if on_yielded is not None:
+                w.yielded.connect(lambda value: self._is(w) and on_yielded(value))
+
+        self._worker = self._pool.start(name, fn, connect)
 
     def _is(self, w: Worker) -> bool:
         return self._worker is w
@@ -170,9 +175,8 @@ class LoadController(QtCore.QObject):
             return LoadedStudy(scanned.folder, demo, scanned.scan, info, volume,
                                scanned.seconds + time.perf_counter() - t0)
 
-        w = self._start("load", load)
-        w.yielded.connect(lambda p: self._is(w) and self.preview.emit(p))
-        w.returned.connect(lambda study: self._is(w) and self._end(lambda: self.loaded.emit(study)))
+        self._start("load", load, lambda w, study: self._is(w) and self._end(lambda: self.loaded.emit(study)),
+                    on_yielded=self.preview.emit)
 
 
 def dropped_folder(mime: QtCore.QMimeData) -> str | None:

@@ -116,11 +116,12 @@ class WorkerPool(QtCore.QObject):
         self._running: set[Worker] = set()
         self.closed = False
 
-    def start(self, name: str, fn: Callable[[WorkerControl], Any]) -> Worker:
-        """A new worker running ``fn``; connect its signals before control returns to the
-        event loop (they are queued, so none is missed). Once the pool is closed (its window
-        is closing) the worker returned never runs: late signals start no new work."""
+    def start(self, name: str, fn: Callable[[WorkerControl], Any], connect: Callable[[Worker], Any]) -> Worker:
+        """A new worker running ``fn``. ``connect(worker)`` connects its signals before its
+        thread starts, so that no signal of a task that ends at once is lost. Once the pool is
+        closed (its window is closing) the worker never runs: late signals start no new work."""
         w = Worker(name, fn, self)
+        connect(w)
         if self.closed:
             return w
         self._running.add(w)
