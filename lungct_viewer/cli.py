@@ -61,6 +61,9 @@ def _analyze_parser() -> argparse.ArgumentParser:
     p.add_argument("--suspicion-threshold", type=_probability, default=None,
                    help="second reading: lesions with at least this suspicion are findings "
                         "(default: the second reading's operating point)")
+    p.add_argument("--red", choices=("lesions", "votes"), default="lesions",
+                   help="what the PNGs paint red: the findings' outlines as segmented (default) or the method's "
+                        "ROI vote map")
     p.add_argument("--include-identifiers", action="store_true",
                    help="write the patient name and ID and the source and model paths into report.json")
     p.add_argument("--dicom", action="store_true",
@@ -104,7 +107,7 @@ def resolve_model_path(model: str | None) -> Path:
 def run_analyze(args: argparse.Namespace) -> int:
     from .core.dicom import load_study
     from .core.errors import ExportError
-    from .core.export import export_reading, is_within
+    from .core.export import ImageOptions, export_reading, is_within
     from .core.model import load_model
     from .core.pipeline import Analyzer
     from .core.report import build_report
@@ -152,7 +155,8 @@ def run_analyze(args: argparse.Namespace) -> int:
         clash = [n for n in (SEG_FILENAME, SR_FILENAME) if (out / n).exists()]
         if clash:
             raise ExportError(f"{clash[0]} already exists in {out}; use --overwrite or another --out.")
-    written = export_reading(session, out, indices, report=report, source_dir=src, overwrite=args.overwrite)
+    written = export_reading(session, out, indices, report=report, source_dir=src, overwrite=args.overwrite,
+                             options=ImageOptions(roi_source=args.red))
     if args.dicom:
         written += _write_dicom(session, scan, out, say)
     d = session.diagnosis()
