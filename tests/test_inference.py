@@ -249,6 +249,7 @@ def test_analyze_slice_equals_analyze(sharp_loaded):
 
     vol = phantom_volume(seed=6, n_slices=3, size=160).volume
     an = Analyzer(sharp_loaded)
+    an.warm_up()
     whole = an.analyze(vol)
     one = an.analyze_slice(vol, 1)
     assert one.index == 1
