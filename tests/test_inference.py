@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -133,7 +135,7 @@ def test_pipeline_equals_reference_on_phantom(sharp_model, sharp_loaded):
     """Every plan (CPU with one or several slices per call, the GPU plan forced onto the CPU)
     gives the reference's logits and probabilities inside the field."""
     from lungct_viewer.core.phantom import phantom_volume
-    from lungct_viewer.core.pipeline import Analyzer
+    from lungct_viewer.core.pipeline import Analyzer, gpu_available
 
     vol = phantom_volume(seed=1, n_slices=4, size=256).volume
     runs = {
@@ -142,6 +144,7 @@ def test_pipeline_equals_reference_on_phantom(sharp_model, sharp_loaded):
         "gpu-plan": Analyzer(sharp_loaded, device="GPU", batch_slices=4).analyze(vol),
     }
     assert Analyzer(sharp_loaded, device="GPU").plan.device == "GPU"
+    assert runs["gpu-plan"].device == ("GPU" if gpu_available() else "CPU")  # where it really ran
     for i in range(vol.num_slices):
         sa = runs["cpu1"].slices[i]
         assert 0 < sa.in_field.sum() < sa.in_field.size  # something skipped, something kept
@@ -219,6 +222,12 @@ def test_iter_analyze_yields_in_order_and_cancels_between_calls(sharp_loaded):
     with pytest.raises(IndexError):
         list(an.iter_analyze(vol, order=[0, 6]))
     assert list(an.iter_analyze(vol, order=[])) == []
+    # leaving the iteration early stops the helper thread that prepares the next slices
+    it = an.iter_analyze(vol)
+    next(it)
+    assert any(t.name.startswith("lungct-prepare") for t in threading.enumerate())
+    it.close()
+    assert not any(t.name.startswith("lungct-prepare") for t in threading.enumerate())
 
     seen = []
     res = an.analyze(vol, order=slice_order_from(3, 6), on_slice=lambda sa, d, n: seen.append((sa.index, d, n)))

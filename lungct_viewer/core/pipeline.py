@@ -3,10 +3,11 @@
 :meth:`Analyzer.iter_analyze` turns a :class:`~.study.CTVolume` into one
 :class:`~.results.SliceAnalysis` per slice, in the order asked for: preprocess (the single
 path of :mod:`.preprocessing`), find the lung field, cover its patches with a few tight grid
-boxes (:func:`field_boxes`), pack the boxes of several slices side by side into one image (a
-*canvas*, :func:`pack_boxes`) and run the exact dense classifier once over it, evaluating
-the dense layers only for the in-field patches. Work is therefore proportional to the lung
-field, in few large network calls, and results equal patch-by-patch classification.
+boxes (:func:`field_boxes`), pack the boxes of one slice (CPU) or of many (GPU) side by side
+into one image (a *canvas*, :func:`pack_boxes`) and run the exact dense classifier once over
+it, evaluating the dense layers only for the in-field patches. Work is therefore
+proportional to the lung field, in one network call per slice or per batch of slices, and
+results equal patch-by-patch classification.
 
 The next group of slices is prepared on a helper thread while the network runs. The first
 group is the first slice alone, so that the current slice's result comes first and soon.
@@ -320,7 +321,9 @@ class Analyzer:
 
         The first slice runs alone, then :attr:`batch_slices` slices per network call.
         ``should_cancel()`` is polled before every network call; when it returns true the
-        iteration ends (the slices yielded so far are complete results).
+        iteration ends (the slices yielded so far are complete results). A helper thread
+        prepares the next slices meanwhile; it ends with the iteration, or when the iterator
+        is closed (``close()``, or garbage collection) after leaving it early.
         """
         indices = list(range(volume.num_slices)) if order is None else [int(i) for i in order]
         for i in indices:
