@@ -10,11 +10,11 @@ command does it), exactness against patch-by-patch classification on real slices
 memory of a whole synthetic 300-slice study in a fresh process.
 
 Wall-clock figures depend on what else the machine runs (the load average is printed);
-the CPU seconds and the ratios measured side by side are the steadier figures. With
-``--repeats N`` each pipeline runs N times per study, alternating, and the fastest run counts.
+the CPU seconds and the ratios are the steadier figures. The two pipelines take turns every
+``--chunk`` slices (8), so that both meet the same machine.
 
     python benchmarks/bench_inference.py [--model PATH] [--study DIR ...] [--no-previous]
-                                         [--repeats N] [--memory-slices N]
+                                         [--chunk N] [--memory-slices N]
 """
 
 from __future__ import annotations
@@ -85,12 +85,24 @@ def _rss_mb() -> tuple[float, float]:
     return cur, peak
 
 
-def _timed_analyze(analyzer, volume):
-    """(result, wall s, process CPU s, seconds to the first slice's result)."""
-    first = []
-    t0, c0 = time.perf_counter(), time.process_time()
-    res = analyzer.analyze(volume, on_slice=lambda *a: first or first.append(time.perf_counter() - t0))
-    return res, time.perf_counter() - t0, time.process_time() - c0, (first[0] if first else float("nan"))
+def _interleaved(analyzers: dict, volume, chunk: int, flip: bool = False) -> dict:
+    """Run every analyzer over every slice, taking turns every ``chunk`` slices (alternating who
+    goes first). Returns ``{name: (StudyAnalysis of all slices, wall s, process CPU s)}``."""
+    out = {}
+    names = list(analyzers)
+    for c, start in enumerate(range(0, volume.num_slices, max(1, chunk))):
+        order = list(range(start, min(start + max(1, chunk), volume.num_slices)))
+        for name in (names if (c + flip) % 2 == 0 else names[::-1]):
+            t0, c0 = time.perf_counter(), time.process_time()
+            res = analyzers[name].analyze(volume, order=order)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            if name not in out:
+                out[name] = [res, 0.0, 0.0]
+            else:
+                out[name][0].slices.update(res.slices)
+            out[name][1] += wall
+            out[name][2] += cpu
+    return {k: tuple(v) for k, v in out.items()}
 
 
 def _largest_difference(a, b) -> tuple[float, bool]:
@@ -142,7 +154,7 @@ def main() -> int:
     ap.add_argument("--study", action="append", help="a study folder (repeatable); default: the five shared studies")
     ap.add_argument("--model")
     ap.add_argument("--no-previous", action="store_true", help="skip the previous pipeline")
-    ap.add_argument("--repeats", type=int, default=1, help="runs per pipeline and study (the fastest counts)")
+    ap.add_argument("--chunk", type=int, default=8, help="slices per turn when the pipelines take turns")
     ap.add_argument("--memory-slices", type=int, default=300, help="slices of the synthetic study (0: skip)")
     ap.add_argument("--memory-only", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -168,26 +180,18 @@ def main() -> int:
         t = time.perf_counter()
         vol, _ = load_study(study)
         load_s = time.perf_counter() - t
-        runs = {}
-        for r in range(max(1, args.repeats)):
-            names = ["current", "previous"] if previous is not None else ["current"]
-            if (k + r) % 2:
-                names.reverse()  # alternate which runs first
-            for name in names:
-                run = _timed_analyze(new if name == "current" else previous, vol)
-                if name not in runs or run[1] < runs[name][1]:
-                    runs[name] = run
-        res, wall, cpu, first = runs["current"]
-        row = {"study": study.name, "n": vol.num_slices, "load": load_s, "wall": wall, "cpu": cpu, "first": first,
-               "skipped": res.skipped_fraction}
-        line = (f"{study.name}: {vol.num_slices} slices, load {load_s:.2f} s, {res.skipped_fraction:.0%} of patches "
-                f"outside the field; current {wall / vol.num_slices:.3f} s/slice (CPU {cpu / vol.num_slices:.3f}), "
-                f"first slice after {first:.2f} s")
+        analyzers = {"current": new} if previous is None else {"current": new, "previous": previous}
+        runs = _interleaved(analyzers, vol, args.chunk, flip=bool(k % 2))
+        res, wall, cpu = runs["current"]
+        n = vol.num_slices
+        row = {"study": study.name, "n": n, "load": load_s, "wall": wall, "cpu": cpu}
+        line = (f"{study.name}: {n} slices, load {load_s:.2f} s, {res.skipped_fraction:.0%} of patches outside "
+                f"the field; current {wall / n:.3f} s/slice (CPU {cpu / n:.3f}, {cpu / wall:.2f} cores busy)")
         if previous is not None:
-            pres, pwall, pcpu, _ = runs["previous"]
+            pres, pwall, pcpu = runs["previous"]
             diff, same = _largest_difference(res, pres)
             row.update(pwall=pwall, pcpu=pcpu)
-            line += (f"; previous {pwall / vol.num_slices:.3f} s/slice (CPU {pcpu / vol.num_slices:.3f}); "
+            line += (f"; previous {pwall / n:.3f} s/slice (CPU {pcpu / n:.3f}); "
                      f"speed-up {pwall / wall:.2f}x wall, {pcpu / cpu:.2f}x CPU; "
                      f"max |current - previous| {diff:.1e}, same field: {same}")
         print(line, flush=True)
@@ -210,10 +214,24 @@ def main() -> int:
     study, vol, load_s, res = first_study
     r0 = rows[0]
     line = (f"{study.name} end to end: study load {load_s:.2f} s + model load {model_s:.2f} s + inference "
-            f"{r0['wall']:.2f} s = {load_s + model_s + r0['wall']:.2f} s (current)")
+            f"{r0['wall']:.2f} s (CPU {r0['cpu']:.2f} s) = {load_s + model_s + r0['wall']:.2f} s (current)")
     if previous is not None:
         line += f", {load_s + model_s + r0['pwall']:.2f} s (previous)"
     print(line)
+
+    # the current slice's first result with a fresh analyzer, without and with warm_up()
+    mid = vol.num_slices // 2
+    t = time.perf_counter()
+    Analyzer(model).analyze_slice(vol, mid)
+    cold = time.perf_counter() - t
+    warm_an = Analyzer(model)
+    t = time.perf_counter()
+    warm_an.warm_up()
+    warm_s = time.perf_counter() - t
+    t = time.perf_counter()
+    warm_an.analyze_slice(vol, mid + 1)
+    print(f"first result on the current slice with a new Analyzer: {cold:.2f} s; after warm_up() "
+          f"({warm_s:.2f} s, e.g. while the model loads) {time.perf_counter() - t:.2f} s")
 
     # exactness against patch-by-patch classification, on in-field cells of real slices
     from lungct_viewer.core.inference import classify_patches_reference
