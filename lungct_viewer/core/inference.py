@@ -22,6 +22,8 @@ then by the output layer's. Results equal the reference up to float rounding (~1
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from . import constants as C
@@ -106,20 +108,25 @@ class DenseClassifier:
         self._tf = tf
         self.jit_compile = bool(jit_compile)
         self.device = device
-        convs = [keras_model.get_layer(n) for n in CONV_LAYER_NAMES]
-        self._conv_w = [(tf.constant(layer.kernel.numpy()), tf.constant(layer.bias.numpy())) for layer in convs]
         fc1 = keras_model.get_layer(DENSE_HIDDEN_NAME)
         fc2 = keras_model.get_layer(DENSE_OUT_NAME)
         k1 = fc1.kernel.numpy()
         self._depth = C.CONV_FILTERS[-1]
         if k1.shape[0] != _FINAL * _FINAL * self._depth:
             raise ValueError(f"unexpected first dense layer shape {k1.shape}")
-        self._fc1_k = tf.constant(k1)
-        self._fc1_b = tf.constant(fc1.bias.numpy())
-        self._fc2_k = tf.constant(fc2.kernel.numpy())
-        self._fc2_b = tf.constant(fc2.bias.numpy())
-        # offsets of a cell's 8 x 8 pooled vectors in a row-major (rows, cols) map, per row width
-        self._uv = tf.constant(2 * np.arange(_FINAL, dtype=np.int32))
+        with contextlib.ExitStack() as stack:
+            if device is not None:  # keep the weights where the network runs
+                stack.enter_context(tf.device(device))
+            self._conv_w = [
+                (tf.constant(layer.kernel.numpy()), tf.constant(layer.bias.numpy()))
+                for layer in (keras_model.get_layer(n) for n in CONV_LAYER_NAMES)
+            ]
+            self._fc1_k = tf.constant(k1)
+            self._fc1_b = tf.constant(fc1.bias.numpy())
+            self._fc2_k = tf.constant(fc2.kernel.numpy())
+            self._fc2_b = tf.constant(fc2.bias.numpy())
+            # rows and columns 2 u (u = 0..7) of a cell's pooled vectors, relative to its first
+            self._uv = tf.constant(2 * np.arange(_FINAL, dtype=np.int32))
         self._fn = tf.function(
             self._logits_graph,
             input_signature=[
