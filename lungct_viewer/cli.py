@@ -198,6 +198,7 @@ def run_batch_cli(args: argparse.Namespace) -> int:
     """``lungct-viewer batch``: 0 when every study was read (or skipped), 1 when some failed,
     130 when stopped early."""
     from .batch import run_batch
+    from .batch.runner import STOPPED_MESSAGE
 
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     result = run_batch(args.root, args.out, model=args.model, options=reading_options(args),
@@ -206,7 +207,9 @@ def run_batch_cli(args: argparse.Namespace) -> int:
     ok, skipped, failed = (result.count(s) for s in ("ok", "skipped", "failed"))
     minutes, seconds = divmod(int(round(result.seconds)), 60)
     took = f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
-    print(f"{'Stopped' if result.interrupted else 'Done'} in {took}: {ok} read, {skipped} skipped, {failed} failed "
+    not_reached = sum(r["message"] == STOPPED_MESSAGE for r in result.rows)
+    skipped_text = f"{skipped} skipped ({not_reached} not reached)" if not_reached else f"{skipped} skipped"
+    print(f"{'Stopped' if result.interrupted else 'Done'} in {took}: {ok} read, {skipped_text}, {failed} failed "
           f"of {len(result.rows)}; wrote {result.csv_path}")
     for row in result.failed[:20]:
         print(f"  {row['study']}: {row['message']}")

@@ -225,9 +225,15 @@ def test_rerun_skips_finished_studies_and_rereads_when_model_or_options_change(c
 
     # other options: read again, in place, and the table maps studies to folders when asked
     changed = run_batch(cohort, out, model=model, progress=False,
-                        options=_options(threshold=0.3, include_identifiers=True))
+                        options=_options(threshold=0.3, include_identifiers=True, dicom=True))
     assert [r["status"] for r in changed.rows] == ["ok", "ok", "failed", "ok", "failed"]
     assert all(r["voting_threshold"] == 0.3 for r in changed.rows if r["status"] == "ok")
+    from lungct_viewer.core.dicom_out import SEG_FILENAME, SR_FILENAME
+
+    for r in changed.rows:  # --dicom: the SEG and SR beside the report wherever there are findings
+        if r["status"] == "ok":
+            names = {p.name for p in (out / r["study"]).iterdir()}
+            assert ({SEG_FILENAME, SR_FILENAME} <= names) == (r["lesions"] > 0), (r, names)
     table = read_cohort_csv(out / "cohort.csv")
     assert [r["source"] for r in table] == ["Doe^Jane", "PAT-0002", BROKEN, "PAT-0004", JUNK]
     assert str(cohort / JUNK) in table[4]["message"]
@@ -240,8 +246,8 @@ def test_rerun_skips_finished_studies_and_rereads_when_model_or_options_change(c
     card = json.loads((model.parent / "model_card.json").read_text())
     card["version"] = "phantom-test-b"
     (other.parent / "model_card.json").write_text(json.dumps(card))
-    newer = run_batch(cohort, out, model=other, progress=False, options=_options(threshold=0.3,
-                                                                                  include_identifiers=True))
+    newer = run_batch(cohort, out, model=other, progress=False,
+                      options=_options(threshold=0.3, include_identifiers=True, dicom=True))
     assert [r["model_version"] for r in newer.rows if r["status"] == "ok"] == ["phantom-test-b"] * 3
     assert len(_study_dirs(out)) == 3
     _assert_complete(out)

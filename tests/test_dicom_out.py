@@ -383,7 +383,7 @@ def test_real_series_with_a_box_lesion(lidc_0001, tmp_path):
     """LIDC-IDRI-0001 (GE, 133 slices) with a made-up box lesion: real headers carried over."""
     import highdicom as hd
 
-    from lungct_viewer.core.dicom_io import load_series, scan_folder, select_series
+    from lungct_viewer.core.dicom import load_series, scan_folder, select_series
 
     info = select_series(scan_folder(lidc_0001))
     vol = load_series(info)

@@ -15,7 +15,8 @@
 ``lesions``               findings: lesions that pass the second reading
 ``candidates_below``      candidates below the suspicion threshold (not findings)
 ``largest_lesion_mm``     long-axis diameter of the largest finding
-``highest_suspicion``     the highest second-reading suspicion of any candidate
+``highest_suspicion``     the highest second-reading suspicion of any candidate (empty
+                          when the model has no second reading)
 ``slices``                slices of the series read
 ``series_description``    as in ``report.json``
 ``study_uid``             StudyInstanceUID (as in ``report.json``)

@@ -424,8 +424,9 @@ def _client(workers: int, scheduler: str | None, n_tasks: int, say):
     say(f"Starting {n} local worker process(es), {threads} thread(s) each")
     with _quiet_dask():
         # dashboard on a free port: never the 8787 another cluster on this machine may use
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                               silence_logs=logging.ERROR, env=env)
+        with _workers_ignore_ctrl_c():
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                   silence_logs=logging.ERROR, env=env)
         try:
             client = Client(cluster)
             try:
@@ -434,6 +435,24 @@ def _client(workers: int, scheduler: str | None, n_tasks: int, say):
                 client.close()
         finally:
             cluster.close()
+
+
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """Worker processes started inside inherit an ignored SIGINT: Ctrl-C in the terminal then
+    reaches this process only, which cancels the studies and shuts the workers down (instead
+    of every worker dying with a traceback). Only the main thread can change it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 @contextlib.contextmanager

@@ -5,8 +5,8 @@ source's frame of reference, and its lesion volumes were measured on an even gri
 series must be one series of single-slice images with positions, one orientation (parallel
 slices), one frame of reference, one image size and pixel spacing, given head to feet
 (the :class:`~lungct_viewer.core.study.CTVolume` order), and evenly spaced within the
-loader's tolerance (:data:`~lungct_viewer.core.dicom_io.UNEVEN_RELATIVE_TOLERANCE`,
-:data:`~lungct_viewer.core.dicom_io.UNEVEN_MIN_MM`). Anything else raises
+loader's tolerance (:data:`~lungct_viewer.core.dicom.assemble.UNEVEN_RELATIVE_TOLERANCE`,
+:data:`~lungct_viewer.core.dicom.assemble.UNEVEN_MIN_MM`). Anything else raises
 :class:`~lungct_viewer.core.errors.ExportError` saying what is wrong and where.
 """
 
@@ -19,8 +19,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..dicom_io import DUPLICATE_TOLERANCE_MM, UNEVEN_MIN_MM, UNEVEN_RELATIVE_TOLERANCE
+from ..dicom.assemble import UNEVEN_MIN_MM, UNEVEN_RELATIVE_TOLERANCE
 from ..errors import ExportError
+from ..geometry import DUPLICATE_TOLERANCE_MM
 
 logger = logging.getLogger(__name__)
 
