@@ -197,10 +197,12 @@ def run_analyze(args: argparse.Namespace) -> int:
 def run_batch_cli(args: argparse.Namespace) -> int:
     """``lungct-viewer batch``: 0 when every study was read (or skipped), 1 when some failed,
     130 when stopped early."""
+    from tqdm import tqdm
+
     from .batch import run_batch
     from .batch.runner import STOPPED_MESSAGE
 
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    say = (lambda line: None) if args.quiet else (lambda line: tqdm.write(line, file=sys.stderr))  # above the bar
     result = run_batch(args.root, args.out, model=args.model, options=reading_options(args),
                        use_field_mask=not args.no_field_mask, each_series=args.each_series, depth=args.depth,
                        workers=args.workers, scheduler=args.scheduler, progress=not args.quiet, say=say)
@@ -248,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print("error: interrupted before any study was read.", file=sys.stderr)
+            print("error: interrupted; the study folders in the output folder are complete, and running the "
+                  "same command again continues.", file=sys.stderr)
             return 130
     args = _gui_parser().parse_args(argv)
     from .gui.app import run_gui

@@ -144,7 +144,9 @@ def run_batch(
         raise BatchError(f"The output folder {out_p} could not be created: {exc.strerror or exc}.") from None
     out_p = out_p.resolve()
 
-    with _exclusive(out_p):
+    with _exclusive(out_p), contextlib.ExitStack() as stack:
+        # an external cluster is checked before the (possibly long) search for studies
+        remote = stack.enter_context(_remote_client(scheduler, say)) if scheduler else None
         _remove_stale_staging(out_p)
         disc = _discover(root_p, each_series, depth, progress, say)
         rows: dict[int, dict[str, Any]] = {}
@@ -169,7 +171,7 @@ def run_batch(
         if todo:
             execute = _run_sequential if scheduler is None and workers == 1 else _run_dask
             bar = _bar(len(todo), progress)
-            results = execute(todo, workers=workers, scheduler=scheduler, should_stop=should_stop, say=say)
+            results = execute(todo, workers=workers, client=remote, should_stop=should_stop, say=say)
             try:
                 for k, row in results:
                     rows[k] = row
@@ -354,11 +356,12 @@ def _run_sequential(todo, *, should_stop, **_ignored) -> Iterator[tuple[int, dic
         yield k, run_study(task)
 
 
-def _run_dask(todo, *, workers: int, scheduler: str | None, should_stop, say,
-              **_ignored) -> Iterator[tuple[int, dict[str, Any]]]:
+def _run_dask(todo, *, workers: int, client, should_stop, say, **_ignored) -> Iterator[tuple[int, dict[str, Any]]]:
+    """On ``client`` (an external cluster), else on a local cluster of ``workers`` processes."""
     from distributed import as_completed
 
-    with _client(workers, scheduler, len(todo), say) as client:
+    scope = contextlib.nullcontext(client) if client is not None else _local_client(workers, len(todo), say)
+    with scope as client:
         futures = {}
         for k, task in todo:
             fut = client.submit(run_study, task, key=f"lungct-study-{task.spec.id}-{task.run_id}", pure=False)
@@ -379,6 +382,8 @@ def _run_dask(todo, *, workers: int, scheduler: str | None, should_stop, say,
 def _collect(fut, task: StudyTask) -> dict[str, Any]:
     """The row a finished future holds; a worker that died or could not run the task gives
     a failed row."""
+    from distributed import KilledWorker
+
     from .worker import base_row
 
     try:
@@ -387,7 +392,7 @@ def _collect(fut, task: StudyTask) -> dict[str, Any]:
         row = base_row(task.spec, task.options.include_identifiers)
         row["model_version"] = task.model_version
         name = type(exc).__name__
-        if name == "KilledWorker":
+        if isinstance(exc, KilledWorker):
             row["message"] = ("The worker reading this study stopped unexpectedly (several times), for example "
                               "for lack of memory.")
         elif isinstance(exc, ModuleNotFoundError):
@@ -398,24 +403,28 @@ def _collect(fut, task: StudyTask) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _client(workers: int, scheduler: str | None, n_tasks: int, say):
+def _remote_client(scheduler: str, say) -> Iterator[Any]:
+    """A client of the external cluster at ``scheduler`` whose workers run this version."""
     from distributed import Client
 
-    if scheduler:
-        try:
-            client = Client(scheduler, timeout="15s")
-        except (OSError, TimeoutError) as exc:
-            raise BatchError(f"The Dask scheduler at {scheduler} could not be reached ({type(exc).__name__}); "
-                             "check the address and that 'dask scheduler' is running there.") from None
-        try:
-            _check_workers(client, scheduler)
-            n = len(client.scheduler_info().get("workers", {}))
-            say(f"Sending the studies to the Dask cluster at {scheduler} ({n} worker(s) now)")
-            yield client
-        finally:
-            client.close()
-        return
-    from distributed import LocalCluster
+    try:
+        client = Client(scheduler, timeout="15s")
+    except (OSError, TimeoutError) as exc:
+        raise BatchError(f"The Dask scheduler at {scheduler} could not be reached ({type(exc).__name__}); "
+                         "check the address and that 'dask scheduler' is running there.") from None
+    try:
+        _check_workers(client, scheduler)
+        n = len(client.scheduler_info().get("workers", {}))
+        say(f"Connected to the Dask cluster at {scheduler} ({n} worker(s) now)")
+        yield client
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def _local_client(workers: int, n_tasks: int, say) -> Iterator[Any]:
+    """A client of a new local cluster (closed, with its worker processes, on exit)."""
+    from distributed import Client, LocalCluster
 
     n = max(1, min(workers, n_tasks))
     threads = max(1, (os.cpu_count() or 1) // n)
