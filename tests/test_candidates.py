@@ -12,7 +12,6 @@ from lungct_viewer.core.candidates import (
     build_candidates,
     find_core,
     find_seeds,
-    roi_logit,
     segment_object,
 )
 from lungct_viewer.core.lung import lung_region
@@ -91,7 +90,7 @@ def test_seeds_are_local_maxima_at_patch_centres():
     expected_col = (7 * 0.999 + 8 * 0.9) / (0.999 + 0.9) * 10 + 24.5
     assert s.col == pytest.approx(expected_col, abs=0.2)
     assert s.roi_logit == pytest.approx(np.log(0.999 / 0.001), rel=1e-3)
-    assert np.isinf(roi_logit(SliceAnalysis(0, probs, np.zeros((gh, gw), bool), (200, 200), (1.0, 1.0)))).all()
+    assert np.isinf(SliceAnalysis(0, probs, np.zeros((gh, gw), bool), (200, 200), (1.0, 1.0)).roi_logit).all()
 
 
 def test_a_nodule_is_compact_and_a_vessel_runs_out_of_its_cube():

@@ -412,7 +412,11 @@ def test_overlays_follow_the_session_and_toggle_with_keys(analysed, qtbot):
     w = analysed
     s = w.session
     w.set_index(3)
-    assert w.view.roi_item.isVisible() and np.array_equal(w.view.roi_mask, s.roi_mask(3))
+    # red: the findings' objects by default (as the PNG export), the vote map on request
+    assert w.display.options.red == "lesions" and w.view.roi_item.isVisible()
+    assert np.array_equal(w.view.roi_mask, s.lesion_mask(3)) and w.view.roi_mask.sum() == (s.lesion_mask(3)).sum() > 0
+    w.display.red_combo.setCurrentIndex(w.display.red_combo.findData("votes"))
+    assert np.array_equal(w.view.roi_mask, s.roi_mask(3)) and w.view.roi_mask.sum() > s.lesion_mask(3).sum()
     press(qtbot, w, Qt.Key.Key_R)
     assert not w.display.roi_check.isChecked() and not w.view.roi_item.isVisible()
     press(qtbot, w, Qt.Key.Key_R)
@@ -449,7 +453,7 @@ def test_controls_change_the_reading_live_without_the_network(analysed, monkeypa
     import lungct_viewer.core.pipeline as pipeline
 
     calls = []
-    monkeypatch.setattr(pipeline.Analyzer, "iter_slices", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(pipeline.Analyzer, "iter_analyze", lambda *a, **k: calls.append(1))
     monkeypatch.setattr(pipeline.Analyzer, "analyze", lambda *a, **k: calls.append(1))
     w = analysed
     s, r = w.session, w.reading
@@ -477,7 +481,8 @@ def test_controls_change_the_reading_live_without_the_network(analysed, monkeypa
     r.sens_slider.setValue(50)
     r.apply_pending()
     assert set(w.viewer.nav.strip.marks()) == {2, 3, 4, 5, 6, 7}
-    # minimum votes: the red overlay tightens
+    # minimum votes: the vote map tightens
+    w.display.red_combo.setCurrentIndex(w.display.red_combo.findData("votes"))
     w.set_index(3)
     area = w.view.roi_mask.sum()
     r.votes_spin.setValue(9)
@@ -611,7 +616,8 @@ def test_export_current_slice_pixels_and_report_free_of_identifiers(analysed, qt
     assert sorted(paths) == sorted([png, out / "report.json"])
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths)  # nothing staged left
     px = image_region(Image.open(png).convert("RGB"), vol.hu.shape[1:]).astype(int)
-    roi = w.session.roi_mask(3)
+    roi = w.view.roi_mask  # red in the PNG where it is red on screen
+    assert np.array_equal(roi, w.session.lesion_mask(3))
     r, g, bb = px[..., 0], px[..., 1], px[..., 2]
     assert roi.any() and np.all(r[roi] > g[roi] + 40) and np.all(g[roi] == bb[roi])
     grey = window_to_uint8(vol.hu[3], (1500, -600)).astype(int)
@@ -828,13 +834,13 @@ def test_analysis_streams_slices_on_a_worker_current_first(make_window, qtbot, r
     gui_thread = threading.current_thread()
     gui_turned = threading.Event()
     waited: list[tuple[threading.Thread, bool]] = []
-    group = pipeline.Analyzer._analyze_group
+    group = pipeline.Analyzer._run_group
 
-    def after_gui_turned(self, volume, indices):
+    def after_gui_turned(self, planned):
         waited.append((threading.current_thread(), gui_turned.wait(60)))  # 60 s: a guard, not a timing
-        return group(self, volume, indices)
+        return group(self, planned)
 
-    monkeypatch.setattr(pipeline.Analyzer, "_analyze_group", after_gui_turned)
+    monkeypatch.setattr(pipeline.Analyzer, "_run_group", after_gui_turned)
     w = make_window(model_path=random_model_path)
     w.set_volume(synth_volume(n=10))
     w.set_index(7)
@@ -857,16 +863,16 @@ def test_cancel_analysis_keeps_partial_results_and_resumes(make_window, qtbot, r
     import lungct_viewer.core.pipeline as pipeline
 
     gate = threading.Event()
-    group = pipeline.Analyzer._analyze_group
+    group = pipeline.Analyzer._run_group
     done = []
 
-    def third_waits(self, volume, indices):
+    def third_waits(self, planned):
         if len(done) >= 2:
             gate.wait(30)  # a guard: the test opens it right after cancelling
-        done.append(indices)
-        return group(self, volume, indices)
+        done.extend(p.index for p in planned)
+        return group(self, planned)
 
-    monkeypatch.setattr(pipeline.Analyzer, "_analyze_group", third_waits)
+    monkeypatch.setattr(pipeline.Analyzer, "_run_group", third_waits)
     w = make_window(model_path=random_model_path)
     vol = synth_volume(n=12)
     w.set_volume(vol)
@@ -906,7 +912,7 @@ def test_worker_exception_shows_dialog_and_app_stays_usable(make_window, qtbot, 
         raise RuntimeError("simulated failure")
         yield  # a generator, as the real one
 
-    monkeypatch.setattr(pipeline.Analyzer, "iter_slices", boom)
+    monkeypatch.setattr(pipeline.Analyzer, "iter_analyze", boom)
     w = make_window(model_path=random_model_path)
     vol = synth_volume()
     w.set_volume(vol)
@@ -1036,7 +1042,10 @@ def test_about_reads_as_a_document_and_fits_the_screen(window, random_model_path
     w.actions_by_key["about"].trigger()
     html = dialogs.about_html
     assert RESEARCH_NOTICE in html and ATTRIBUTION in html.replace("&#x27;", "'")
-    assert "Voting threshold 0.06" in html and "AUC" in html  # the shipped model card
+    shipped = w.model.card()  # the shipped model card, and its second reading when it has one
+    assert f"Voting threshold {shipped.operating_point['voting_threshold']:.2f}" in html and "AUC" in html
+    second = w.model.second_reading()
+    assert (f"Second reading, version {second.version}" if second else "None is installed beside the model") in html
     assert "{" not in html and "&#x27;:" not in html and "':" not in html, "a raw Python structure on screen"
     html2 = about_html(CARD, random_model_path, SECOND)
     assert "Second reading, version test-second" in html2 and "radius_mm" in html2

@@ -60,8 +60,23 @@ def session():
     return _session()
 
 
-def test_roi_is_red_and_the_rest_untouched(session):
-    img = render_png(session, 0)
+def test_red_is_the_findings_objects_by_default(session):
+    px = image_region(render_png(session, 0), (200, 200)).astype(int)
+    grey = window_to_uint8(session.volume.hu[0], (1500, -600)).astype(int)
+    obj = session.lesion_mask(0)
+    assert obj.sum() == 30 * 30 and obj[60:90, 60:90].all()
+    assert np.array_equal(session.red_mask(0), obj)
+    r, g = px[..., 0], px[..., 1]
+    assert np.all(r[obj] > g[obj] + 40)
+    far = np.ones_like(obj)
+    far[40:95, 55:] = False  # the object, its outline and its label
+    assert np.array_equal(r[far], grey[far]) and np.array_equal(g[far], grey[far])
+    with pytest.raises(ValueError, match="red overlay"):
+        session.red_mask(0, "spleen")
+
+
+def test_vote_map_is_red_on_request_and_the_rest_untouched(session):
+    img = render_png(session, 0, ImageOptions(roi_source="votes"))
     px = image_region(img, (200, 200)).astype(int)
     grey = window_to_uint8(session.volume.hu[0], (1500, -600)).astype(int)
     inside = session.roi_mask(0)
@@ -80,7 +95,8 @@ def test_roi_is_red_and_the_rest_untouched(session):
     far[20:130, 20:200] = False
     assert np.array_equal(r[far], grey[far]) and np.array_equal(g[far], grey[far]) and np.array_equal(b[far], grey[far])
     # without the ROI overlay the ROI pixels away from the lesion mark are grey again
-    plain = image_region(render_png(session, 0, ImageOptions(show_roi=False)), (200, 200)).astype(int)
+    plain = image_region(render_png(session, 0, ImageOptions(show_roi=False, roi_source="votes")),
+                         (200, 200)).astype(int)
     assert np.array_equal(plain[..., 0][keep], grey[keep]) and np.array_equal(plain[..., 1][keep], grey[keep])
 
 

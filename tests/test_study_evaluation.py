@@ -71,7 +71,8 @@ def test_pasting_a_nodule_is_undone_exactly():
     sites = np.argwhere(lung.crop((slice(0, 24), slice(0, 256), slice(0, 256))) & (hu < -700))
     out = paste_nodule(hu, lung, SPACING, crop, mask, (1.25, 0.7, 0.7), np.random.default_rng(1), sites)
     assert out is not None
-    box, original, centre = out
+    box, original, centre, nodule = out
+    assert nodule.shape == original.shape and nodule.any()
     assert (hu[box] > before[box]).any() and hu[box].max() >= 30
     hu[box] = original
     assert np.array_equal(hu, before)
@@ -148,3 +149,36 @@ def test_evaluate_studies_end_to_end_on_phantoms(tmp_path, phantom_model):
     reading = load_second_reading(fit_out.with_name("lungct_cnn.keras"))
     assert reading is not None and reading.evaluation["tumours"] == 0
     assert json.loads((out / "metrics.json").read_text())["scans"] == 2
+
+
+def test_a_pasted_nodule_reads_like_one_drawn_in_place():
+    """Context swap: a crop pasted into a lung gives the object features of the same nodule
+    drawn there directly (no halo, no crop border, no change of scale)."""
+    from lungct_viewer.core.candidates import Seed, find_core, segment_object
+    from lungct_viewer.core.lung import lung_region
+
+    from test_candidates import SPACING, _ball, _chest
+
+    drawn = _chest()
+    _ball(drawn, (12, 128, 70), 4.0, value=20)
+    lung = lung_region(drawn, SPACING[1:])
+    core, r = find_core(Seed(12, 128.0, 70.0, 5.0), drawn, lung, SPACING)
+    f_drawn = segment_object(core, r, drawn, lung, SPACING)[2]
+
+    # the same nodule as a crop at another pixel size (0.5 mm, 1 mm slices), pasted
+    zz, yy, xx = np.mgrid[0:13, 0:24, 0:24]
+    ball = ((zz - 6) * 1.0) ** 2 + ((yy - 11.5) * 0.5) ** 2 + ((xx - 11.5) * 0.5) ** 2 <= 4.0**2
+    crop = np.where(ball, 20.0, -850.0)
+    host = _chest()
+    lung_h = lung_region(host, SPACING[1:])
+    site = np.array([[12, 128, 70]])
+    pasted = paste_nodule(host, lung_h, SPACING, crop, ball, (1.0, 0.5, 0.5), np.random.default_rng(0), site)
+    assert pasted is not None
+    c = pasted[2]
+    core, r = find_core(Seed(int(round(c[0] - 0.5)), c[1] - 0.5, c[2] - 0.5, 5.0), host, lung_h, SPACING)
+    f_pasted = segment_object(core, r, host, lung_h, SPACING)[2]
+    assert f_pasted["faces_touched"] == f_drawn["faces_touched"] == 0
+    assert f_pasted["volume_mm3"] == pytest.approx(f_drawn["volume_mm3"], rel=0.3)
+    assert f_pasted["radius_mm"] == pytest.approx(f_drawn["radius_mm"], abs=1.0)
+    assert f_pasted["elongation"] == pytest.approx(f_drawn["elongation"], abs=0.3)
+    assert f_pasted["mean_hu"] == pytest.approx(f_drawn["mean_hu"], abs=40)

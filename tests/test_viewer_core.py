@@ -175,17 +175,3 @@ def test_study_header_fields_for_the_banner(tmp_path):
     vol, _ = load_study(folder)
     assert (vol.patient_birth_date, vol.study_date, vol.study_description) == \
         ("1950-01-31", "2017-01-01", "Synthetic chest CT")
-
-
-def test_iter_slices_streams_in_the_given_order():
-    from lungct_viewer.core.model import LoadedModel, build_model
-    from lungct_viewer.core.pipeline import Analyzer
-
-    vol = CTVolume.from_array(np.full((4, 80, 80), -800, np.int16), pixel_spacing_mm=(0.7, 0.7))
-    an = Analyzer(LoadedModel(build_model(seed=1), ModelCard(version="t"), "m"), use_field_mask=False)
-    it = an.iter_slices(vol, [2, 0])
-    first = next(it)
-    assert first.index == 2 and first.probs.shape[-1] == 3
-    assert [sa.index for sa in it] == [0]
-    whole = an.analyze(vol, order=[2, 0])
-    assert np.allclose(whole.slices[2].probs, first.probs, atol=1e-6)

@@ -1,6 +1,6 @@
 """Command line of the training package (``python -m training`` / ``lungct-train``).
 
-Commands: ``import-lidc``, ``import-nodules``, ``import-voc``, ``patches``,
+Commands: ``import-lidc``, ``import-nodules``, ``import-voc``, ``import-study``, ``patches``,
 ``add-counterfactuals``, ``mine-negatives``, ``train``, ``evaluate``, ``export``. Errors in the data are reported as one sentence naming the file
 (exit status 2); nothing partial is left behind.
 """
@@ -38,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--patient-id", default=None)
     p.add_argument("--series", action="append", default=None, help="only this SeriesInstanceUID (repeatable)")
+
+    p = sub.add_parser("import-study", help="a whole study with nothing annotated, as background (Not-ROI) only")
+    p.add_argument("study_dir", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--patient-id", default=None)
 
     p = sub.add_parser("patches", help="labelled, balanced 50x50 patches split by patient")
     p.add_argument("--data", type=Path, action="append", required=True, help="training-layout folder (repeatable)")
@@ -104,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("val", "test"))
     p.add_argument("--threshold", type=float, default=None, help="voting threshold (default: chosen on the validation split)")
     p.add_argument("--tta", action="store_true", help="average each patch with its left-right mirror image")
+    p.add_argument("--min-sensitivity", type=float, default=None,
+                   help="choose the voting threshold as the most specific one keeping this validation sensitivity "
+                        "(default: maximum Youden's J)")
 
     p = sub.add_parser("evaluate-studies",
                        help="the viewer's whole reading on whole studies, leave-one-study-out (FROC, calls); "
@@ -119,6 +127,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fit-out", type=Path, default=None, help="also write the second reading fitted on every study here")
     p.add_argument("--pastes", type=int, default=None, help="nodule crops pasted into each host study")
     p.add_argument("--seed", type=int, default=1234)
+
+    p = sub.add_parser("card", help="update a model's card with new evaluations (the model file is not touched)")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--evaluation", type=Path, default=None, help="evaluate's metrics.json")
+    p.add_argument("--studies-evaluation", type=Path, default=None, help="evaluate-studies' metrics.json")
 
     p = sub.add_parser("export", help="write the model and its model card to resources/model/")
     p.add_argument("--model", type=Path, required=True)
@@ -164,6 +177,12 @@ def _run(args) -> int:
             info = json.loads(sj.read_text())
             n_c = sum(b["carried"] for b in info["boxes"])
             print(f"{out.name} series {info['series_uid']}: {len(info['boxes'])} boxes ({n_c} carried from the other series)")
+        return 0
+    if args.cmd == "import-study":
+        from .background import import_study
+
+        out = import_study(args.study_dir, args.out, args.patient_id)
+        print(f"{out.name}: background-only whole study imported")
         return 0
     if args.cmd == "patches":
         from .patchset import PatchConfig, build_patch_set
@@ -230,6 +249,11 @@ def _run(args) -> int:
             args.nodules = args.data_dir / "lidc-nodules"
         args.pastes = PASTES_PER_HOST if args.pastes is None else args.pastes
         run_evaluate_studies(args)
+        return 0
+    if args.cmd == "card":
+        from .export import refresh_card
+
+        print(f"updated {refresh_card(args.model, args.evaluation, args.studies_evaluation)}")
         return 0
     if args.cmd == "export":
         from .export import run_export

@@ -10,8 +10,9 @@ Definitions
   malignant vote fraction ``>= t``.
 * Patient level: the votes of all the patient's nodules pooled (the viewer's majority vote);
   the truth is malignant when any of the patient's nodules is malignant.
-* The default threshold is chosen on the validation patients (never the test patients):
-  the highest validation specificity among thresholds with validation sensitivity >= 0.90.
+* The default threshold is chosen on the validation patients (never the test patients): the
+  maximum of Youden's J (sensitivity + specificity - 1), or with ``--min-sensitivity S`` the
+  highest validation specificity among thresholds with validation sensitivity >= S.
 * 95 % intervals of the AUCs: percentile bootstrap over *patients* (all of a patient's nodules
   are drawn together), :data:`BOOTSTRAP_ROUNDS` rounds, fixed seed.
 * ``--tta``: each patch is also classified flipped left-right and the two probability
@@ -149,7 +150,7 @@ def predict_tta(keras_model, x: np.ndarray) -> np.ndarray:
 
 
 def evaluate(model_path: Path, patches: Path, out: Path, split: str = "test", threshold: float | None = None,
-             log=print, tta: bool = False) -> dict:
+             log=print, tta: bool = False, min_sensitivity: float | None = None) -> dict:
     from lungct_viewer.core.model import load_model
 
     loaded = load_model(model_path)
@@ -172,7 +173,7 @@ def evaluate(model_path: Path, patches: Path, out: Path, split: str = "test", th
     if threshold is None and not val_curve:
         threshold, why = C.DEFAULT_VOTING_THRESHOLD, "no validation patients with nodules: the viewer's default"
     elif threshold is None:
-        threshold, why = choose_threshold(val_curve, 0.9)
+        threshold, why = choose_threshold(val_curve, min_sensitivity)
     else:
         why = "given on the command line"
     nod = nodule_table(data, probs, sel_eval, min_roi)
@@ -263,4 +264,4 @@ def format_table(m: dict) -> str:
 
 def run_evaluate(args) -> dict:
     return evaluate(args.model, args.patches, args.out, args.split, args.threshold,
-                    log=lambda s: print(s, flush=True), tta=args.tta)
+                    log=lambda s: print(s, flush=True), tta=args.tta, min_sensitivity=args.min_sensitivity)

@@ -14,6 +14,9 @@
   are the benign and malignant ones, "indeterminate" (median rating 3) are reported apart.
 * **FROC** (3-D lesions as the unit): sensitivity at 1/8 ... 8 false positives per scan and
   their mean (CPM), pooled over the scans, each scored by the fold that left its study out.
+  Folds score on different scales, so a lesion's suspicion is pooled as the false positives
+  per *training* scan its fold raises at that suspicion (the scale the operating point is set
+  on); the cap on findings per scan is not applied to the curve.
 * Per series: nodules found, false positives at the operating point (and how many lie on other
   readers' marks), the largest and median finding (mm^2 on a slice, mm across), the patient
   call, candidates and time. Each held-out series' ``report.json`` is written too, so that an
@@ -34,6 +37,7 @@ from lungct_viewer.core.errors import DataError
 from .metrics import FROC_RATES, froc, plot_froc
 from .second_reading import (
     PASTES_PER_HOST,
+    TARGET_FP_PER_SCAN,
     Example,
     crop_files,
     fit_second_reading,
@@ -52,11 +56,11 @@ def _fold_examples(held_out: str, real: dict[str, list[Example]], pasted: dict[s
 
 def _series_row(series, session, examples: list[Example], label: str, seconds: float) -> dict:
     vol, truth = series.volume, series.truth
-    by_id = {les.id: les for les in session.lesions()}
-    found_ids = {n for e in examples for n in e.nodules if by_id[e.lesion_id].passes}
+    by_id = {les.candidate.id: les for les in session.lesions()}
+    found_ids = {n for e in examples for n in e.nodules if by_id[e.candidate_id].passes}
     passing = session.findings()
-    ex_of = {e.lesion_id: e for e in examples}
-    fps = [les for les in passing if not ex_of[les.id].nodules]
+    ex_of = {e.candidate_id: e for e in examples}
+    fps = [les for les in passing if not ex_of[les.candidate.id].nodules]
     areas = [f.area_mm2 for les in passing for f in les.findings]
     d = session.diagnosis()
     tumours = [n for n in truth.nodules if n.label != "indeterminate"]
@@ -75,7 +79,7 @@ def _series_row(series, session, examples: list[Example], label: str, seconds: f
         "nodule_sizes_mm": [round(n.diameter_mm(vol), 1) for n in truth.nodules],
         "lesions": len(passing),
         "false_positives": len(fps),
-        "false_positives_on_other_marks": sum(1 for les in fps if ex_of[les.id].other_mark),
+        "false_positives_on_other_marks": sum(1 for les in fps if ex_of[les.candidate.id].other_mark),
         "candidates": len(session.lesions()),
         "largest_finding_mm2": round(max(areas), 1) if areas else 0.0,
         "median_finding_mm2": round(float(np.median(areas)), 1) if areas else 0.0,
@@ -129,6 +133,12 @@ def evaluate_studies(model_path: Path, data_dir: Path, out: Path, nodules_dir: P
         n_scans = sum(1 for sr in series if sr.spec.name != spec.name)
         reading = fit_second_reading(pos, neg, n_scans, version=f"loso-{spec.name}")
         fold_models[spec.name] = reading
+        train_neg = np.sort(reading.score_matrix(np.stack([e.features for e in neg])))[::-1]
+
+        def fp_rate(score: float, train_neg=train_neg, n_scans=n_scans) -> float:
+            """False positives per training scan this fold raises at ``score``."""
+            return float(np.searchsorted(-train_neg, -score, side="right")) / n_scans
+
         for sr in series:
             if sr.spec.name != spec.name:
                 continue
@@ -136,9 +146,11 @@ def evaluate_studies(model_path: Path, data_dir: Path, out: Path, nodules_dir: P
             session.set_second_reading(reading)
             ex = [e for e in real[spec.name] if e.series == sr.key]
             rows.append(_series_row(sr, session, ex, "left out", seconds[sr.key]))
-            susp = {les.id: les.suspicion for les in session.lesions()}
+            susp = {les.candidate.id: les.suspicion for les in session.lesions()}
+            # folds score on different scales: pool them on a common one, the training scans'
+            # false positives per scan at each lesion's suspicion (lower = more suspicious)
             froc_scans.append({"n_nodules": len(sr.truth.nodules),
-                               "lesions": [(susp[e.lesion_id], e.nodules) for e in ex]})
+                               "lesions": [(-fp_rate(susp[e.candidate_id]), e.nodules) for e in ex]})
             write_report(out / "reports" / sr.key.replace("/", "_"),
                          build_report(session, warnings=[f"second reading fitted without {spec.name}"]))
     curve = froc(froc_scans)
@@ -200,7 +212,8 @@ def evaluate_studies(model_path: Path, data_dir: Path, out: Path, nodules_dir: P
         final.notes = [
             "Fitted on the candidates of the studies listed under training (negatives), their annotated nodules and "
             "LIDC nodule crops pasted into their lungs (positives); operating point: "
-            f"{final.threshold:.3f}, the suspicion at which the training scans raise one false-positive lesion per scan.",
+            f"{final.threshold:.3f}, the suspicion at which the training scans raise {TARGET_FP_PER_SCAN:g} false-positive "
+            f"lesions per scan, and at most {final.max_lesions} findings per scan.",
             "Evaluation figures are leave-one-study-out: each study scored by a second reading fitted without it.",
         ]
         save_second_reading(final, fit_out)
@@ -222,7 +235,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 def _write_examples(path: Path, examples: list[Example]) -> None:
     from lungct_viewer.core.candidates import FEATURE_NAMES
 
-    _write_csv(path, [{"study": e.study, "series": e.series, "lesion_id": e.lesion_id, "positive": int(e.positive),
+    _write_csv(path, [{"study": e.study, "series": e.series, "candidate_id": e.candidate_id, "positive": int(e.positive),
                        "nodules": " ".join(map(str, e.nodules)), "other_mark": int(e.other_mark), "pasted": e.pasted,
                        "max_roi_logit": round(e.max_roi_logit, 4),
                        **{f: round(float(v), 5) for f, v in zip(FEATURE_NAMES, e.features)}} for e in examples])

@@ -37,6 +37,14 @@ DEVIATIONS = [
     "Training was cut by a wall-clock budget (shared 2-core CPU) and early stopping on held-back patients, "
     "far fewer patch presentations than the method's 200 epochs of 60,000 patches.",
 ]
+#: How the reading differs from the method (the same for every model; the card carries them).
+READING_DEVIATIONS = [
+    "Findings are localised 3-D lesions, not the vote map's connected regions: candidates grow from the local "
+    "maxima of the ROI score (P(ROI) >= 0.88) to the dense structure they point at, inside a lung region, and a "
+    "second reading scores each from its 3-D shape (second_reading.json); the vote map stays the red overlay.",
+    "The patient-level majority vote pools the ROI-patch votes of the lesions that pass the second reading and "
+    "are at least 6 mm across; no such lesion gives 'no suspicious findings'.",
+]
 
 
 def recipe_deviations(train_summary: dict, patch_summary: dict) -> list[str]:
@@ -104,6 +112,30 @@ def build_card(version: str, train_summary: dict, evaluation: dict, patch_summar
                         + (f", {texture_augmentation_text()}"
                            if train_summary.get("config", {}).get("texture_augmentation") else ""),
     }
+    apply_evaluation(card, evaluation, studies)
+    card.deviations_from_method = list(DEVIATIONS) + recipe_deviations(train_summary, patch_summary) + READING_DEVIATIONS
+    card.licences = list(LICENCES)
+    card.reproduce = reproduce
+    card.notes = [
+        "Research use only: not a medical device and not for diagnosis.",
+        "Malignancy labels are radiologists' ratings, not pathology; benign/malignant separation of small "
+        "nodules from ratings is inherently noisy.",
+        "Whole-study background (Not-ROI) comes from only three whole studies (two GE, one Philips): expect more "
+        "false positives on other scanners, kernels, and on emphysema, fibrosis or pneumonia.",
+        "The default voting threshold was chosen on the validation patients only (a few dozen), so it is itself "
+        "uncertain.",
+        "CPU TensorFlow is not bit-exact across machines, so a re-run gives close but not identical figures.",
+    ]
+    return card
+
+
+#: Notes an evaluation replaces (written by earlier versions of this module).
+STALE_NOTES = ("Whole studies, leave-one-study-out", "Whole-scan false positives at the default detection settings",
+               "Share of the lung-field windows called ROI")
+
+
+def apply_evaluation(card: ModelCard, evaluation: dict | None, studies: dict | None = None) -> ModelCard:
+    """Put ``evaluate``'s metrics (and ``evaluate-studies``' whole-study figures) on a card."""
     if evaluation:
         card.metrics = {
             "held_back_split": evaluation.get("split"),
@@ -138,20 +170,11 @@ def build_card(version: str, train_summary: dict, evaluation: dict, patch_summar
                                                "indeterminate", "false_positives", "largest_finding_mm2",
                                                "patient_call")} for r in loso.get("series", [])],
         }
-    card.deviations_from_method = list(DEVIATIONS) + recipe_deviations(train_summary, patch_summary)
-    card.licences = list(LICENCES)
-    card.reproduce = reproduce
-    card.notes = [
-        "Research use only: not a medical device and not for diagnosis.",
-        "Malignancy labels are radiologists' ratings, not pathology; benign/malignant separation of small "
-        "nodules from ratings is inherently noisy.",
-        "Whole-study background (Not-ROI) comes from only three whole studies (two GE, one Philips): expect more "
-        "false positives on other scanners, kernels, and on emphysema, fibrosis or pneumonia.",
-        "The default voting threshold was chosen on the validation patients only (a few dozen), so it is itself "
-        "uncertain.",
-        "CPU TensorFlow is not bit-exact across machines, so a re-run gives close but not identical figures.",
-    ]
+    for d in READING_DEVIATIONS:
+        if d not in card.deviations_from_method:
+            card.deviations_from_method.append(d)
     if studies:
+        card.notes = [n for n in card.notes if not n.startswith(STALE_NOTES)]
         loso = studies.get("leave_one_study_out", {})
         card.notes.append(
             f"Whole studies, leave-one-study-out ({len(studies.get('studies', []))} studies, {studies.get('scans')} "
@@ -160,6 +183,19 @@ def build_card(version: str, train_summary: dict, evaluation: dict, patch_summar
             f"{loso.get('false_positives_per_scan', 0):.1f} false-positive lesions per scan; CPM {loso.get('cpm')}. "
             "Findings are the lesions passing the second reading (second_reading.json beside the model).")
     return card
+
+
+def refresh_card(model_path: Path, evaluation: Path | None = None, studies: Path | None = None) -> Path:
+    """Update the card beside ``model_path`` with new evaluations; the model and what the card
+    says about its training stay as they are."""
+    from lungct_viewer.core.atomic import write_json_atomic
+    from lungct_viewer.core.model import card_path_for, read_model_card
+
+    card = read_model_card(model_path)
+    apply_evaluation(card, _read(evaluation) if evaluation else None, _read(studies) if studies else None)
+    target = card_path_for(model_path)
+    write_json_atomic(target, card.to_dict())
+    return target
 
 
 REPRODUCE = (

@@ -48,10 +48,12 @@ def threshold_curve(y_true, frac, thresholds) -> list[dict]:
     return [{"threshold": round(float(t), 4), **binary_stats(y_true, frac >= t)} for t in thresholds]
 
 
-def choose_threshold(curve: list[dict], min_sensitivity: float = 0.9) -> tuple[float, str]:
+def choose_threshold(curve: list[dict], min_sensitivity: float | None = 0.9) -> tuple[float, str]:
     """Highest specificity among thresholds with sensitivity >= ``min_sensitivity`` (then
-    accuracy, then the larger threshold); Youden's J if none reaches it."""
-    ok = [c for c in curve if c["sensitivity"] is not None and c["sensitivity"] >= min_sensitivity]
+    accuracy, then the larger threshold); Youden's J (sensitivity + specificity - 1, then the
+    larger threshold) if none reaches it or when ``min_sensitivity`` is None."""
+    ok = [] if min_sensitivity is None else [
+        c for c in curve if c["sensitivity"] is not None and c["sensitivity"] >= min_sensitivity]
     if ok:
         best = max(ok, key=lambda c: (c["specificity"] or 0, c["accuracy"] or 0, c["threshold"]))
         return best["threshold"], (
@@ -59,7 +61,10 @@ def choose_threshold(curve: list[dict], min_sensitivity: float = 0.9) -> tuple[f
             f"validation malignant sensitivity >= {min_sensitivity:.2f} (it is {_fmt(best['sensitivity'])})"
         )
     best = max(curve, key=lambda c: ((c["sensitivity"] or 0) + (c["specificity"] or 0), c["threshold"]))
-    return best["threshold"], "maximum Youden's J on validation (no threshold reached the sensitivity target)"
+    why = "maximum Youden's J (sensitivity + specificity - 1) on the validation patients"
+    if min_sensitivity is not None:
+        why += " (no threshold reached the sensitivity target)"
+    return best["threshold"], f"{why}: sensitivity {_fmt(best['sensitivity'])}, specificity {_fmt(best['specificity'])}"
 
 
 def _fmt(v) -> str:

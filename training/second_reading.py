@@ -6,7 +6,7 @@ annotated nodule or within 5 mm of another reader's mark.
 
 **Positives** are the LIDC nodule crops, *pasted into the lungs of the whole studies* and
 found there by the same core and object steps a CNN seed starts (:mod:`lungct_viewer.core.
-candidates`). A crop is 30-60 mm wide and holds one nodule slice above and below it: features
+candidates`); a nodule counts when the object found is that nodule (:data:`MIN_PASTE_OVERLAP`). A crop is 30-60 mm wide and holds one nodule slice above and below it: features
 computed on the crop itself would tell crops from whole studies (borders, padding, noise,
 pixel size) instead of nodules from vessels. Pasted, each nodule sits in a real lung of a real
 scanner, between real vessels and against real pleura, resampled to that scanner's voxels:
@@ -55,6 +55,10 @@ CLIP_PERCENTILES = (0.5, 99.5)
 PASTES_PER_HOST = 300
 #: Standard deviation (mm) of the offset between a pasted nodule's centre and its seed.
 SEED_JITTER_MM = 2.5
+#: A pasted nodule is a positive example only when the object found from its seed is that
+#: nodule (intersection over union at least this): when the object step returns a vessel
+#: instead, the example would teach the regression that vessels are nodules.
+MIN_PASTE_OVERLAP = 0.3
 #: Paste sites: lung voxels at most this dense (HU), so a nodule replaces aerated lung. Half
 #: the nodules go anywhere in the lungs, half against the costal pleura (within
 #: SUBPLEURAL_MM of the lung's edge, on its outer half, with lung above and below): nodules are
@@ -76,7 +80,7 @@ class Example:
     nodules: tuple[int, ...] = ()  # annotated nodules it hits (whole-study candidates)
     other_mark: bool = False
     pasted: str = ""  # crop name for pasted nodules
-    lesion_id: int = 0
+    candidate_id: int = 0  # stable across settings (lesion numbers are not)
     max_roi_logit: float = 0.0
 
 
@@ -120,7 +124,7 @@ def study_examples(series: AnalysedSeries, card, second_reading=None):
     for les in session.lesions():
         hits, other = lesion_hits(les, series)
         out.append(Example(series.spec.name, series.key, les.candidate.feature_vector(), bool(hits), hits, other,
-                           lesion_id=les.id, max_roi_logit=les.candidate.max_roi_logit))
+                           candidate_id=les.candidate.id, max_roi_logit=les.candidate.max_roi_logit))
     return session, out
 
 
@@ -166,8 +170,8 @@ def paste_nodule(hu: np.ndarray, lung: LungRegion, spacing: Sequence[float], cro
                  crop_spacing: Sequence[float], rng: np.random.Generator, sites: np.ndarray):
     """Paste one crop's nodule into ``hu`` in place at a random lung site.
 
-    Returns ``(box, original voxels, centre)`` so that the caller can restore the volume, or
-    ``None`` when the nodule does not fit.
+    Returns ``(box, original voxels, centre, nodule mask in box)`` so that the caller can
+    restore the volume, or ``None`` when the nodule does not fit.
     """
     f = [c / h for c, h in zip(crop_spacing, spacing)]
     nod = ndimage.zoom(crop, f, order=1)
@@ -191,7 +195,7 @@ def paste_nodule(hu: np.ndarray, lung: LungRegion, spacing: Sequence[float], cro
     host = hu[box].astype(np.float32)
     original = hu[box].copy()
     hu[box] = np.rint(host * (1 - weight) + np.maximum(host, nod) * weight).astype(hu.dtype)
-    return box, original, o + shape / 2.0
+    return box, original, o + shape / 2.0, m
 
 
 def paste_sites(hu: np.ndarray, lung: LungRegion, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -216,6 +220,19 @@ def paste_sites(hu: np.ndarray, lung: LungRegion, spacing: Sequence[float]) -> t
     return np.argwhere(aerated), np.argwhere(near)
 
 
+def _overlap(obj_box: tuple[slice, slice, slice], obj: np.ndarray, nod_box: tuple[slice, slice, slice],
+             nodule: np.ndarray) -> float:
+    """Intersection over union of a segmented object and the pasted nodule (volume voxels)."""
+    lo = [min(a.start, b.start) for a, b in zip(obj_box, nod_box)]
+    hi = [max(a.stop, b.stop) for a, b in zip(obj_box, nod_box)]
+    a = np.zeros([h - low for low, h in zip(lo, hi)], dtype=bool)
+    b = np.zeros_like(a)
+    a[tuple(slice(s.start - low, s.stop - low) for s, low in zip(obj_box, lo))] = obj
+    b[tuple(slice(s.start - low, s.stop - low) for s, low in zip(nod_box, lo))] = nodule
+    union = int((a | b).sum())
+    return float((a & b).sum()) / union if union else 0.0
+
+
 def pasted_examples(series: AnalysedSeries, lung: LungRegion, crops: Sequence[tuple[str, Path, Path]],
                     rng: np.random.Generator, n: int = PASTES_PER_HOST) -> tuple[list[Example], int]:
     """Features of ``n`` crops pasted into one host series; returns ``(examples, attempts)``."""
@@ -234,14 +251,14 @@ def pasted_examples(series: AnalysedSeries, lung: LungRegion, crops: Sequence[tu
         pasted = paste_nodule(hu, lung, spacing, c_hu, c_mask, c_sp, rng, pool)
         if pasted is None:
             continue
-        box, original, centre = pasted
+        box, original, centre, nodule = pasted
         try:
             jitter = rng.normal(0.0, SEED_JITTER_MM, 2)
             seed = Seed(int(round(centre[0] - 0.5)), centre[1] - 0.5 + jitter[0] / spacing[1],
                         centre[2] - 0.5 + jitter[1] / spacing[2], 0.0)
             core = find_core(seed, hu, lung, spacing)
             seg = segment_object(core[0], core[1], hu, lung, spacing) if core is not None else None
-            if seg is not None:
+            if seg is not None and _overlap(seg[0], seg[1], box, nodule) >= MIN_PASTE_OVERLAP:
                 feats = seg[2]
                 out.append(Example(series.spec.name, series.key, np.array([feats[f] for f in FEATURE_NAMES]), True,
                                    pasted=name))

@@ -119,14 +119,6 @@ class Candidate:
         return np.array([self.features[n] for n in FEATURE_NAMES], dtype=np.float64)
 
 
-def roi_logit(sa: SliceAnalysis) -> np.ndarray:
-    """``(gh, gw)`` float32 ROI logit of a slice; ``-inf`` outside the analysed field."""
-    p = sa.probs.astype(np.float64)
-    tiny = 1e-38
-    s = np.log(p[..., C.BENIGN] + p[..., C.MALIGNANT] + tiny) - np.log(p[..., C.NOT_ROI] + tiny)
-    return np.where(sa.in_field, s, -np.inf).astype(np.float32)
-
-
 def logit(p: float) -> float:
     """``log(p / (1 - p))`` for a probability in (0, 1]."""
     p = min(max(float(p), 1e-12), 1.0 - 1e-12)
@@ -135,7 +127,7 @@ def logit(p: float) -> float:
 
 def find_seeds(sa: SliceAnalysis, floor_logit: float) -> list[Seed]:
     """Local maxima (3 x 3) of the ROI logit of one slice at or above ``floor_logit``."""
-    g = roi_logit(sa)
+    g = sa.roi_logit
     if g.size == 0:
         return []
     peak = ndimage.maximum_filter(g, size=3, mode="constant", cval=-np.inf)

@@ -53,6 +53,8 @@ class ImageOptions:
     heatmap_kind: str | None = None
     heatmap_opacity: float = 0.4
     show_roi: bool = True
+    #: what is painted red: "lesions" (the findings' objects) or "votes" (the method's vote map)
+    roi_source: str = "lesions"
     include_candidates: bool = False
     include_patient_name: bool = False
 
@@ -66,8 +68,9 @@ def render_png(session: ReadingSession, index: int, options: ImageOptions = Imag
             heat = (values, options.heatmap_kind)
     kwargs: dict[str, Any] = {} if options.window is None else {"window": options.window}
     vol = session.volume
+    red = session.red_mask(index, options.roi_source, options.include_candidates)
     return render_slice(
-        vol, index, session.roi_mask(index), session.marks(index, options.include_candidates),
+        vol, index, red, session.marks(index, options.include_candidates),
         threshold=session.voting_threshold, model_version=session.card.version, heatmap=heat,
         heatmap_opacity=options.heatmap_opacity, show_roi=options.show_roi,
         patient_name=vol.patient_name if options.include_patient_name else None, **kwargs,

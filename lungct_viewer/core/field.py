@@ -24,40 +24,89 @@ MIN_LUNG_AREA_PX = 150  # ~75 mm^2 at 0.7 mm/px
 LUNG_MARGIN_PX = 4
 
 
-def lung_mask(hu_model: np.ndarray) -> np.ndarray:
-    """Boolean lung mask of a model-space HU slice (see module docstring)."""
+def _bbox_slices(mask: np.ndarray) -> tuple[slice, slice]:
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``ndimage.binary_fill_holes(mask)`` of a mask that touches all four sides of its array
+    (a bounding-box crop), computed by labelling the background: holes are the 4-connected
+    background components that do not touch the border."""
+    lab, n = ndimage.label(~mask)
+    if n == 0:
+        return mask.copy()
+    edge = np.zeros(n + 1, dtype=bool)
+    for side in (lab[0], lab[-1], lab[:, 0], lab[:, -1]):
+        edge[side] = True
+    edge[0] = True  # label 0 is the mask itself
+    return mask | ~edge[lab]
+
+
+def _lungs_in_body_box(hu_model: np.ndarray) -> tuple[np.ndarray, tuple[slice, slice]] | None:
+    """The lung mask inside the body's bounding box, and that box (None without a body).
+
+    Everything outside the body's bounding box is background reaching the border, so filling
+    holes inside the box equals filling them in the whole slice; lungs lie inside the body."""
     body = hu_model > BODY_HU
     lab, n = ndimage.label(body)
     if n == 0:
-        return np.zeros(hu_model.shape, dtype=bool)
+        return None
     sizes = np.bincount(lab.ravel())
     sizes[0] = 0
-    body = ndimage.binary_fill_holes(lab == int(np.argmax(sizes)))
-    lungs = body & (hu_model < LUNG_HU)
+    k = int(np.argmax(sizes))
+    box = ndimage.find_objects(lab, max_label=k)[k - 1]
+    body = _fill_holes(lab[box] == k)
+    lungs = body & (hu_model[box] < LUNG_HU)
     lab, n = ndimage.label(lungs)
     if n == 0:
-        return lungs
+        return lungs, box
     sizes = np.bincount(lab.ravel())
     keep = sizes >= MIN_LUNG_AREA_PX
     keep[0] = False
-    return keep[lab]
+    return keep[lab], box
+
+
+def lung_mask(hu_model: np.ndarray) -> np.ndarray:
+    """Boolean lung mask of a model-space HU slice (see module docstring)."""
+    out = np.zeros(hu_model.shape, dtype=bool)
+    found = _lungs_in_body_box(hu_model)
+    if found is not None:
+        out[found[1]] = found[0]
+    return out
 
 
 def field_grid(hu_model: np.ndarray) -> np.ndarray:
-    """``(gh, gw)`` bool: patches whose central core touches the (dilated) lung field."""
+    """``(gh, gw)`` bool: patches whose central core touches the (dilated) lung field.
+
+    Equal to dilating the lungs ``LUNG_MARGIN_PX`` times with the 4-neighbour cross
+    (``ndimage.binary_dilation(lungs, iterations=LUNG_MARGIN_PX)``) and testing each core for a
+    dilated pixel, but computed without the dilation: a dilated pixel lies in a core exactly
+    when a lung pixel lies within city-block distance ``LUNG_MARGIN_PX`` of the core, that is
+    in one of the rectangles "core grown by ``k`` rows and ``LUNG_MARGIN_PX - k`` columns"."""
     gh, gw = grid_shape(*hu_model.shape)
+    out = np.zeros((max(gh, 0), max(gw, 0)), dtype=bool)
     if gh == 0:
-        return np.zeros((0, 0), dtype=bool)
-    lungs = lung_mask(hu_model)
-    if not lungs.any():
-        return np.zeros((gh, gw), dtype=bool)
-    lungs = ndimage.binary_dilation(lungs, iterations=LUNG_MARGIN_PX)
-    ii = np.zeros((lungs.shape[0] + 1, lungs.shape[1] + 1), dtype=np.int32)
+        return out
+    found = _lungs_in_body_box(hu_model)
+    if found is None or not found[0].any():
+        return out
+    lungs, (rs, cs) = found
+    lr, lc = _bbox_slices(lungs)
+    lungs = lungs[lr, lc]
+    oy, ox = rs.start + lr.start, cs.start + lc.start  # slice coordinates of lungs[0, 0]
+    h, w = lungs.shape
+    ii = np.zeros((h + 1, w + 1), dtype=np.int32)
     ii[1:, 1:] = np.cumsum(np.cumsum(lungs, axis=0, dtype=np.int32), axis=1)
     a = (C.PATCH_SIZE_PX - C.ROI_CORE_PX) // 2
-    y0 = np.arange(gh) * C.PATCH_STRIDE_PX + a
-    x0 = np.arange(gw) * C.PATCH_STRIDE_PX + a
-    Y, X = np.meshgrid(y0, x0, indexing="ij")
+    y0 = np.arange(gh) * C.PATCH_STRIDE_PX + a - oy
+    x0 = np.arange(gw) * C.PATCH_STRIDE_PX + a - ox
     s = C.ROI_CORE_PX
-    core = ii[Y + s, X + s] - ii[Y, X + s] - ii[Y + s, X] + ii[Y, X]
-    return core > 0
+    for k in range(LUNG_MARGIN_PX + 1):
+        r = LUNG_MARGIN_PX - k
+        ya, yb = np.clip(y0 - k, 0, h), np.clip(y0 + s + k, 0, h)
+        xa, xb = np.clip(x0 - r, 0, w), np.clip(x0 + s + r, 0, w)
+        count = ii[yb][:, xb] - ii[ya][:, xb] - ii[yb][:, xa] + ii[ya][:, xa]
+        out |= count > 0
+    return out

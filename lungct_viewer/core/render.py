@@ -102,7 +102,7 @@ def render_slice(
         draw.text((x0, ty), mark.text, fill=colour, font=small)
     fy = HEADER_PX + h + 4
     draw.rectangle((6, fy + 2, 16, fy + 12), fill=ROI_RGB)
-    draw.text((20, fy), "ROI votes", fill=(255, 255, 255), font=small)
+    draw.text((20, fy), "ROI", fill=(255, 255, 255), font=small)
     x = 90
     for lab in (Label.MALIGNANT, Label.BENIGN):
         draw.rectangle((x, fy + 2, x + 10, fy + 12), outline=LABEL_RGB[lab])

@@ -3,7 +3,7 @@
 The reading flows one way::
 
     study -> per-slice patch probabilities (network, once)
-          -> ROI votes and the vote map (the red overlay), class heatmaps
+          -> ROI votes and the method's vote map, class heatmaps
           -> localised 3-D candidates (once per analysis) -> suspicion (second reading)
           -> lesions at the current settings -> patient call -> report / PNG export
 
@@ -236,6 +236,31 @@ class ReadingSession:
             cache.popitem(last=False)
         return value
 
+    def lesion_mask(self, index: int, include_candidates: bool = False) -> np.ndarray | None:
+        """Native ``(H, W)`` bool: the objects of the findings (and candidates when asked) on
+        slice ``index`` (``None`` before the candidates are found)."""
+        if not self.candidates_ready:
+            return None
+        mask = np.zeros(self.volume.hu.shape[1:], dtype=bool)
+        for les in self.lesions():
+            if not les.passes and not include_candidates:
+                continue
+            sm = les.candidate.slice_mask(index)
+            if sm is not None:
+                m, r0, c0 = sm
+                mask[r0:r0 + m.shape[0], c0:c0 + m.shape[1]] |= m
+        return mask
+
+    def red_mask(self, index: int, source: str = "lesions", include_candidates: bool = False) -> np.ndarray | None:
+        """What is painted red on slice ``index``, on screen and in the PNGs: the findings'
+        objects (``source`` "lesions"; the candidates' too when asked) or the method's vote
+        map ("votes", :meth:`roi_mask`)."""
+        if source == "votes":
+            return self.roi_mask(index)
+        if source == "lesions":
+            return self.lesion_mask(index, include_candidates)
+        raise ValueError(f"the red overlay shows 'lesions' or 'votes', not {source!r}")
+
     def roi_mask(self, index: int) -> np.ndarray | None:
         """Native ``(H, W)`` bool vote-map ROI of a slice (``None`` before it is analysed)."""
         sa = self.analysis.slices.get(index)
@@ -287,9 +312,10 @@ class ReadingSession:
 
     # -------------------------------------------------------------------------- lesions
     def lesions(self) -> list[Lesion]:
-        """Every candidate as a lesion at the current settings, in reading order, numbered
-        from 1 (those below the suspicion threshold have ``passes`` False). Candidates whose
-        strongest seed is below the detection sensitivity are left out."""
+        """Every candidate as a lesion at the current settings: the findings (``passes``) in
+        reading order numbered from 1, then the candidates below the suspicion threshold in
+        reading order. Candidates whose strongest seed is below the detection sensitivity are
+        left out. ``lesion.candidate.id`` stays the same whatever the settings."""
         if self._lesions is None:
             cs = self.ensure_candidates()
             p = self._params
@@ -302,7 +328,9 @@ class ReadingSession:
                 out.append(read_lesion(cand, self.volume, self.analysis, min_roi_probability=p.min_roi_probability,
                                        suspicion=s, suspicion_threshold=p.suspicion_threshold, lesion_id=0))
             out = _cap(out, p.max_lesions)
-            ordered = reading_order(out)
+            # findings first (L1, L2, ... top to bottom), then the candidates below the threshold
+            ordered = reading_order([les for les in out if les.passes]) + reading_order(
+                [les for les in out if not les.passes])
             self._lesions = [_renumber(les, i + 1) for i, les in enumerate(ordered)]
         return self._lesions
 

@@ -74,7 +74,7 @@ ACTIONS: tuple[ActionSpec | SubmenuSpec, ...] = (
     *_PRESETS,
     ActionSpec("invert", "View", "&Invert grey scale", "display.invert_check.toggle", ("I",), Scope.VIEW),
     ActionSpec("reset_view", "View", "&Reset zoom and pan", "view.reset_view", ("Space",), Scope.VIEW),
-    ActionSpec("toggle_roi", "View", "Toggle the red &ROI overlay", "display.toggle", ("R",), Scope.VIEW,
+    ActionSpec("toggle_roi", "View", "Toggle the &red overlay", "display.toggle", ("R",), Scope.VIEW,
                args=("roi",), separator=True),
     ActionSpec("toggle_marks", "View", "Toggle lesion &outlines and labels", "display.toggle", ("O",), Scope.VIEW,
                args=("marks",)),

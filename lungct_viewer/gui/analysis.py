@@ -16,7 +16,7 @@ from typing import Any
 from PySide6 import QtCore
 from PySide6.QtCore import Signal
 
-from lungct_viewer.core.errors import LungCTError, ModelLoadError
+from lungct_viewer.core.errors import AnalysisCancelled, LungCTError, ModelLoadError
 from lungct_viewer.core.model import ModelCard, read_model_card
 from lungct_viewer.core.session import ReadingSession
 
@@ -79,7 +79,9 @@ class ModelLoader(QtCore.QObject):
             from lungct_viewer.core.pipeline import Analyzer
 
             loaded = load_model(path)
-            return ReadyModel(loaded, Analyzer(loaded))
+            analyzer = Analyzer(loaded)
+            analyzer.warm_up()  # the network call is ready before the first slice
+            return ReadyModel(loaded, analyzer)
 
         def connect(w: Worker) -> None:
             w.returned.connect(self._on_loaded)
@@ -216,7 +218,9 @@ class AnalysisController(QtCore.QObject):
         volume = session.volume
 
         def analyse(control: WorkerControl):
-            yield from analyzer.iter_slices(volume, order)
+            yield from analyzer.iter_analyze(volume, order, control.cancelled)
+            if control.cancelled():  # it stopped between network calls
+                raise AnalysisCancelled("The analysis was cancelled.")
 
         total = len(order)
         done = [0]

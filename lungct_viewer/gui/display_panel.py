@@ -12,11 +12,16 @@ from PySide6 import QtWidgets
 from PySide6.QtCore import Qt, Signal
 
 from lungct_viewer.core import constants as C
+from lungct_viewer.core.export import ImageOptions
 
 from .widgets import HeatmapLegend
 
 #: Heatmap choices: (menu text, kind for the session's heatmap).
 HEATMAP_KINDS = (("P(malignant)", "malignant"), ("P(benign)", "benign"), ("P(ROI)", "roi"))
+#: What the red overlay shows: (menu text, source for the session's ``red_mask``); the first is
+#: what the PNG export paints by default.
+RED_SOURCES = tuple(sorted((("the findings' objects", "lesions"), ("the vote map (ROI patches)", "votes")),
+                           key=lambda item: item[1] != ImageOptions().roi_source))
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,7 @@ class DisplayOptions:
     window: tuple[float, float]
     inverted: bool
     show_roi: bool
+    red: str  # "lesions" (the findings' objects) or "votes" (the method's vote map)
     show_marks: bool
     heat_kind: str | None  # None: heatmap off
     heat_opacity: float
@@ -70,8 +76,13 @@ class DisplayPanel(QtWidgets.QWidget):
 
         ov = QtWidgets.QGroupBox("Overlays")
         ol = QtWidgets.QGridLayout(ov)
-        self.roi_check = _no_focus(QtWidgets.QCheckBox("Red ROI overlay: the vote map (R)"))
+        self.roi_check = _no_focus(QtWidgets.QCheckBox("Red (R)"))
         self.roi_check.setChecked(True)
+        self.red_combo = _no_focus(QtWidgets.QComboBox())
+        for text, source in RED_SOURCES:
+            self.red_combo.addItem(text, source)
+        self.red_combo.setToolTip("Red: the findings as segmented (as the exported PNGs by default), or the "
+                                  "method's ROI vote map (pixels covered by enough ROI patches)")
         self.marks_check = _no_focus(QtWidgets.QCheckBox("Lesion outlines and labels (O)"))
         self.marks_check.setChecked(True)
         self.heat_check = _no_focus(QtWidgets.QCheckBox("Heatmap (H)"))
@@ -82,10 +93,12 @@ class DisplayPanel(QtWidgets.QWidget):
         self.opacity_slider.setRange(5, 100)
         self.opacity_slider.setValue(40)
         self.legend = HeatmapLegend()
-        for sig in (self.roi_check.toggled, self.marks_check.toggled, self.heat_check.toggled,
+        for sig in (self.roi_check.toggled, self.red_combo.currentIndexChanged, self.marks_check.toggled,
+                    self.heat_check.toggled,
                     self.heat_combo.currentIndexChanged, self.opacity_slider.valueChanged):
             sig.connect(self._on_overlay_changed)
-        ol.addWidget(self.roi_check, 0, 0, 1, 3)
+        ol.addWidget(self.roi_check, 0, 0)
+        ol.addWidget(self.red_combo, 0, 1, 1, 2)
         ol.addWidget(self.marks_check, 1, 0, 1, 3)
         ol.addWidget(self.heat_check, 2, 0)
         ol.addWidget(self.heat_combo, 2, 1, 1, 2)
@@ -103,6 +116,7 @@ class DisplayPanel(QtWidgets.QWidget):
             window=self._window,
             inverted=self.invert_check.isChecked(),
             show_roi=self.roi_check.isChecked(),
+            red=self.red_combo.currentData(),
             show_marks=self.marks_check.isChecked(),
             heat_kind=self.heat_combo.currentData() if self.heat_check.isChecked() else None,
             heat_opacity=self.opacity_slider.value() / 100.0,

@@ -43,7 +43,7 @@ def export_indices(session: ReadingSession, mode: str, current: int) -> list[int
 def image_options(display: DisplayOptions, include_candidates: bool, include_identifiers: bool) -> ImageOptions:
     """The PNGs drawn as the screen is: window, heatmap, ROI overlay, candidates."""
     return ImageOptions(window=display.window, heatmap_kind=display.heat_kind, heatmap_opacity=display.heat_opacity,
-                        show_roi=display.show_roi, include_candidates=include_candidates,
+                        show_roi=display.show_roi, roi_source=display.red, include_candidates=include_candidates,
                         include_patient_name=include_identifiers)
 
 

@@ -71,8 +71,8 @@ class ReadingPanel(QtWidgets.QWidget):
         self.votes_spin = QtWidgets.QSpinBox()
         self.votes_spin.setRange(1, (C.PATCH_SIZE_PX // C.PATCH_STRIDE_PX) ** 2)
         self.votes_spin.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # typing goes into the box
-        self.votes_spin.setToolTip("Minimum votes: a pixel is red (ROI) when at least this many ROI patches "
-                                   "cover it (of 25). Higher = a tighter overlay.")
+        self.votes_spin.setToolTip("Minimum votes: in the vote map, a pixel is ROI when at least this many ROI "
+                                   "patches cover it (of 25). Higher = a tighter vote map.")
         self.susp_slider = _slider(0, 100, "")
         self.susp_value = QtWidgets.QLabel()
         self.defaults_button = QtWidgets.QPushButton("Model defaults")

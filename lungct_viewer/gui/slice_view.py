@@ -4,7 +4,7 @@ Mouse (as Weasis / OHIF): wheel scrolls slices; left-drag changes window (horizo
 level (vertical); middle-drag pans; right-drag zooms. With a measuring tool armed, a left-drag
 draws the ruler or the circle instead (see :mod:`.measure`).
 
-The view draws only what it is given -- the HU slice, the session's boolean ROI mask, a
+The view draws only what it is given -- the HU slice, the session's boolean red mask, a
 heatmap in [0, 1] and the session's :class:`~lungct_viewer.core.session.Mark` objects, all in
 native pixels -- with the colours, boxes and texts of :mod:`lungct_viewer.core.labels` and
 :mod:`lungct_viewer.core.render`, so the screen and the exported PNG agree. It computes

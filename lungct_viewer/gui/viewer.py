@@ -1,7 +1,8 @@
 """The reading area: patient banner, slice view, slice navigator and measuring tools, drawing
 one :class:`~lungct_viewer.core.session.ReadingSession` at the current slice.
 
-Everything drawn is asked of the session: ``roi_mask`` (the red vote map), ``heatmap``,
+Everything drawn is asked of the session: ``red_mask`` (the findings' objects, or the vote
+map), ``heatmap``,
 ``marks`` (lesion boxes and texts) and ``slice_label`` (the findings strip). The keyboard's
 single-key shortcuts belong to this widget (see :mod:`.actions`).
 """
@@ -42,7 +43,7 @@ class SliceViewer(QtWidgets.QWidget):
         lay.addWidget(self.nav)
         self.session: ReadingSession | None = None
         self.index = 0
-        self.options = DisplayOptions(C.WINDOW_PRESETS["Lung"], False, True, True, None, 0.4)
+        self.options = DisplayOptions(C.WINDOW_PRESETS["Lung"], False, True, "lesions", True, None, 0.4)
         self.include_candidates = False
         self.previewing = False
         self._step = 1
@@ -132,7 +133,7 @@ class SliceViewer(QtWidgets.QWidget):
         s, i, o = self.session, self.index, self.options
         if s is None or self.previewing or not 0 <= i < self.num_slices:
             return
-        self.view.set_roi(s.roi_mask(i) if o.show_roi else None)
+        self.view.set_roi(s.red_mask(i, o.red, self.include_candidates) if o.show_roi else None)
         self.view.set_heatmap(s.heatmap(i, o.heat_kind) if o.heat_kind else None, o.heat_opacity)
         self.view.set_marks(s.marks(i, self.include_candidates) if o.show_marks else [])
 

@@ -114,19 +114,23 @@ def _load_series(info: SeriesInfo, progress: ProgressCallback | None, cancel: Ca
     results = decode_slices(files, scanned, progress, cancel)
     slices: list[DecodedSlice] = []
     failures: list[str] = []
+    first_reason = ""
     for file, res in zip(files, results, strict=True):
         name = os.path.basename(file)
         if isinstance(res, DecodedSlice):
             slices.append(res)
-        elif isinstance(res, Skip):
-            failures.append(f"Slice file {name} {res}; it was skipped.")
+            continue
+        if isinstance(res, Skip):
+            reason = f"slice file {name} {res}"
         else:
             logger.debug("unexpected error loading a slice", exc_info=res)
-            failures.append(f"Slice file {name} could not be read; it was skipped.")
+            reason = f"slice file {name} could not be read"
+        failures.append(f"{reason[0].upper()}{reason[1:]}; it was skipped.")
+        first_reason = first_reason or reason
     if not slices:
         label = info.description or "this series"
-        first = failures[0] if failures else ""
-        raise StudyLoadError(f"None of the {len(files)} slices of {label} could be read. {first}".strip())
+        why = f"; for example, {first_reason}" if first_reason else ""
+        raise StudyLoadError(f"None of the {len(files)} slices of {label} could be read{why}.")
     warnings = failures[:_LISTED_FAILURES]
     if len(failures) > _LISTED_FAILURES:
         warnings.append(f"{len(failures) - _LISTED_FAILURES} more slice files could not be read and were skipped.")

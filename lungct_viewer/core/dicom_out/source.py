@@ -20,8 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..dicom.assemble import UNEVEN_MIN_MM, UNEVEN_RELATIVE_TOLERANCE
-from ..geometry import DUPLICATE_TOLERANCE_MM
 from ..errors import ExportError
+from ..geometry import DUPLICATE_TOLERANCE_MM
 
 logger = logging.getLogger(__name__)
 
