@@ -218,6 +218,10 @@ def evaluate(model_path: Path, patches: Path, out: Path, split: str = "test", th
         "patient_level_max_nodule_vote": pat_max,
         "validation_patient_level": val_pat_m,
         "test_time_augmentation": "left-right flip, probabilities averaged" if tta else None,
+        "patient_threshold_curve": {
+            "split": split, "n": len(pat),
+            "points": [{k: c[k] for k in ("threshold", "sensitivity", "specificity")} for c in curve],
+        },
     }
     _write_csv(out / "patient_threshold_curve.csv", curve)
     if val_curve:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lungct_viewer.core import constants as C
 from lungct_viewer.core.errors import DataError
-from lungct_viewer.core.model import CARD_FILENAME, MODEL_FILENAME, ModelCard, load_model, save_model
+from lungct_viewer.core.model import CARD_FILENAME, MODEL_FILENAME, THRESHOLD_CURVE_KEY, ModelCard, load_model, save_model
 
 from .train import texture_augmentation_text
 
@@ -79,6 +79,16 @@ def _read(path: Path | None) -> dict:
         raise DataError(f"The file {path} is not valid JSON: {exc}") from exc
 
 
+def _split_text(patients: dict, counts: dict) -> str:
+    """``train 305 patients (12000 not-ROI, 12000 benign, 12000 malignant patches), ...``"""
+    parts = []
+    for split in ("train", "val", "test"):
+        c = counts.get(split)
+        patches = f" ({c[0]} not-ROI, {c[1]} benign, {c[2]} malignant patches)" if c else ""
+        parts.append(f"{split} {patients.get(split, '?')} patients{patches}")
+    return "; ".join(parts)
+
+
 def build_card(version: str, train_summary: dict, evaluation: dict, patch_summary: dict, reproduce: str,
                studies: dict | None = None) -> ModelCard:
     counts = patch_summary.get("counts", {})
@@ -93,7 +103,7 @@ def build_card(version: str, train_summary: dict, evaluation: dict, patch_summar
         "LIDC-IDRI-0005 (GE, 2.5 mm; two indeterminate nodules, median rating 3, excluded from the ROI classes): "
         "held back entirely (test split) for whole-study false positives.",
         f"Patients per split (by patient, stratified, seed {patch_summary.get('config', {}).get('seed')}): "
-        f"{patch_summary.get('patients')}; patch counts [not_roi, benign, malignant] per split: {counts}.",
+        f"{_split_text(patch_summary.get('patients') or {}, counts)}.",
     ]
     card.training = {
         "optimizer": "Adam", "learning_rate": C.LEARNING_RATE, "batch_size": C.BATCH_SIZE,
@@ -146,6 +156,7 @@ def apply_evaluation(card: ModelCard, evaluation: dict | None, studies: dict | N
             "validation_patient_level": evaluation.get("validation_patient_level"),
             "patch_level": evaluation.get("patch_level"),
             "test_time_augmentation": evaluation.get("test_time_augmentation"),
+            THRESHOLD_CURVE_KEY: evaluation.get(THRESHOLD_CURVE_KEY),
         }
         card.operating_point = {
             "voting_threshold": evaluation.get("threshold", C.DEFAULT_VOTING_THRESHOLD),
