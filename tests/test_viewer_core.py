@@ -136,7 +136,10 @@ def test_measurements():
 
 def test_threshold_curve_in_the_card_is_optional_and_read_in_both_forms():
     shipped = read_model_card(_shipped_model())
-    assert threshold_curve(shipped) is None  # the shipped card records no curve (yet)
+    curve = threshold_curve(shipped)  # the shipped card records the test patients' curve
+    assert curve is not None and curve.n == 87 and curve.split == "test"
+    assert curve.points[0].threshold == 0.0 and curve.points[-1].threshold == 1.0
+    assert curve.at(0.0).sensitivity == 1.0
     ops = operating_points(shipped)
     assert [op.name for op in ops] == ["test patients", "validation patients"]
     assert ops[0].threshold == shipped.operating_point["voting_threshold"] and ops[0].n == 87
