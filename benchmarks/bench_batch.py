@@ -32,8 +32,20 @@ def make_cohort(root: Path, studies: int, slices: int, size: int) -> None:
 
 
 def run(root: Path, out: Path, workers: int, depth: int, model: str | None) -> tuple[float, list[dict]]:
-    cmd = [sys.executable, "-m", "lungct_viewer", "batch", str(root), "--out", str(out), "-q",
-           "--workers", str(workers), "--depth", str(depth)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lungct_viewer",
+        "batch",
+        str(root),
+        "--out",
+        str(out),
+        "-q",
+        "--workers",
+        str(workers),
+        "--depth",
+        str(depth),
+    ]
     if model:
         cmd += ["--model", model]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -76,9 +88,11 @@ def main() -> None:
             ok = [r for r in rows if r["status"] == "ok"]
             per_study = statistics.median(float(r["total_s"]) for r in ok) if ok else float("nan")
             results[workers] = (wall, len(ok))
-            print(f"{workers} worker(s): {wall:6.1f} s wall for {len(ok)} studies read "
-                  f"({len(rows) - len(ok)} other rows) = {60 * len(ok) / wall:5.1f} studies/min; "
-                  f"median {per_study:.1f} s per study on its worker")
+            print(
+                f"{workers} worker(s): {wall:6.1f} s wall for {len(ok)} studies read "
+                f"({len(rows) - len(ok)} other rows) = {60 * len(ok) / wall:5.1f} studies/min; "
+                f"median {per_study:.1f} s per study on its worker"
+            )
         (w1, n1), (wn, nn) = results[1], results[args.workers]
         if n1 and nn:
             print(f"speed-up with {args.workers} workers: {(nn / wn) / (n1 / w1):.2f}x (studies/min ratio)")

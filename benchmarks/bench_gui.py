@@ -49,8 +49,12 @@ def _app_window():
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
     apply_style(app)
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"lungct-bench-{os.getpid()}.ini"
-    w = MainWindow(settings=QtCore.QSettings(str(tmp), QtCore.QSettings.Format.IniFormat),
-                   dialogs=HeadlessDialogs(), auto_analyze=False, preload_model=False)
+    w = MainWindow(
+        settings=QtCore.QSettings(str(tmp), QtCore.QSettings.Format.IniFormat),
+        dialogs=HeadlessDialogs(),
+        auto_analyze=False,
+        preload_model=False,
+    )
     w.resize(1600, 1000)
     w.show()
     app.processEvents()
@@ -129,10 +133,11 @@ def stage_scroll() -> None:
     w.session._heat_cache.clear()
     cold_idle = run(range(30, 60), idle=True)  # first visit at 50 wheel notches/s
     warm = np.concatenate([run(range(59, -1, -1), False), run(range(60), False)])
-    for name, t in (("first visit, back-to-back", cold), ("first visit, 50 notches/s", cold_idle),
-                    ("revisit", warm)):
-        print(f"scroll 512x512, ROI+heatmap+outlines, {name}: median {np.median(t):.1f} ms, "
-              f"p95 {np.percentile(t, 95):.1f} ms (target p95 <= 16 ms)")
+    for name, t in (("first visit, back-to-back", cold), ("first visit, 50 notches/s", cold_idle), ("revisit", warm)):
+        print(
+            f"scroll 512x512, ROI+heatmap+outlines, {name}: median {np.median(t):.1f} ms, "
+            f"p95 {np.percentile(t, 95):.1f} ms (target p95 <= 16 ms)"
+        )
     w.close()
 
 
@@ -169,8 +174,10 @@ def stage_first_slice() -> None:
         w.previewShown.disconnect(shown)
         w.studyLoaded.disconnect(loaded)
         first = marks.get("first", marks["all"]) - t0
-        print(f"LIDC-IDRI-0001 (133 slices), run {run + 1}: first slice on screen {first:.2f} s, "
-              f"all slices browsable {marks['all'] - t0:.2f} s (target first <= 0.5 s)")
+        print(
+            f"LIDC-IDRI-0001 (133 slices), run {run + 1}: first slice on screen {first:.2f} s, "
+            f"all slices browsable {marks['all'] - t0:.2f} s (target first <= 0.5 s)"
+        )
     w.close()
 
 
@@ -190,9 +197,11 @@ def stage_memory() -> None:
     for i in range(0, vol.num_slices, 3):
         w.set_index(i)
     app.processEvents()
-    print(f"memory, 300 x 512 x 512 study with results for every slice: peak RSS "
-          f"{gui_peak:.0f} MB without TensorFlow (start {before:.0f} MB), "
-          f"{_rss_peak_mb():.0f} MB with TensorFlow and the CNN (target <= 1536 MB)")
+    print(
+        f"memory, 300 x 512 x 512 study with results for every slice: peak RSS "
+        f"{gui_peak:.0f} MB without TensorFlow (start {before:.0f} MB), "
+        f"{_rss_peak_mb():.0f} MB with TensorFlow and the CNN (target <= 1536 MB)"
+    )
     w.close()
 
 

@@ -92,7 +92,7 @@ def _interleaved(analyzers: dict, volume, chunk: int, flip: bool = False) -> dic
     names = list(analyzers)
     for c, start in enumerate(range(0, volume.num_slices, max(1, chunk))):
         order = list(range(start, min(start + max(1, chunk), volume.num_slices)))
-        for name in (names if (c + flip) % 2 == 0 else names[::-1]):
+        for name in names if (c + flip) % 2 == 0 else names[::-1]:
             t0, c0 = time.perf_counter(), time.process_time()
             res = analyzers[name].analyze(volume, order=order)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -142,10 +142,12 @@ def run_memory(n_slices: int, model_arg: str | None) -> int:
     res = analyzer.analyze(vol)
     after, peak = _rss_mb()
     held = sum(s.probs.nbytes + s.logits.nbytes + s.in_field.nbytes for s in res.slices.values())
-    print(f"memory, synthetic {n_slices}-slice study ({vol.description}; volume {vol.hu.nbytes / 2**20:.0f} MB): "
-          f"RSS {before:.0f} MB with model and volume loaded, {after:.0f} MB with results for all "
-          f"{len(res.slices)} slices (results {held / 2**20:.1f} MB), peak {peak:.0f} MB; "
-          f"inference {res.inference_s:.1f} s")
+    print(
+        f"memory, synthetic {n_slices}-slice study ({vol.description}; volume {vol.hu.nbytes / 2**20:.0f} MB): "
+        f"RSS {before:.0f} MB with model and volume loaded, {after:.0f} MB with results for all "
+        f"{len(res.slices)} slices (results {held / 2**20:.1f} MB), peak {peak:.0f} MB; "
+        f"inference {res.inference_s:.1f} s"
+    )
     return 0
 
 
@@ -185,15 +187,19 @@ def main() -> int:
         res, wall, cpu = runs["current"]
         n = vol.num_slices
         row = {"study": study.name, "n": n, "load": load_s, "wall": wall, "cpu": cpu}
-        line = (f"{study.name}: {n} slices, load {load_s:.2f} s, {res.skipped_fraction:.0%} of patches outside "
-                f"the field; current {wall / n:.3f} s/slice (CPU {cpu / n:.3f}, {cpu / wall:.2f} cores busy)")
+        line = (
+            f"{study.name}: {n} slices, load {load_s:.2f} s, {res.skipped_fraction:.0%} of patches outside "
+            f"the field; current {wall / n:.3f} s/slice (CPU {cpu / n:.3f}, {cpu / wall:.2f} cores busy)"
+        )
         if previous is not None:
             pres, pwall, pcpu = runs["previous"]
             diff, same = _largest_difference(res, pres)
             row.update(pwall=pwall, pcpu=pcpu)
-            line += (f"; previous {pwall / n:.3f} s/slice (CPU {pcpu / n:.3f}); "
-                     f"speed-up {pwall / wall:.2f}x wall, {pcpu / cpu:.2f}x CPU; "
-                     f"max |current - previous| {diff:.1e}, same field: {same}")
+            line += (
+                f"; previous {pwall / n:.3f} s/slice (CPU {pcpu / n:.3f}); "
+                f"speed-up {pwall / wall:.2f}x wall, {pcpu / cpu:.2f}x CPU; "
+                f"max |current - previous| {diff:.1e}, same field: {same}"
+            )
         print(line, flush=True)
         rows.append(row)
         if k == 0:
@@ -201,20 +207,26 @@ def main() -> int:
     n = sum(r["n"] for r in rows)
     wall = sum(r["wall"] for r in rows)
     cpu = sum(r["cpu"] for r in rows)
-    mean_line = (f"mean over {len(rows)} studies ({n} slices): current {wall / n:.3f} s/slice "
-                 f"(CPU {cpu / n:.3f}); per-study mean {np.mean([r['wall'] / r['n'] for r in rows]):.3f} s/slice")
+    mean_line = (
+        f"mean over {len(rows)} studies ({n} slices): current {wall / n:.3f} s/slice "
+        f"(CPU {cpu / n:.3f}); per-study mean {np.mean([r['wall'] / r['n'] for r in rows]):.3f} s/slice"
+    )
     if previous is not None:
         pwall = sum(r["pwall"] for r in rows)
         pcpu = sum(r["pcpu"] for r in rows)
-        mean_line += (f"; previous {pwall / n:.3f} s/slice (CPU {pcpu / n:.3f}); "
-                      f"speed-up {pwall / wall:.2f}x wall, {pcpu / cpu:.2f}x CPU")
+        mean_line += (
+            f"; previous {pwall / n:.3f} s/slice (CPU {pcpu / n:.3f}); "
+            f"speed-up {pwall / wall:.2f}x wall, {pcpu / cpu:.2f}x CPU"
+        )
     print(mean_line)
 
     # the first study end to end, as `analyze` does it: load the study, load the model, infer
     study, vol, load_s, res = first_study
     r0 = rows[0]
-    line = (f"{study.name} end to end: study load {load_s:.2f} s + model load {model_s:.2f} s + inference "
-            f"{r0['wall']:.2f} s (CPU {r0['cpu']:.2f} s) = {load_s + model_s + r0['wall']:.2f} s (current)")
+    line = (
+        f"{study.name} end to end: study load {load_s:.2f} s + model load {model_s:.2f} s + inference "
+        f"{r0['wall']:.2f} s (CPU {r0['cpu']:.2f} s) = {load_s + model_s + r0['wall']:.2f} s (current)"
+    )
     if previous is not None:
         line += f", {load_s + model_s + r0['pwall']:.2f} s (previous)"
     print(line)
@@ -230,8 +242,10 @@ def main() -> int:
     warm_s = time.perf_counter() - t
     t = time.perf_counter()
     warm_an.analyze_slice(vol, mid + 1)
-    print(f"first result on the current slice with a new Analyzer: {cold:.2f} s; after warm_up() "
-          f"({warm_s:.2f} s, e.g. while the model loads) {time.perf_counter() - t:.2f} s")
+    print(
+        f"first result on the current slice with a new Analyzer: {cold:.2f} s; after warm_up() "
+        f"({warm_s:.2f} s, e.g. while the model loads) {time.perf_counter() - t:.2f} s"
+    )
 
     # exactness against patch-by-patch classification, on in-field cells of real slices
     from lungct_viewer.core.inference import classify_patches_reference
@@ -246,11 +260,15 @@ def main() -> int:
         rl = classify_patches_reference(model.keras_model, img, logits=True, where=f)
         ref_s = time.perf_counter() - t
         p_roi = sa.probs[..., 1] + sa.probs[..., 2]
-        print(f"exactness, {study.name} slice {i} ({int(f.sum())} in-field patches): max |logits - reference| "
-              f"{np.abs(sa.logits[f] - rl[f]).max():.1e}, max |probs - reference| {np.abs(sa.probs[f] - rp[f]).max():.1e} "
-              f"(reference {ref_s:.1f} s for these patches); logits range {sa.logits[f].min():.1f}..{sa.logits[f].max():.1f}, "
-              f"{int((p_roi[f] == 1.0).sum())} patches with P(ROI) = 1.0 in float32, "
-              f"ROI logit {sa.roi_logit[f].min():.1f}..{sa.roi_logit[f].max():.1f}")
+        print(
+            f"exactness, {study.name} slice {i} ({int(f.sum())} in-field patches): max |logits - reference| "
+            f"{np.abs(sa.logits[f] - rl[f]).max():.1e}, "
+            f"max |probs - reference| {np.abs(sa.probs[f] - rp[f]).max():.1e} "
+            f"(reference {ref_s:.1f} s for these patches); "
+            f"logits range {sa.logits[f].min():.1f}..{sa.logits[f].max():.1f}, "
+            f"{int((p_roi[f] == 1.0).sum())} patches with P(ROI) = 1.0 in float32, "
+            f"ROI logit {sa.roi_logit[f].min():.1f}..{sa.roi_logit[f].max():.1f}"
+        )
     print(f"load average at end {os.getloadavg()[0]:.1f}", flush=True)
 
     if args.memory_slices > 0:

@@ -55,9 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
             tmp = tempfile.TemporaryDirectory(prefix="lungct-bench-")
             print(f"{folder} not found; using a 133-slice phantom instead")
-            folder = write_phantom_dicom(
-                phantom_volume(seed=0, n_slices=133, size=512), Path(tmp.name) / "phantom"
-            )
+            folder = write_phantom_dicom(phantom_volume(seed=0, n_slices=133, size=512), Path(tmp.name) / "phantom")
     try:
         scan0, load0, shape = time_once(folder)
         print(f"study: {folder.name}  volume {shape}  cpus {os.cpu_count()}")

@@ -18,24 +18,58 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _timed(fn, repeat: int):
+def _timed(repeat: int, fn, *args):
+    """``(result, best wall s, best CPU s)`` of ``fn(*args)`` over ``repeat`` runs."""
     best_wall = best_cpu = float("inf")
     out = None
     for _ in range(repeat):
         w, c = time.perf_counter(), time.process_time()
-        out = fn()
+        out = fn(*args)
         best_wall = min(best_wall, time.perf_counter() - w)
         best_cpu = min(best_cpu, time.process_time() - c)
     return out, best_wall, best_cpu
 
 
-def main() -> int:
+def _candidates(analysis, hu, lung, spacing):
     from lungct_viewer.core.candidates import build_candidates, find_seeds, logit
     from lungct_viewer.core.constants import CANDIDATE_MIN_ROI_PROBABILITY
-    from lungct_viewer.core.lung import lung_region
-    from lungct_viewer.core.model import MODEL_FILENAME, load_model
-    from lungct_viewer.core.report import build_report
+
+    floor = logit(CANDIDATE_MIN_ROI_PROBABILITY)
+    seeds = [s for i in sorted(analysis.slices) for s in find_seeds(analysis.slices[i], floor)]
+    return build_candidates(seeds, hu, lung, spacing)
+
+
+def _session(series, model, candidates, suspicion, seconds):
     from lungct_viewer.core.session import CandidateSet, ReadingSession
+
+    session = ReadingSession(series.volume, model.card, model.second_reading)
+    session.set_analysis(series.analysis)
+    session.set_candidates(CandidateSet(candidates, suspicion, seconds, slices=frozenset(series.analysis.slices)))
+    return session
+
+
+def _bench_series(sr, model, repeat: int) -> float:
+    from lungct_viewer.core.lung import lung_region
+    from lungct_viewer.core.report import build_report
+
+    vol = sr.volume
+    spacing = (vol.slice_spacing_mm or 1.0, *vol.pixel_spacing_mm)
+    lung, lw, lc = _timed(repeat, lung_region, vol.hu, vol.pixel_spacing_mm)
+    cs, cw, cc = _timed(repeat, _candidates, sr.analysis, vol.hu, lung, spacing)
+    reading = model.second_reading
+    susp, sw, _ = _timed(repeat, reading.score, cs) if reading else (None, 0.0, 0.0)
+    _, lsw, lsc = _timed(repeat, lambda: _session(sr, model, cs, susp, cw).lesions())
+    session = _session(sr, model, cs, susp, cw)
+    _, rw, _ = _timed(repeat, build_report, session)
+    print(
+        f"{sr.key:<26}{vol.num_slices:>7}  {lw:5.2f} / {lc:5.2f}  {cw:6.2f} / {cc:6.2f}  {len(cs):>4}  "
+        f"{sw:9.4f}  {lsw:5.2f} / {lsc:4.2f}  {rw:9.3f}"
+    )
+    return lw + cw + sw + lsw + rw
+
+
+def main() -> int:
+    from lungct_viewer.core.model import MODEL_FILENAME, load_model
     from lungct_viewer.core.userdirs import default_data_dir
     from lungct_viewer.resources import MODEL_DIR
     from training.studies import analysed_series, discover_studies
@@ -50,36 +84,15 @@ def main() -> int:
         print(f"no data at {a.data_dir}; set LUNGCT_DATA_DIR")
         return 1
     model = load_model(a.model)
-    print(f"{'series':<26}{'slices':>7}  {'lung s':>12}  {'candidates s':>14}  {'n':>4}  {'second s':>9}  "
-          f"{'lesions s':>10}  {'report s':>9}   (wall / cpu, best of {a.repeat})")
-    totals = []
-    for spec in discover_studies(a.data_dir):
-        for sr in analysed_series(spec, model, a.cache, log=lambda s: None):
-            vol = sr.volume
-            spacing = (vol.slice_spacing_mm or 1.0, *vol.pixel_spacing_mm)
-            lung, lw, lc = _timed(lambda: lung_region(vol.hu, vol.pixel_spacing_mm), a.repeat)
-
-            def cands():
-                seeds = [s for i in sorted(sr.analysis.slices)
-                         for s in find_seeds(sr.analysis.slices[i], logit(CANDIDATE_MIN_ROI_PROBABILITY))]
-                return build_candidates(seeds, vol.hu, lung, spacing)
-
-            cs, cw, cc = _timed(cands, a.repeat)
-            reading = model.second_reading
-            susp, sw, sc = _timed(lambda: reading.score(cs) if reading else None, a.repeat)
-            session = ReadingSession(vol, model.card, reading)
-            session.set_analysis(sr.analysis)
-            session.set_candidates(CandidateSet(cs, susp, cw, slices=frozenset(sr.analysis.slices)))
-
-            def lesions():
-                session._lesions = None
-                return session.lesions()
-
-            _, lsw, lsc = _timed(lesions, a.repeat)
-            _, rw, rc = _timed(lambda: build_report(session), a.repeat)
-            totals.append(lw + cw + sw + lsw + rw)
-            print(f"{sr.key:<26}{vol.num_slices:>7}  {lw:5.2f} / {lc:5.2f}  {cw:6.2f} / {cc:6.2f}  {len(cs):>4}  "
-                  f"{sw:9.4f}  {lsw:5.2f} / {lsc:4.2f}  {rw:9.3f}")
+    print(
+        f"{'series':<26}{'slices':>7}  {'lung s':>12}  {'candidates s':>14}  {'n':>4}  {'second s':>9}  "
+        f"{'lesions s':>10}  {'report s':>9}   (wall / cpu, best of {a.repeat})"
+    )
+    totals = [
+        _bench_series(sr, model, a.repeat)
+        for spec in discover_studies(a.data_dir)
+        for sr in analysed_series(spec, model, a.cache, log=lambda s: None)
+    ]
     print(f"reading after the network: {min(totals):.2f}-{max(totals):.2f} s per series (wall)")
     return 0
 

@@ -47,8 +47,12 @@ def bench_patches() -> float:
         for i in range(2):
             import_phantom(d / "layout", d / "dicom", f"P{i}", seed=20 + i, n_slices=16, size=256)
         t = time.perf_counter()
-        s = build_patch_set([d / "layout"], d / "p.npz", PatchConfig(per_class=200, forced={"P0": "train", "P1": "val"}),
-                            log=lambda *_: None)
+        s = build_patch_set(
+            [d / "layout"],
+            d / "p.npz",
+            PatchConfig(per_class=200, forced={"P0": "train", "P1": "val"}),
+            log=lambda *_: None,
+        )
         return 32 / (time.perf_counter() - t), s
 
 

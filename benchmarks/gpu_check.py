@@ -93,7 +93,10 @@ def main() -> int:
         return 2
     for g in gpus:
         details = tf.config.experimental.get_device_details(g)
-        print(f"GPU: {g.name} {details.get('device_name', '')} compute capability {details.get('compute_capability', '?')}")
+        print(
+            f"GPU: {g.name} {details.get('device_name', '')} "
+            f"compute capability {details.get('compute_capability', '?')}"
+        )
     print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs")
 
     from lungct_viewer.core.inference import classify_patches_reference
@@ -129,8 +132,10 @@ def main() -> int:
         dl = float(np.abs(sa.logits[cells] - rl[cells]).max())
         dp = float(np.abs(sa.probs[cells] - rp[cells]).max())
         ok &= dl <= TOL and dp <= TOL
-        print(f"CPU plan vs patch by patch, slice {i} ({int(cells.sum())} patches): "
-              f"max |logits| diff {dl:.1e}, max |probs| diff {dp:.1e}")
+        print(
+            f"CPU plan vs patch by patch, slice {i} ({int(cells.sum())} patches): "
+            f"max |logits| diff {dl:.1e}, max |probs| diff {dp:.1e}"
+        )
 
     best = None
     for jit in (False, True):
@@ -151,15 +156,20 @@ def main() -> int:
             dl1, dp1, same1 = _diff(first, ref)
             good = max(dl, dl1) <= TOL and max(dp, dp1) <= TOL and same and same1
             ok &= good
-            print(f"GPU plan on {an.device}, {b} slices per call, XLA {jit}: first run {cold / n:.4f} s/slice, "
-                  f"second run {warm / n:.4f} s/slice ({n / warm:.0f} slices/s); vs CPU: max |logits| diff "
-                  f"{max(dl, dl1):.1e}, max |probs| diff {max(dp, dp1):.1e}, same fields {same and same1}"
-                  f"{'' if good else '  <-- NOT EXACT'}", flush=True)
+            print(
+                f"GPU plan on {an.device}, {b} slices per call, XLA {jit}: first run {cold / n:.4f} s/slice, "
+                f"second run {warm / n:.4f} s/slice ({n / warm:.0f} slices/s); vs CPU: max |logits| diff "
+                f"{max(dl, dl1):.1e}, max |probs| diff {max(dp, dp1):.1e}, same fields {same and same1}"
+                f"{'' if good else '  <-- NOT EXACT'}",
+                flush=True,
+            )
             if best is None or warm < best[0]:
                 best = (warm, b, jit)
     if best is not None:
-        print(f"fastest: {best[1]} slices per call, XLA {best[2]}: {best[0] / n:.4f} s/slice "
-              f"({cpu_s / best[0]:.1f}x the CPU plan on this machine's CPU)")
+        print(
+            f"fastest: {best[1]} slices per call, XLA {best[2]}: {best[0] / n:.4f} s/slice "
+            f"({cpu_s / best[0]:.1f}x the CPU plan on this machine's CPU)"
+        )
     print("RESULT:", "exact within 1e-4" if ok else "NOT exact (see above)")
     return 0 if ok else 1
 

@@ -168,8 +168,7 @@ def _bbox(f: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def _union_box(boxes: Sequence[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
-    return (min(b[0] for b in boxes), max(b[1] for b in boxes),
-            min(b[2] for b in boxes), max(b[3] for b in boxes))
+    return (min(b[0] for b in boxes), max(b[1] for b in boxes), min(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
 def _box_cost(b: tuple[int, int, int, int]) -> int:
@@ -262,8 +261,7 @@ class Analyzer:
             todo = [k for k, f in enumerate(fields) if f.any()]
             if todo:
                 union = _union_box([b for k in todo for b in [_bbox(fields[k])]])
-                self._run_box([preps[k] for k in todo], [fields[k] for k in todo],
-                              [probs_list[k] for k in todo], union)
+                self._run_box([preps[k] for k in todo], [fields[k] for k in todo], [probs_list[k] for k in todo], union)
         return [
             SliceAnalysis(
                 index=int(idx),

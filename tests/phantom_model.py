@@ -63,10 +63,12 @@ def train_phantom_model(out_dir: Path, epochs: int = 4, seed: int = 0) -> tuple[
     x, y = phantom_patches()
     xv, yv = phantom_patches(seeds=(21,), rng_seed=1)
     model = build_model(seed=seed)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, shuffle=True)
     acc = float(model.evaluate(xv, yv, verbose=0)[1])
-    path = save_model(model, Path(out_dir) / "lungct_cnn.keras",
-                      ModelCard(version="phantom-test", notes=["trained on synthetic phantom patches in tests"]))
+    path = save_model(
+        model,
+        Path(out_dir) / "lungct_cnn.keras",
+        ModelCard(version="phantom-test", notes=["trained on synthetic phantom patches in tests"]),
+    )
     return path, acc

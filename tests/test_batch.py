@@ -120,19 +120,26 @@ def test_studies_are_found_per_patient_folder_and_named_by_their_uids(cohort, tm
     # depth: 0 reads ROOT itself as one patient folder, 2 looks one level further down
     assert [s.source for s in discover_studies(cohort / "PAT-0002", depth=0).studies] == ["."]
     assert [s.source for s in discover_studies(cohort, depth=2).studies] == [
-        "Doe^Jane/CT", f"{BROKEN}/s", "PAT-0004/s1", "PAT-0004/s2"]
+        "Doe^Jane/CT",
+        f"{BROKEN}/s",
+        "PAT-0004/s1",
+        "PAT-0004/s2",
+    ]
 
 
 def test_messages_lose_the_patient_folder_path(cohort):
     folder = cohort / "Doe^Jane"
-    assert scrub(f"No CT images were found in {folder} (2 files skipped).", folder) == \
-        "No CT images were found in the study folder (2 files skipped)."
+    assert (
+        scrub(f"No CT images were found in {folder} (2 files skipped).", folder)
+        == "No CT images were found in the study folder (2 files skipped)."
+    )
     assert scrub(f"The series X is not in {folder}/CT/series1.", folder) == "The series X is not in the study folder."
 
 
 # -------------------------------------------------------------------------- sequential
-def test_sequential_batch_reads_like_analyze_and_keeps_bad_studies_apart(cohort, sequential, phantom_model,
-                                                                           tmp_path, capsys):
+def test_sequential_batch_reads_like_analyze_and_keeps_bad_studies_apart(
+    cohort, sequential, phantom_model, tmp_path, capsys
+):
     out, rc, rows = sequential
     assert rc == 1  # some studies failed, the rest were read
     assert list(rows[0].keys()) == list(COLUMNS)  # no source column without --include-identifiers
@@ -162,8 +169,9 @@ def test_sequential_batch_reads_like_analyze_and_keeps_bad_studies_apart(cohort,
         assert main(["analyze", str(cohort / name), "--out", str(single), "--model", model, "-q"]) == 0
         batch_dir = out / r["study"]
         assert _report(batch_dir) == _report(single)
-        assert sorted(p.name for p in single.iterdir()) == sorted(p.name for p in batch_dir.iterdir()
-                                                                  if p.name != MARKER_NAME)
+        assert sorted(p.name for p in single.iterdir()) == sorted(
+            p.name for p in batch_dir.iterdir() if p.name != MARKER_NAME
+        )
         report = json.loads((batch_dir / "report.json").read_text())
         assert r["patient_call"] == report["diagnosis"]["label"]
         assert int(r["lesions"]) == len(report["lesions"])
@@ -175,16 +183,19 @@ def test_sequential_batch_reads_like_analyze_and_keeps_bad_studies_apart(cohort,
 
 
 # ------------------------------------------------------------------------- distributed
-def test_two_dask_workers_give_the_sequential_results_and_load_the_model_once(cohort, sequential, phantom_model,
-                                                                                tmp_path):
+def test_two_dask_workers_give_the_sequential_results_and_load_the_model_once(
+    cohort, sequential, phantom_model, tmp_path
+):
     from distributed import Client, LocalCluster
 
     from lungct_viewer.batch.worker import loads_in_this_process
 
     seq_out, _, seq_rows = sequential
     out = tmp_path / "OUT"
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
         result = run_batch(cohort, out, model=phantom_model[0], scheduler=cluster.scheduler_address, progress=False)
         loads = client.run(loads_in_this_process)
     # 3 studies read by 2 processes with at most one model load each
@@ -199,8 +210,9 @@ def test_two_dask_workers_give_the_sequential_results_and_load_the_model_once(co
 
 
 # --------------------------------------------------------------------------- resuming
-def test_rerun_skips_finished_studies_and_rereads_when_model_or_options_change(cohort, sequential, phantom_model,
-                                                                                 tmp_path):
+def test_rerun_skips_finished_studies_and_rereads_when_model_or_options_change(
+    cohort, sequential, phantom_model, tmp_path
+):
     seq_out, _, seq_rows = sequential
     out = tmp_path / "OUT"
     shutil.copytree(seq_out, out)
@@ -213,8 +225,9 @@ def test_rerun_skips_finished_studies_and_rereads_when_model_or_options_change(c
     for new, old in zip(read_cohort_csv(out / "cohort.csv"), seq_rows, strict=True):
         if old["status"] == "ok":  # the earlier results stay in the table
             assert "Already read" in new["message"]
-            assert {k: v for k, v in new.items() if k not in ("status", "message")} == \
-                {k: v for k, v in old.items() if k not in ("status", "message")}
+            assert {k: v for k, v in new.items() if k not in ("status", "message")} == {
+                k: v for k, v in old.items() if k not in ("status", "message")
+            }
 
     # a study folder that lost a file is read again, the others are not
     victim = _study_dirs(out)[0]
@@ -224,8 +237,9 @@ def test_rerun_skips_finished_studies_and_rereads_when_model_or_options_change(c
     _assert_complete(out)
 
     # other options: read again, in place, and the table maps studies to folders when asked
-    changed = run_batch(cohort, out, model=model, progress=False,
-                        options=_options(threshold=0.3, include_identifiers=True, dicom=True))
+    changed = run_batch(
+        cohort, out, model=model, progress=False, options=_options(threshold=0.3, include_identifiers=True, dicom=True)
+    )
     assert [r["status"] for r in changed.rows] == ["ok", "ok", "failed", "ok", "failed"]
     assert all(r["voting_threshold"] == 0.3 for r in changed.rows if r["status"] == "ok")
     from lungct_viewer.core.dicom_out import SEG_FILENAME, SR_FILENAME
@@ -246,8 +260,9 @@ def test_rerun_skips_finished_studies_and_rereads_when_model_or_options_change(c
     card = json.loads((model.parent / "model_card.json").read_text())
     card["version"] = "phantom-test-b"
     (other.parent / "model_card.json").write_text(json.dumps(card))
-    newer = run_batch(cohort, out, model=other, progress=False,
-                      options=_options(threshold=0.3, include_identifiers=True, dicom=True))
+    newer = run_batch(
+        cohort, out, model=other, progress=False, options=_options(threshold=0.3, include_identifiers=True, dicom=True)
+    )
     assert [r["model_version"] for r in newer.rows if r["status"] == "ok"] == ["phantom-test-b"] * 3
     assert len(_study_dirs(out)) == 3
     _assert_complete(out)
@@ -300,9 +315,15 @@ def test_stopping_a_local_cluster_midway_keeps_only_whole_studies(cohort, sequen
     seq_out = sequential[0]
     out = tmp_path / "OUT"
     stop = []
-    result = run_batch(cohort, out, model=phantom_model[0], workers=2, progress=False,
-                       on_row=lambda row: stop.append(True) if row["status"] == "ok" else None,
-                       should_stop=lambda: bool(stop))
+    result = run_batch(
+        cohort,
+        out,
+        model=phantom_model[0],
+        workers=2,
+        progress=False,
+        on_row=lambda row: stop.append(True) if row["status"] == "ok" else None,
+        should_stop=lambda: bool(stop),
+    )
     assert result.interrupted
     statuses = [r["status"] for r in result.rows]
     assert statuses.count("ok") >= 1 and "skipped" in statuses

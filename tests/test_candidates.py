@@ -33,14 +33,14 @@ def _chest(n=24, size=256):
 
 
 def _ball(hu, centre, radius_mm, value=30):
-    z, y, x = np.ogrid[0:hu.shape[0], 0:hu.shape[1], 0:hu.shape[2]]
+    z, y, x = np.ogrid[0 : hu.shape[0], 0 : hu.shape[1], 0 : hu.shape[2]]
     d2 = ((z - centre[0]) * SPACING[0]) ** 2 + ((y - centre[1]) * SPACING[1]) ** 2 + ((x - centre[2]) * SPACING[2]) ** 2
     hu[d2 <= radius_mm**2] = value
 
 
 def _tube(hu, row, col, radius_mm, value=30):
     """A vessel running along the slice normal through every slice."""
-    y, x = np.ogrid[0:hu.shape[1], 0:hu.shape[2]]
+    y, x = np.ogrid[0 : hu.shape[1], 0 : hu.shape[2]]
     disc = ((y - row) * SPACING[1]) ** 2 + ((x - col) * SPACING[2]) ** 2 <= radius_mm**2
     hu[:, disc] = value
 
@@ -130,8 +130,13 @@ def test_seeds_on_one_object_make_one_candidate():
     _ball(hu, (12, 128, 70), 6.0)
     _ball(hu, (12, 128, 180), 3.0)
     lung = lung_region(hu, SPACING[1:])
-    seeds = [Seed(12, 128.0, 70.0, 9.0), Seed(11, 126.0, 72.0, 6.0), Seed(13, 131.0, 68.0, 5.0),
-             Seed(12, 128.0, 181.0, 4.0), Seed(12, 20.0, 20.0, 7.0)]  # the last is outside the lungs
+    seeds = [
+        Seed(12, 128.0, 70.0, 9.0),
+        Seed(11, 126.0, 72.0, 6.0),
+        Seed(13, 131.0, 68.0, 5.0),
+        Seed(12, 128.0, 181.0, 4.0),
+        Seed(12, 20.0, 20.0, 7.0),
+    ]  # the last is outside the lungs
     cands = build_candidates(seeds, hu, lung, SPACING)
     assert len(cands) == 2
     big = max(cands, key=lambda c: c.features["volume_mm3"])

@@ -62,8 +62,19 @@ def test_analyze_phantom_writes_report_and_pngs(phantom_model, phantom_study, tm
     assert {f["lesion_id"] for f in f0} == {les["id"] for les in lesions}
     assert report["candidates"] == []  # no second reading beside this model: every candidate passes
     for f in f0:
-        assert {"lesion_id", "slice_number", "slice_index", "sop_instance_uid", "bbox_px", "centroid_mm", "area_mm2",
-                "diameter_mm", "label", "probability", "suspicion"} <= f.keys()
+        assert {
+            "lesion_id",
+            "slice_number",
+            "slice_index",
+            "sop_instance_uid",
+            "bbox_px",
+            "centroid_mm",
+            "area_mm2",
+            "diameter_mm",
+            "label",
+            "probability",
+            "suspicion",
+        } <= f.keys()
         assert f["slice_number"] == f["slice_index"] + 1 and 0 <= f["slice_index"] < ph.volume.num_slices
         assert f["sop_instance_uid"] == ph.volume.sop_instance_uids[f["slice_index"]]
         assert f["label"] in {Label.BENIGN.value, Label.MALIGNANT.value}
@@ -77,15 +88,22 @@ def test_analyze_phantom_writes_report_and_pngs(phantom_model, phantom_study, tm
     # every nodule's central slice has a finding whose box contains the nodule centre
     for nod in ph.nodules:
         k, r, c = int(round(nod.center[0])), nod.center[1], nod.center[2]
-        hits = [f for f in f0 if f["slice_index"] == k
-                and f["bbox_px"][0] <= c < f["bbox_px"][2] and f["bbox_px"][1] <= r < f["bbox_px"][3]]
+        hits = [
+            f
+            for f in f0
+            if f["slice_index"] == k
+            and f["bbox_px"][0] <= c < f["bbox_px"][2]
+            and f["bbox_px"][1] <= r < f["bbox_px"][3]
+        ]
         assert hits, f"nodule {nod} not found"
     # one PNG per slice with findings, named by the slice number + UID; red where the ROI is
     pngs = sorted(p.name for p in out.glob("*.png"))
     want = sorted({slice_png_name(f["slice_index"], f["sop_instance_uid"]) for f in f0})
     assert pngs == want
-    assert all(slice_png_name(f["slice_index"], f["sop_instance_uid"]).startswith(f"slice_{f['slice_number']:04d}_")
-               for f in f0)  # the file names count slices from 1, as the screen and slice_number
+    assert all(
+        slice_png_name(f["slice_index"], f["sop_instance_uid"]).startswith(f"slice_{f['slice_number']:04d}_")
+        for f in f0
+    )  # the file names count slices from 1, as the screen and slice_number
     mal = max(ph.nodules, key=lambda n: n.radius_px)
     k = int(round(mal.center[0]))
     with Image.open(out / slice_png_name(k, ph.volume.sop_instance_uids[k])) as im:
@@ -104,8 +122,10 @@ def test_analyze_phantom_writes_report_and_pngs(phantom_model, phantom_study, tm
     assert main(["analyze", str(study), "--out", str(out2), "--model", str(model_path), "-q"]) == 0
     rep2 = json.loads((out2 / "report.json").read_text())
     assert any("notes.txt" in w for w in rep2["warnings"]) and "DOE_JANE" not in json.dumps(rep2)
-    assert main(["analyze", str(study), "--out", str(out3), "--model", str(model_path), "-q",
-                 "--include-identifiers"]) == 0
+    assert (
+        main(["analyze", str(study), "--out", str(out3), "--model", str(model_path), "-q", "--include-identifiers"])
+        == 0
+    )
     rep3 = json.loads((out3 / "report.json").read_text())
     assert rep3["series"]["patient_id"].startswith("PHANTOM") and "patient_name" in rep3["series"]
     assert os.path.isabs(rep3["series"]["source"]) and os.path.isabs(rep3["model"]["path"])

@@ -30,8 +30,9 @@ def _slice(index=0, size=200, rois=(), npm=(1.0, 1.0)):
 
 
 def test_patch_labels_rule():
-    sa = _slice(rois=[((2, 3, 2, 3), 0.2, 0.3), ((4, 5, 4, 5), 0.3, 0.2), ((6, 7, 6, 7), 0.2, 0.29),
-                      ((8, 9, 8, 9), 0.45, 0.45)])
+    sa = _slice(
+        rois=[((2, 3, 2, 3), 0.2, 0.3), ((4, 5, 4, 5), 0.3, 0.2), ((6, 7, 6, 7), 0.2, 0.29), ((8, 9, 8, 9), 0.45, 0.45)]
+    )
     lab = patch_labels(sa, 0.5)
     assert lab[2, 2] == C.MALIGNANT  # P(ROI) 0.5 reaches the threshold; malignant > benign
     assert lab[4, 4] == C.BENIGN
@@ -90,17 +91,33 @@ def test_heatmap_is_mean_probability_of_covering_patches():
 
 def test_detection_params_validation():
     p = DetectionParams()
-    assert (p.min_roi_probability, p.min_votes, p.suspicion_threshold) == (C.DEFAULT_MIN_ROI_PROBABILITY,
-                                                                           C.DEFAULT_MIN_VOTES, None)
-    for bad, msg in (({"min_roi_probability": 0.0}, "sensitivity"), ({"min_roi_probability": 1.2}, "sensitivity"),
-                     ({"min_votes": 0}, "minimum votes"), ({"min_votes": 26}, "minimum votes"),
-                     ({"suspicion_threshold": -0.1}, "suspicion"), ({"call_min_diameter_mm": -1}, "diameter")):
+    assert (p.min_roi_probability, p.min_votes, p.suspicion_threshold) == (
+        C.DEFAULT_MIN_ROI_PROBABILITY,
+        C.DEFAULT_MIN_VOTES,
+        None,
+    )
+    for bad, msg in (
+        ({"min_roi_probability": 0.0}, "sensitivity"),
+        ({"min_roi_probability": 1.2}, "sensitivity"),
+        ({"min_votes": 0}, "minimum votes"),
+        ({"min_votes": 26}, "minimum votes"),
+        ({"suspicion_threshold": -0.1}, "suspicion"),
+        ({"call_min_diameter_mm": -1}, "diameter"),
+    ):
         with pytest.raises(ValueError, match=msg):
             p.with_(**bad)
     from lungct_viewer.core.second_reading import SecondReading
 
-    second = SecondReading(version="s", features=["radius_mm"], mean=[0.0], scale=[1.0], coef=[1.0], intercept=0.0,
-                           threshold=0.4, max_lesions=3)
+    second = SecondReading(
+        version="s",
+        features=["radius_mm"],
+        mean=[0.0],
+        scale=[1.0],
+        coef=[1.0],
+        intercept=0.0,
+        threshold=0.4,
+        max_lesions=3,
+    )
     q = DetectionParams.from_operating_point({"min_roi_probability": 0.7, "min_votes": 9}, second)
     assert (q.min_roi_probability, q.min_votes, q.suspicion_threshold, q.max_lesions) == (0.7, 9, 0.4, 3)
     assert DetectionParams.from_operating_point(None) == DetectionParams()
@@ -116,8 +133,14 @@ def _candidate(z0, z1, centre, radius, p_roi=0.9):
     y0, y1, x0, x1 = int(cy - radius - 1), int(cy + radius + 2), int(cx - radius - 1), int(cx + radius + 2)
     yy, xx = np.mgrid[y0:y1, x0:x1]
     disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
-    return Candidate(1, (z0, int(cy), int(cx)), (z0, z1, y0, y1, x0, x1), np.repeat(disk[None], z1 - z0, axis=0),
-                     [Seed(z0, cy, cx, logit(p_roi))], {})
+    return Candidate(
+        1,
+        (z0, int(cy), int(cx)),
+        (z0, z1, y0, y1, x0, x1),
+        np.repeat(disk[None], z1 - z0, axis=0),
+        [Seed(z0, cy, cx, logit(p_roi))],
+        {},
+    )
 
 
 def test_lesion_votes_come_from_the_patches_over_its_object():
@@ -127,8 +150,9 @@ def test_lesion_votes_come_from_the_patches_over_its_object():
     analysis.slices[0] = _slice(0, rois=[((5, 8, 5, 7), 0.2, 0.7), ((5, 8, 7, 8), 0.7, 0.2)])
     analysis.slices[1] = _slice(1)
     cand = _candidate(0, 2, (85.0, 85.0), 8.0)
-    les = read_lesion(cand, vol, analysis, min_roi_probability=0.5, suspicion=None, suspicion_threshold=None,
-                      lesion_id=3)
+    les = read_lesion(
+        cand, vol, analysis, min_roi_probability=0.5, suspicion=None, suspicion_threshold=None, lesion_id=3
+    )
     # an object at rows/cols 77..93 lies in the central 30 x 30 window of patches 5..7
     assert (les.votes_malignant, les.votes_benign) == (6, 3)
     assert les.malignant_fraction == pytest.approx(6 / 9)
@@ -138,16 +162,28 @@ def test_lesion_votes_come_from_the_patches_over_its_object():
     assert les.probability(0.7) == pytest.approx((6 * 0.2 + 3 * 0.7) / 9)
     assert les.passes and les.slices == (0, 1) and [f.lesion_id for f in les.findings] == [3, 3]
     assert les.diameter_mm == pytest.approx(17 * 0.7)
-    stricter = read_lesion(cand, vol, analysis, min_roi_probability=0.95, suspicion=0.2, suspicion_threshold=0.5,
-                           lesion_id=3)
+    stricter = read_lesion(
+        cand, vol, analysis, min_roi_probability=0.95, suspicion=0.2, suspicion_threshold=0.5, lesion_id=3
+    )
     assert (stricter.votes_malignant, stricter.votes_benign) == (0, 0) and not stricter.passes
 
 
 def _lesion(b: int, m: int, diameter: float = 10.0, passes: bool = True) -> Lesion:
     """A lesion with only what the patient-level vote reads (votes, size, second reading)."""
-    return Lesion(id=1, candidate=None, suspicion=None, passes=passes, votes_benign=b, votes_malignant=m,
-                  p_benign=0.0, p_malignant=0.0, findings=(), centroid_mm=(0.0, 0.0, 0.0), diameter_mm=diameter,
-                  volume_mm3=0.0)
+    return Lesion(
+        id=1,
+        candidate=None,
+        suspicion=None,
+        passes=passes,
+        votes_benign=b,
+        votes_malignant=m,
+        p_benign=0.0,
+        p_malignant=0.0,
+        findings=(),
+        centroid_mm=(0.0, 0.0, 0.0),
+        diameter_mm=diameter,
+        volume_mm3=0.0,
+    )
 
 
 def test_patient_vote_over_the_lesions_that_pass():

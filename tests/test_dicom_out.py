@@ -48,9 +48,17 @@ def _lesions(labels: np.ndarray) -> list[LesionRecord]:
         m = comp == k
         cls = int(np.bincount(labels[m]).argmax())
         frac, susp, diam, vol = numbers[k - 1]
-        out.append(LesionRecord(id=k + 1, label="malignant" if cls == 2 else "benign",
-                                malignant_fraction=frac, suspicion=susp, diameter_mm=diam,
-                                volume_mm3=vol, mask=m))
+        out.append(
+            LesionRecord(
+                id=k + 1,
+                label="malignant" if cls == 2 else "benign",
+                malignant_fraction=frac,
+                suspicion=susp,
+                diameter_mm=diam,
+                volume_mm3=vol,
+                mask=m,
+            )
+        )
     return out
 
 
@@ -81,12 +89,11 @@ def test_seg_frames_sit_on_their_source_slices(written):
     assert seg.Modality == "SEG" and seg.SegmentationType == "BINARY"
     shared = seg.SharedFunctionalGroupsSequence[0]
     first = next(iter(src.values()))
-    assert [float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient] == \
-        [float(v) for v in first.ImageOrientationPatient]
-    assert [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing] == \
-        [float(v) for v in first.PixelSpacing]
-    expected_frames = sum(int(les.mask[i].any()) for les in results.lesions
-                          for i in range(les.mask.shape[0]))
+    assert [float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient] == [
+        float(v) for v in first.ImageOrientationPatient
+    ]
+    assert [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing] == [float(v) for v in first.PixelSpacing]
+    expected_frames = sum(int(les.mask[i].any()) for les in results.lesions for i in range(les.mask.shape[0]))
     assert int(seg.NumberOfFrames) == expected_frames == files.num_frames
     for fr in seg.PerFrameFunctionalGroupsSequence:
         uid = str(fr.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
@@ -157,8 +164,7 @@ def test_sr_parses_back_to_the_input_numbers(written):
     assert got == {"MVF": results.call.malignant_fraction, "MVT": results.call.threshold}
     assert [q.value for q in patient.get_qualitative_evaluations() if q.name == K.CALL] == [K.MALIGNANT]
     # observer = device = the algorithm, with its version and the model's
-    items = {it.ConceptNameCodeSequence[0].CodeMeaning: getattr(it, "TextValue", None)
-             for it in sr.ContentSequence}
+    items = {it.ConceptNameCodeSequence[0].CodeMeaning: getattr(it, "TextValue", None) for it in sr.ContentSequence}
     assert items["Device Observer Name"] == "LungCT Viewer"
     assert items["Device Observer Model Name"] == "model 1.1.0"
     assert list(sr.SoftwareVersions) == [results.algorithm.version, "model 1.1.0"]
@@ -172,15 +178,28 @@ def test_patient_and_study_carried_over_with_new_series(written):
     seg = pydicom.dcmread(files.seg_path, stop_before_pixels=True)
     sr = pydicom.dcmread(files.sr_path)
     for ds in (seg, sr):
-        for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
-                   "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName"):
+        for kw in (
+            "PatientName",
+            "PatientID",
+            "PatientBirthDate",
+            "PatientSex",
+            "StudyInstanceUID",
+            "StudyDate",
+            "StudyTime",
+            "StudyID",
+            "AccessionNumber",
+            "ReferringPhysicianName",
+        ):
             assert ds.get(kw) == src.get(kw), kw
     uids = {str(src.SeriesInstanceUID), files.seg_series_uid, files.sr_series_uid}
     assert len(uids) == 3
     assert files.seg_sop_instance_uid not in {str(d.SOPInstanceUID) for d in _sources(results)}
-    evidence = {str(i.ReferencedSOPInstanceUID)
-                for s in sr.CurrentRequestedProcedureEvidenceSequence
-                for se in s.ReferencedSeriesSequence for i in se.ReferencedSOPSequence}
+    evidence = {
+        str(i.ReferencedSOPInstanceUID)
+        for s in sr.CurrentRequestedProcedureEvidenceSequence
+        for se in s.ReferencedSeriesSequence
+        for i in se.ReferencedSOPSequence
+    }
     assert files.seg_sop_instance_uid in evidence
     assert sorted(p.name for p in files.seg_path.parent.iterdir()) == ["lesions_seg.dcm", "lesions_sr.dcm"]
 
@@ -198,16 +217,20 @@ def find_dciodvfy() -> str | None:
             return str(p)
     except ImportError:
         pass
-    return shutil.which("dciodvfy", path=os.pathsep.join(
-        [str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    return shutil.which(
+        "dciodvfy", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    )
 
 
 def dciodvfy(path: Path) -> tuple[list[str], list[str], str]:
     exe = find_dciodvfy()
     r = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=120)
     lines = (r.stdout + r.stderr).splitlines()
-    return ([ln for ln in lines if ln.startswith("Error")],
-            [ln for ln in lines if ln.startswith("Warning")], r.stdout + r.stderr)
+    return (
+        [ln for ln in lines if ln.startswith("Error")],
+        [ln for ln in lines if ln.startswith("Warning")],
+        r.stdout + r.stderr,
+    )
 
 
 def test_dciodvfy_reports_no_errors(written):
@@ -241,16 +264,20 @@ def test_suspicious_region_when_lesions_are_off(phantom_study, tmp_path):
 
     folder, ph = phantom_study
     region = ph.labels > 0
-    results = SeriesResults(_files(folder), PatientCall("benign", 0.04, 0.06),
-                            AlgorithmInfo(model_version="1.1.0"),
-                            region=SuspiciousRegion(region, 4255.65))
+    results = SeriesResults(
+        _files(folder),
+        PatientCall("benign", 0.04, 0.06),
+        AlgorithmInfo(model_version="1.1.0"),
+        region=SuspiciousRegion(region, 4255.65),
+    )
     files = write_dicom_results(results, tmp_path)
     seg = hd.seg.segread(files.seg_path)
     assert seg.get_segment_numbers() == [1]
     d = seg.get_segment_description(1)
     assert d.segment_label == "Suspicious region" and d.segmented_property_type == K.REGION_TYPE
-    arr = seg.get_pixels_by_source_instance(list(ph.volume.sop_instance_uids), segment_numbers=[1],
-                                            assert_missing_frames_are_empty=True)
+    arr = seg.get_pixels_by_source_instance(
+        list(ph.volume.sop_instance_uids), segment_numbers=[1], assert_missing_frames_are_empty=True
+    )
     assert np.array_equal(arr[..., 0].astype(bool), region)
     sr = hd.sr.srread(files.sr_path)
     (g,) = sr.content.get_volumetric_roi_measurement_groups()
@@ -276,8 +303,14 @@ def _one_lesion(shape, id_=1) -> LesionRecord:
 
 
 def _results(files, lesions=None, region=None, **kw) -> SeriesResults:
-    return SeriesResults(files, PatientCall("benign", 0.2, 0.06), AlgorithmInfo("1.1.0"),
-                         lesions=lesions if lesions is not None else (), region=region, **kw)
+    return SeriesResults(
+        files,
+        PatientCall("benign", 0.2, 0.06),
+        AlgorithmInfo("1.1.0"),
+        lesions=lesions if lesions is not None else (),
+        region=region,
+        **kw,
+    )
 
 
 def test_bad_input_is_refused_with_a_clear_sentence(phantom_study, tmp_path):
@@ -292,30 +325,46 @@ def test_bad_input_is_refused_with_a_clear_sentence(phantom_study, tmp_path):
         assert not out.exists() or not any(out.iterdir())
 
     refused("no lesion to export", lambda: _results(files))
-    refused("either the lesions or one suspicious region",
-            lambda: _results(files, [_one_lesion(shape)], SuspiciousRegion(np.ones(shape, bool), 1.0)))
-    refused(r"mask of lesion 1 is 12 slices of 256 x 250 pixels, but the series is 12 slices of "
-            r"256 x 256 pixels", lambda: _results(files, [_one_lesion((12, 256, 250))]))
-    refused("mask of lesion 1 is empty",
-            lambda: _results(files, [LesionRecord(1, "benign", 0.2, None, 7.0, 1.0, np.zeros(shape, bool))]))
-    refused("Lesion number 1 appears more than once",
-            lambda: _results(files, [_one_lesion(shape), _one_lesion(shape)]))
-    refused("must be 'benign' or 'malignant'",
-            lambda: _results(files, [LesionRecord(1, "indeterminate", 0.2, None, 7.0, 1.0, np.ones(shape, bool))]))
-    refused("malignant vote fraction of lesion 1 must be between 0 and 1",
-            lambda: _results(files, [LesionRecord(1, "benign", 1.5, None, 7.0, 1.0, np.ones(shape, bool))]))
-    refused("patient-level call must be 'benign' or 'malignant'",
-            lambda: SeriesResults(files, PatientCall("no_findings", 0.0, 0.06), AlgorithmInfo("1"),
-                                  lesions=[_one_lesion(shape)]))
+    refused(
+        "either the lesions or one suspicious region",
+        lambda: _results(files, [_one_lesion(shape)], SuspiciousRegion(np.ones(shape, bool), 1.0)),
+    )
+    refused(
+        r"mask of lesion 1 is 12 slices of 256 x 250 pixels, but the series is 12 slices of "
+        r"256 x 256 pixels",
+        lambda: _results(files, [_one_lesion((12, 256, 250))]),
+    )
+    refused(
+        "mask of lesion 1 is empty",
+        lambda: _results(files, [LesionRecord(1, "benign", 0.2, None, 7.0, 1.0, np.zeros(shape, bool))]),
+    )
+    refused("Lesion number 1 appears more than once", lambda: _results(files, [_one_lesion(shape), _one_lesion(shape)]))
+    refused(
+        "must be 'benign' or 'malignant'",
+        lambda: _results(files, [LesionRecord(1, "indeterminate", 0.2, None, 7.0, 1.0, np.ones(shape, bool))]),
+    )
+    refused(
+        "malignant vote fraction of lesion 1 must be between 0 and 1",
+        lambda: _results(files, [LesionRecord(1, "benign", 1.5, None, 7.0, 1.0, np.ones(shape, bool))]),
+    )
+    refused(
+        "patient-level call must be 'benign' or 'malignant'",
+        lambda: SeriesResults(
+            files, PatientCall("no_findings", 0.0, 0.06), AlgorithmInfo("1"), lesions=[_one_lesion(shape)]
+        ),
+    )
     # uneven spacing: slice 6 of 12 missing
     gap = files[:5] + files[6:]
-    refused(r"not evenly spaced\. Most are 2\.50 mm apart, but slices 5 and 6 are 5\.00 mm apart "
-            r"\(a slice may be missing\)", lambda: _results(gap, [_one_lesion((11, 256, 256))]))
-    refused(r"not in the analysed order \(head to feet\)",
-            lambda: _results(files[::-1], [_one_lesion(shape)]))
-    refused("is not slice 1 of the analysed volume",
-            lambda: _results(files, [_one_lesion(shape)],
-                             source_sop_instance_uids=ph.volume.sop_instance_uids[::-1]))
+    refused(
+        r"not evenly spaced\. Most are 2\.50 mm apart, but slices 5 and 6 are 5\.00 mm apart "
+        r"\(a slice may be missing\)",
+        lambda: _results(gap, [_one_lesion((11, 256, 256))]),
+    )
+    refused(r"not in the analysed order \(head to feet\)", lambda: _results(files[::-1], [_one_lesion(shape)]))
+    refused(
+        "is not slice 1 of the analysed volume",
+        lambda: _results(files, [_one_lesion(shape)], source_sop_instance_uids=ph.volume.sop_instance_uids[::-1]),
+    )
     with pytest.raises(ExportError, match="must not be written into the folder of the source images"):
         write_dicom_results(_results(files, [_one_lesion(shape)]), folder / "results")
     assert not (folder / "results").exists()
@@ -387,18 +436,26 @@ def test_real_series_with_a_box_lesion(lidc_0001, tmp_path):
 
     info = select_series(scan_folder(lidc_0001))
     vol = load_series(info)
-    by_uid = {str(pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID): f
-              for f in info.files}
+    by_uid = {
+        str(pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID): f
+        for f in info.files
+    }
     mask = np.zeros(vol.shape, bool)
     mask[60:66, 300:330, 150:185] = True
     dy, dx = vol.pixel_spacing_mm
     lesion = LesionRecord(1, "malignant", 0.8125, 0.91, 35 * dx, float(mask.sum()) * dx * dy * 2.5, mask)
-    results = SeriesResults([by_uid[u] for u in vol.sop_instance_uids], PatientCall("malignant", 0.8125, 0.06),
-                            AlgorithmInfo("1.1.0"), lesions=[lesion], source_sop_instance_uids=vol.sop_instance_uids)
+    results = SeriesResults(
+        [by_uid[u] for u in vol.sop_instance_uids],
+        PatientCall("malignant", 0.8125, 0.06),
+        AlgorithmInfo("1.1.0"),
+        lesions=[lesion],
+        source_sop_instance_uids=vol.sop_instance_uids,
+    )
     files = write_dicom_results(results, tmp_path)
     seg = hd.seg.segread(files.seg_path)
-    arr = seg.get_pixels_by_source_instance(list(vol.sop_instance_uids), segment_numbers=[1],
-                                            assert_missing_frames_are_empty=True)
+    arr = seg.get_pixels_by_source_instance(
+        list(vol.sop_instance_uids), segment_numbers=[1], assert_missing_frames_are_empty=True
+    )
     assert np.array_equal(arr[..., 0].astype(bool), mask) and files.num_frames == 6
     src = pydicom.dcmread(results.source_files[0], stop_before_pixels=True)
     assert seg.PatientID == src.PatientID and seg.StudyInstanceUID == src.StudyInstanceUID

@@ -108,21 +108,25 @@ def disk_candidate(z0: int, z1: int, centre: tuple[float, float], radius: float,
     disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
     mask = np.repeat(disk[None], z1 - z0, axis=0)
     seeds = [Seed(z, cy, cx, logit(p_roi)) for z in range(z0, z1)]
-    return Candidate(0, ((z0 + z1) // 2, int(cy), int(cx)), (z0, z1, y0, y1, x0, x1), mask, seeds,
-                     {"radius_mm": radius * 0.7})
+    return Candidate(
+        0, ((z0 + z1) // 2, int(cy), int(cx)), (z0, z1, y0, y1, x0, x1), mask, seeds, {"radius_mm": radius * 0.7}
+    )
 
 
 #: A malignant-voting blob on slice 3 and a benign-voting one on slice 6 (patch grid), and
 #: the two lesions under them (slices 2-4 and 5-7).
 BLOBS = [(3, 6, 4, 3, (0.1, 0.15, 0.75)), (6, 10, 12, 4, (0.1, 0.7, 0.2))]
-CARD = ModelCard(version="test-card", operating_point={"voting_threshold": 0.5, "min_roi_probability": 0.5,
-                                                       "min_votes": 4})
-SECOND = SecondReading(version="test-second", features=["radius_mm"], mean=[0.0], scale=[1.0], coef=[1.0],
-                       intercept=0.0, threshold=0.5)
+CARD = ModelCard(
+    version="test-card", operating_point={"voting_threshold": 0.5, "min_roi_probability": 0.5, "min_votes": 4}
+)
+SECOND = SecondReading(
+    version="test-second", features=["radius_mm"], mean=[0.0], scale=[1.0], coef=[1.0], intercept=0.0, threshold=0.5
+)
 
 
-def make_reading(suspicion=(0.9, 0.8), second: bool = True,
-                 reading: SecondReading = SECOND) -> tuple[ReadingSession, StudyAnalysis, CandidateSet]:
+def make_reading(
+    suspicion=(0.9, 0.8), second: bool = True, reading: SecondReading = SECOND
+) -> tuple[ReadingSession, StudyAnalysis, CandidateSet]:
     vol = synth_volume()
     analysis = synth_analysis(vol, BLOBS)
     cands = [disk_candidate(2, 5, (95.0, 75.0), 7.0), disk_candidate(5, 8, (140.0, 160.0), 9.0)]
@@ -195,8 +199,11 @@ def random_model_path(tmp_path_factory) -> str:
     k, b = fc2.get_weights()
     fc2.set_weights([k * 60.0, b])
     path = tmp_path_factory.mktemp("model") / "test_cnn.keras"
-    save_model(m, path, ModelCard(version="test-random", training_data=["none (random weights)"],
-                                  licences=["CC BY 3.0 (test)"]))
+    save_model(
+        m,
+        path,
+        ModelCard(version="test-random", training_data=["none (random weights)"], licences=["CC BY 3.0 (test)"]),
+    )
     return str(path)
 
 
@@ -218,8 +225,14 @@ def visible_marks(view):
 
 def _drag(qtbot, widget, button, a, b):
     def send(kind, pos, btn, btns):
-        ev = QtGui.QMouseEvent(kind, QtCore.QPointF(pos), QtCore.QPointF(widget.mapToGlobal(pos)),
-                               btn, btns, Qt.KeyboardModifier.NoModifier)
+        ev = QtGui.QMouseEvent(
+            kind,
+            QtCore.QPointF(pos),
+            QtCore.QPointF(widget.mapToGlobal(pos)),
+            btn,
+            btns,
+            Qt.KeyboardModifier.NoModifier,
+        )
         QtWidgets.QApplication.sendEvent(widget, ev)
 
     send(QtCore.QEvent.Type.MouseButtonPress, a, button, button)
@@ -231,8 +244,14 @@ def _drag(qtbot, widget, button, a, b):
 
 def _move_mouse(view, pos):
     vp = view.viewport()
-    ev = QtGui.QMouseEvent(QtCore.QEvent.Type.MouseMove, QtCore.QPointF(pos), QtCore.QPointF(vp.mapToGlobal(pos)),
-                           Qt.MouseButton.NoButton, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+    ev = QtGui.QMouseEvent(
+        QtCore.QEvent.Type.MouseMove,
+        QtCore.QPointF(pos),
+        QtCore.QPointF(vp.mapToGlobal(pos)),
+        Qt.MouseButton.NoButton,
+        Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
     QtWidgets.QApplication.sendEvent(vp, ev)
 
 
@@ -247,8 +266,13 @@ def test_no_tensorflow_at_import():
         "bad=[m for m in heavy if m in sys.modules];"
         "print(bad); raise SystemExit(1 if bad else 0)"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                       cwd=Path(__file__).resolve().parents[1])
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -507,8 +531,12 @@ def test_model_defaults_button_restores_the_operating_point(analysed):
     r.defaults_button.click()
     assert s.voting_threshold == 0.5 and s.params == s.default_params
     assert (s.params.min_roi_probability, s.params.min_votes, s.params.suspicion_threshold) == (0.5, 4, 0.5)
-    assert (r.threshold_slider.value(), r.sens_slider.value(), r.votes_spin.value(), r.susp_slider.value()) == \
-        (50, 50, 4, 50)
+    assert (r.threshold_slider.value(), r.sens_slider.value(), r.votes_spin.value(), r.susp_slider.value()) == (
+        50,
+        50,
+        4,
+        50,
+    )
 
 
 def test_show_candidates_toggle(window):
@@ -522,7 +550,7 @@ def test_show_candidates_toggle(window):
     assert not visible_marks(window.view), "a candidate below the threshold is hidden by default"
     r.candidates_check.setChecked(True)
     assert r.table.rowCount() == 2 and r.table.item(1, 3).text() == "candidate"
-    (rect, tag), = visible_marks(window.view)
+    ((rect, tag),) = visible_marks(window.view)
     assert tag.toPlainText() == "C2 0.20" and tag.colour().getRgb()[:3] == (170, 170, 170)
     r.candidates_check.setChecked(False)
     assert not visible_marks(window.view) and r.table.rowCount() == 1
@@ -534,8 +562,16 @@ def test_show_candidates_toggle(window):
     assert "no second reading" in r.susp_slider.toolTip() and "no second reading" in r.candidates_check.toolTip()
     assert r.table.rowCount() == 2
     # a second reading that keeps at most one finding per scan: the more suspicious one
-    capped = SecondReading(version="capped", features=["radius_mm"], mean=[0.0], scale=[1.0], coef=[1.0],
-                           intercept=0.0, threshold=0.5, max_lesions=1)
+    capped = SecondReading(
+        version="capped",
+        features=["radius_mm"],
+        mean=[0.0],
+        scale=[1.0],
+        coef=[1.0],
+        intercept=0.0,
+        threshold=0.5,
+        max_lesions=1,
+    )
     s3, a3, cs3 = make_reading(suspicion=(0.9, 0.8), reading=capped)
     window.set_session(s3)
     window.set_analysis(a3, cs3)
@@ -578,7 +614,7 @@ def test_screen_and_png_agree_on_label_probability_and_colour(analysed, qtbot, t
     for les in s.findings():
         i = les.central.slice_index
         w.set_index(i)
-        (rect, tag), = visible_marks(w.view)
+        ((rect, tag),) = visible_marks(w.view)
         lab = les.label(0.3)
         assert tag.toPlainText() == f"L{les.id} {lab.display} {les.probability(0.3):.2f}"
         assert les.probability(0.3) == (les.p_malignant if lab is Label.MALIGNANT else les.p_benign)
@@ -623,7 +659,7 @@ def test_export_current_slice_pixels_and_report_free_of_identifiers(analysed, qt
     grey = window_to_uint8(vol.hu[3], (1500, -600)).astype(int)
     far = np.ones_like(roi)
     rows, cols = np.nonzero(roi)
-    far[max(0, rows.min() - 25): rows.max() + 25, max(0, cols.min() - 25): cols.max() + 150] = False
+    far[max(0, rows.min() - 25) : rows.max() + 25, max(0, cols.min() - 25) : cols.max() + 150] = False
     assert far.sum() > 0.5 * far.size
     for channel in (r, g, bb):
         assert np.array_equal(channel[far], grey[far])
@@ -724,8 +760,13 @@ def test_open_phantom_folder_recent_and_drop(window, qtbot, phantom_dir, dialogs
     mime = QtCore.QMimeData()
     mime.setUrls([QtCore.QUrl.fromLocalFile(str(phantom_dir / "0001.dcm"))])
     assert dropped_folder(mime) == str(phantom_dir)
-    ev = QtGui.QDropEvent(QtCore.QPointF(10, 10), Qt.DropAction.CopyAction, mime,
-                          Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    ev = QtGui.QDropEvent(
+        QtCore.QPointF(10, 10),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
     with qtbot.waitSignal(window.studyLoaded, timeout=60_000):
         window.dropEvent(ev)
 
@@ -904,8 +945,9 @@ def test_close_during_analysis_stops_the_worker(make_window, qtbot, random_model
     assert not w.workers.running()
 
 
-def test_worker_exception_shows_dialog_and_app_stays_usable(make_window, qtbot, random_model_path, dialogs,
-                                                            monkeypatch):
+def test_worker_exception_shows_dialog_and_app_stays_usable(
+    make_window, qtbot, random_model_path, dialogs, monkeypatch
+):
     import lungct_viewer.core.pipeline as pipeline
 
     def boom(self, *a, **k):
@@ -949,8 +991,13 @@ def test_phantom_study_read_end_to_end(make_window, qtbot, phantom_model, phanto
     centres = [les.central for les in found]
     for nod in ph.nodules:  # every nodule has a lesion on the spot
         k, r, c = int(round(nod.center[0])), nod.center[1], nod.center[2]
-        assert any(abs(f.slice_index - k) <= 1 and f.bbox_px[0] - 3 <= c < f.bbox_px[2] + 3
-                   and f.bbox_px[1] - 3 <= r < f.bbox_px[3] + 3 for les in found for f in les.findings), nod
+        assert any(
+            abs(f.slice_index - k) <= 1
+            and f.bbox_px[0] - 3 <= c < f.bbox_px[2] + 3
+            and f.bbox_px[1] - 3 <= r < f.bbox_px[3] + 3
+            for les in found
+            for f in les.findings
+        ), nod
     assert centres
     with qtbot.waitSignal(w.exportFinished, timeout=60_000) as b:
         w.export_slices("findings", tmp_path / "out")
@@ -969,9 +1016,24 @@ def test_screenshot_mode_end_to_end(tmp_path, phantom_dir, random_model_path):
 
     out = tmp_path / "shot.png"
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    r = subprocess.run([sys.executable, "main.py", str(phantom_dir), "--model", random_model_path, "--screenshot",
-                        str(out), "--slice", "5"], cwd=Path(__file__).resolve().parents[1], env=env,
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "main.py",
+            str(phantom_dir),
+            "--model",
+            random_model_path,
+            "--screenshot",
+            str(out),
+            "--slice",
+            "5",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0 and out.is_file(), r.stderr[-2000:]
     img = np.asarray(Image.open(out).convert("RGB")).astype(int)
     assert img.shape[0] > 500 and img.shape[1] > 900
@@ -1027,8 +1089,9 @@ def test_one_table_builds_the_menus_and_the_shortcuts_dialog(window):
     assert shown[: len(shortcut_rows())] == shortcut_rows()
     assert any(keys == "Esc" for keys, _, _ in shown) and any(keys == "Wheel" for keys, _, _ in shown)
     for s in specs:  # single keys only act in the slice view
-        if s.shortcuts and all(len(k) == 1 or k in ("Up", "Down", "PgUp", "PgDown", "Home", "End", "Space", "Del")
-                               for k in s.shortcuts):
+        if s.shortcuts and all(
+            len(k) == 1 or k in ("Up", "Down", "PgUp", "PgDown", "Home", "End", "Space", "Del") for k in s.shortcuts
+        ):
             assert s.scope is Scope.VIEW, s.key
             assert window.actions_by_key[s.key].shortcutContext() == Qt.ShortcutContext.WidgetWithChildrenShortcut
     dlg.close()
@@ -1069,9 +1132,14 @@ def test_model_performance_curve_marks_the_current_threshold(analysed, qtbot):
     assert dlg.marker.value() == pytest.approx(0.37) and "Voting threshold 0.37" in dlg.text.text()
     dlg.close()
     points = [{"threshold": t / 10, "sensitivity": 1 - t / 20, "specificity": t / 10} for t in range(11)]
-    card = ModelCard(version="curve", metrics={"patient_threshold_curve": {"split": "test", "n": 40, "points": points},
-                                               "patient_level": {"n": 40, "sensitivity": 0.9, "specificity": 0.5}},
-                     operating_point={"voting_threshold": 0.2})
+    card = ModelCard(
+        version="curve",
+        metrics={
+            "patient_threshold_curve": {"split": "test", "n": 40, "points": points},
+            "patient_level": {"n": 40, "sensitivity": 0.9, "specificity": 0.5},
+        },
+        operating_point={"voting_threshold": 0.2},
+    )
     dlg = PerformanceDialog(card, 0.3)
     qtbot.addWidget(dlg)
     items = [i for i in dlg.plot.getPlotItem().listDataItems() if len(i.xData) > 1]

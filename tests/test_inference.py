@@ -97,7 +97,9 @@ def test_pack_boxes_places_rectangles_on_the_grid_without_overlap():
     rng = np.random.default_rng(2)
     for width in (None, 600):
         for _ in range(20):
-            sizes = [(10 * int(a) + 40, 10 * int(b) + 40) for a, b in rng.integers(1, 40, (int(rng.integers(1, 12)), 2))]
+            sizes = [
+                (10 * int(a) + 40, 10 * int(b) + 40) for a, b in rng.integers(1, 40, (int(rng.integers(1, 12)), 2))
+            ]
             (h, w), corners = pack_boxes(sizes, width)
             if width is not None:
                 assert w == max(width, max(s[1] for s in sizes))
@@ -116,8 +118,10 @@ def _reference(model, vol, i, where):
     from lungct_viewer.core.preprocessing import prepare_slice
 
     img = prepare_slice(vol.hu[i], vol.pixel_spacing_mm).image
-    return (classify_patches_reference(model, img, where=where),
-            classify_patches_reference(model, img, logits=True, where=where))
+    return (
+        classify_patches_reference(model, img, where=where),
+        classify_patches_reference(model, img, logits=True, where=where),
+    )
 
 
 def _check_against_reference(sa, ref_probs, ref_logits, cells=None):

@@ -28,8 +28,20 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning"
 
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-6
-TRAIN_ARGS = ["--batch-size", "64", "--epochs", "2", "--epoch-size", "256", "--val-size", "90",
-              "--seed", "3", "--learning-rate", "1e-3"]
+TRAIN_ARGS = [
+    "--batch-size",
+    "64",
+    "--epochs",
+    "2",
+    "--epoch-size",
+    "256",
+    "--val-size",
+    "90",
+    "--seed",
+    "3",
+    "--learning-rate",
+    "1e-3",
+]
 SPLIT_CPU = (
     "import sys, tensorflow as tf\n"
     "cpu = tf.config.list_physical_devices('CPU')[0]\n"
@@ -58,9 +70,12 @@ def _patch_set(path: Path) -> None:
 
     x, y = phantom_patches(seeds=(11,), n_slices=8, size=160)
     xv, yv = phantom_patches(seeds=(21,), n_slices=6, size=160, rng_seed=1)
-    np.savez(path, x=np.concatenate([x, xv])[..., 0].astype(np.float16),
-             y=np.concatenate([y, yv]).astype(np.int64),
-             split=np.concatenate([np.zeros(len(y)), np.ones(len(yv))]).astype(np.int8))
+    np.savez(
+        path,
+        x=np.concatenate([x, xv])[..., 0].astype(np.float16),
+        y=np.concatenate([y, yv]).astype(np.int64),
+        split=np.concatenate([np.zeros(len(y)), np.ones(len(yv))]).astype(np.int8),
+    )
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -88,14 +103,48 @@ def test_two_workers_train_like_one_process(tmp_path):
         log = open(tmp_path / f"worker{i}.log", "w")
         logs.append(log)
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "training", "train", "--patches", str(patches), "--run-dir", str(multi),
-             *TRAIN_ARGS], cwd=REPO, env=_env(TF_CONFIG=tf_config), stdout=log, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "training",
+                    "train",
+                    "--patches",
+                    str(patches),
+                    "--run-dir",
+                    str(multi),
+                    *TRAIN_ARGS,
+                ],
+                cwd=REPO,
+                env=_env(TF_CONFIG=tf_config),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
     log = open(tmp_path / "single.log", "w")
     logs.append(log)
-    procs.append(subprocess.Popen(
-        [sys.executable, "-c", SPLIT_CPU, "train", "--patches", str(patches), "--run-dir", str(single),
-         "--strategy", "mirrored", *TRAIN_ARGS], cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT))
+    procs.append(
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                SPLIT_CPU,
+                "train",
+                "--patches",
+                str(patches),
+                "--run-dir",
+                str(single),
+                "--strategy",
+                "mirrored",
+                *TRAIN_ARGS,
+            ],
+            cwd=REPO,
+            env=_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    )
     try:
         codes = [p.wait(timeout=300) for p in procs]
     finally:
@@ -126,8 +175,10 @@ def test_two_workers_train_like_one_process(tmp_path):
     w_init = build_model(3).get_weights()
     diff = max(float(np.abs(a - b).max()) for a, b in zip(w_chief, w_ref))
     moved = max(float(np.abs(a - b).max()) for a, b in zip(w_ref, w_init))
-    print(f"2 workers vs 1 process (2 replicas): max |weight difference| {diff:.3g}; weights moved up to "
-          f"{moved:.3g} from their start; wall time of the three runs {wall:.0f} s")
+    print(
+        f"2 workers vs 1 process (2 replicas): max |weight difference| {diff:.3g}; weights moved up to "
+        f"{moved:.3g} from their start; wall time of the three runs {wall:.0f} s"
+    )
     assert all(np.array_equal(a, b) for a, b in zip(w_chief, w_other))  # one model, two copies
     assert moved > 1000 * TOLERANCE  # the comparison is not between untrained models
     assert diff <= TOLERANCE

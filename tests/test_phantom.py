@@ -58,7 +58,7 @@ def test_anatomy_hu_ranges(small: Phantom) -> None:
     lung = small.lung_mask[6] & (small.labels[6] == 0)
     assert -900 < np.median(hu[lung]) < -800
     c = 192 // 2
-    assert 0 < np.median(hu[c - 3: c + 3, c - 3: c + 3]) < 80  # mediastinum (soft tissue)
+    assert 0 < np.median(hu[c - 3 : c + 3, c - 3 : c + 3]) < 80  # mediastinum (soft tissue)
     assert hu.max() >= 500  # bone
     # vessels: some bright pixels inside the lungs away from nodules
     assert np.sum(hu[lung] > -300) > 5

@@ -79,7 +79,7 @@ def test_truncated_and_corrupted_ct(tmp_path: Path, name: str) -> None:
     variants = [data[:c] for c in cuts]
     for k in range(1, 10):
         pos = int(len(data) * k / 10)
-        variants.append(data[:pos] + b"\xff" * 16 + data[pos + 16:])
+        variants.append(data[:pos] + b"\xff" * 16 + data[pos + 16 :])
     for i, blob in enumerate(variants):
         folder = tmp_path / f"v{i:03d}"
         folder.mkdir()

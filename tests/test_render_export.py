@@ -34,24 +34,34 @@ def _session(suspicion=None, threshold=None) -> ReadingSession:
     probs[..., 0] = 1
     probs[3:6, 3:6] = (0.1, 0.2, 0.7)
     sa0 = SliceAnalysis(0, probs, np.ones((16, 16), bool), (200, 200), (1.0, 1.0))
-    sa1 = SliceAnalysis(1, np.dstack([np.ones((16, 16)), np.zeros((16, 16)), np.zeros((16, 16))]).astype(np.float32),
-                        np.ones((16, 16), bool), (200, 200), (1.0, 1.0))
+    sa1 = SliceAnalysis(
+        1,
+        np.dstack([np.ones((16, 16)), np.zeros((16, 16)), np.zeros((16, 16))]).astype(np.float32),
+        np.ones((16, 16), bool),
+        (200, 200),
+        (1.0, 1.0),
+    )
     analysis = StudyAnalysis(vol.series_uid, 2, {0: sa0, 1: sa1}, model_version="t")
     mask = np.zeros((1, 34, 34), bool)
     mask[0, 2:32, 2:32] = True
-    cand = Candidate(1, (0, 75, 75), (0, 1, 58, 92, 58, 92), mask, [Seed(0, 75.0, 75.0, logit(0.9))],
-                     {"radius_mm": 10.5})
+    cand = Candidate(
+        1, (0, 75, 75), (0, 1, 58, 92, 58, 92), mask, [Seed(0, 75.0, 75.0, logit(0.9))], {"radius_mm": 10.5}
+    )
     card = ModelCard(version="t", operating_point={"voting_threshold": 0.5})
     second = None
     if threshold is not None:
         from lungct_viewer.core.second_reading import SecondReading
 
-        second = SecondReading(version="s", features=["radius_mm"], mean=[0.0], scale=[1.0], coef=[1.0],
-                               intercept=0.0, threshold=threshold)
+        second = SecondReading(
+            version="s", features=["radius_mm"], mean=[0.0], scale=[1.0], coef=[1.0], intercept=0.0, threshold=threshold
+        )
     s = ReadingSession(vol, card, second)
     s.set_analysis(analysis)
-    s.set_candidates(CandidateSet([cand], None if suspicion is None else np.array([suspicion]), 0.0,
-                                  slices=frozenset(analysis.slices)))
+    s.set_candidates(
+        CandidateSet(
+            [cand], None if suspicion is None else np.array([suspicion]), 0.0, slices=frozenset(analysis.slices)
+        )
+    )
     return s
 
 
@@ -95,8 +105,9 @@ def test_vote_map_is_red_on_request_and_the_rest_untouched(session):
     far[20:130, 20:200] = False
     assert np.array_equal(r[far], grey[far]) and np.array_equal(g[far], grey[far]) and np.array_equal(b[far], grey[far])
     # without the ROI overlay the ROI pixels away from the lesion mark are grey again
-    plain = image_region(render_png(session, 0, ImageOptions(show_roi=False, roi_source="votes")),
-                         (200, 200)).astype(int)
+    plain = image_region(render_png(session, 0, ImageOptions(show_roi=False, roi_source="votes")), (200, 200)).astype(
+        int
+    )
     assert np.array_equal(plain[..., 0][keep], grey[keep]) and np.array_equal(plain[..., 1][keep], grey[keep])
 
 
@@ -152,8 +163,11 @@ def test_export_names_staged_atomic_and_no_overwrite(session, tmp_path):
     report = build_report(session)
     paths = export_reading(session, out, [0, 1], report=report)
     vol = session.volume
-    assert [p.name for p in paths] == [slice_png_name(0, vol.sop_instance_uids[0]),
-                                       slice_png_name(1, vol.sop_instance_uids[1]), "report.json"]
+    assert [p.name for p in paths] == [
+        slice_png_name(0, vol.sop_instance_uids[0]),
+        slice_png_name(1, vol.sop_instance_uids[1]),
+        "report.json",
+    ]
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths)  # no staging left
     with Image.open(paths[0]) as im:
         assert im.format == "PNG"
@@ -169,8 +183,13 @@ def test_export_names_staged_atomic_and_no_overwrite(session, tmp_path):
     # a cancel leaves nothing behind
     calls = []
     with pytest.raises(AnalysisCancelled):
-        export_reading(session, tmp_path / "cancelled", [0, 1], report=report,
-                       should_cancel=lambda: calls.append(1) or len(calls) > 1)
+        export_reading(
+            session,
+            tmp_path / "cancelled",
+            [0, 1],
+            report=report,
+            should_cancel=lambda: calls.append(1) or len(calls) > 1,
+        )
     assert not any((tmp_path / "cancelled").iterdir())
 
 

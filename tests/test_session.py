@@ -6,8 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from test_candidates import _ball, _chest, _tube
 
 from lungct_viewer.core import constants as C
+from lungct_viewer.core.candidates import FEATURE_NAMES
 from lungct_viewer.core.errors import AnalysisCancelled, ExportError, ModelLoadError
 from lungct_viewer.core.export import export_reading, slice_png_name
 from lungct_viewer.core.labels import Label
@@ -19,11 +21,8 @@ from lungct_viewer.core.second_reading import (
     load_second_reading,
     save_second_reading,
 )
-from lungct_viewer.core.candidates import FEATURE_NAMES
 from lungct_viewer.core.session import ReadingSession
 from lungct_viewer.core.study import CTVolume
-
-from test_candidates import _ball, _chest, _tube
 
 N, SIZE = 24, 256
 
@@ -52,8 +51,9 @@ def study():
 
 
 def _card(**op):
-    return ModelCard(version="t", operating_point={"voting_threshold": 0.5, "min_roi_probability": 0.5,
-                                                    "min_votes": 4, **op})
+    return ModelCard(
+        version="t", operating_point={"voting_threshold": 0.5, "min_roi_probability": 0.5, "min_votes": 4, **op}
+    )
 
 
 def _reading(threshold=0.5, max_lesions=None):
@@ -61,9 +61,16 @@ def _reading(threshold=0.5, max_lesions=None):
     coef = np.zeros(len(FEATURE_NAMES))
     coef[FEATURE_NAMES.index("faces_touched")] = -3.0
     coef[FEATURE_NAMES.index("elongation")] = -2.0
-    return SecondReading(version="t", features=list(FEATURE_NAMES), mean=[0.0] * len(FEATURE_NAMES),
-                         scale=[1.0] * len(FEATURE_NAMES), coef=coef.tolist(), intercept=2.0, threshold=threshold,
-                         max_lesions=max_lesions)
+    return SecondReading(
+        version="t",
+        features=list(FEATURE_NAMES),
+        mean=[0.0] * len(FEATURE_NAMES),
+        scale=[1.0] * len(FEATURE_NAMES),
+        coef=coef.tolist(),
+        intercept=2.0,
+        threshold=threshold,
+        max_lesions=max_lesions,
+    )
 
 
 def _session(study, reading=None, **kw):
@@ -196,4 +203,6 @@ def test_second_reading_file_round_trip_and_errors(tmp_path):
         load_second_reading(model)
     assert load_second_reading(tmp_path / "elsewhere" / "m.keras") is None
     with pytest.raises(ValueError):
-        SecondReading(version="t", features=["no_such_feature"], mean=[0], scale=[1], coef=[1], intercept=0, threshold=0.5)
+        SecondReading(
+            version="t", features=["no_such_feature"], mean=[0], scale=[1], coef=[1], intercept=0, threshold=0.5
+        )

@@ -57,9 +57,9 @@ def test_regression_and_operating_point():
 
 
 def test_pasting_a_nodule_is_undone_exactly():
-    from lungct_viewer.core.lung import lung_region
-
     from test_candidates import SPACING, _chest
+
+    from lungct_viewer.core.lung import lung_region
 
     hu = _chest()
     before = hu.copy()
@@ -81,7 +81,6 @@ def test_pasting_a_nodule_is_undone_exactly():
 @pytest.mark.realdata
 def test_ground_truth_from_the_real_readings(lidc_0001, lung_dx_a0001):
     from lungct_viewer.core.dicom import load_series, scan_folder, select_series
-
     from training.ground_truth import lidc_truth, voc_truth
 
     vol = load_series(select_series(scan_folder(lidc_0001)))
@@ -112,7 +111,6 @@ def test_evaluate_studies_end_to_end_on_phantoms(tmp_path, phantom_model):
     is scored by a second reading fitted without it, and the fitted reading is written."""
     from lungct_viewer.core.phantom import phantom_volume, write_phantom_dicom
     from lungct_viewer.core.second_reading import load_second_reading
-
     from training.evaluate_studies import evaluate_studies
 
     data = tmp_path / "data"
@@ -135,8 +133,9 @@ def test_evaluate_studies_end_to_end_on_phantoms(tmp_path, phantom_model):
     model_path, _acc = phantom_model
     out = tmp_path / "eval"
     fit_out = tmp_path / "model" / "second_reading.json"
-    summary = evaluate_studies(model_path, data, out, crops, cache_dir=None, fit_out=fit_out, pastes=6,
-                               log=lambda s: None)
+    summary = evaluate_studies(
+        model_path, data, out, crops, cache_dir=None, fit_out=fit_out, pastes=6, log=lambda s: None
+    )
     loso = summary["leave_one_study_out"]
     assert [r["second_reading"] for r in loso["series"]] == ["left out", "left out"]
     assert set(loso["fold_thresholds"]) == {"case0", "case1"}
@@ -154,10 +153,10 @@ def test_evaluate_studies_end_to_end_on_phantoms(tmp_path, phantom_model):
 def test_a_pasted_nodule_reads_like_one_drawn_in_place():
     """Context swap: a crop pasted into a lung gives the object features of the same nodule
     drawn there directly (no halo, no crop border, no change of scale)."""
+    from test_candidates import SPACING, _ball, _chest
+
     from lungct_viewer.core.candidates import Seed, find_core, segment_object
     from lungct_viewer.core.lung import lung_region
-
-    from test_candidates import SPACING, _ball, _chest
 
     drawn = _chest()
     _ball(drawn, (12, 128, 70), 4.0, value=20)

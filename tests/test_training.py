@@ -115,8 +115,16 @@ def test_import_voc_carries_boxes_across_series(lung_dx_a0001, real_data_dir, tm
 
 
 # ------------------------------------------------------------------ import-nodules
-SUBSET = ["LIDC-IDRI-0001", "LIDC-IDRI-0002", "LIDC-IDRI-0003", "LIDC-IDRI-0005", "LIDC-IDRI-0007",
-          "LIDC-IDRI-0010", "LIDC-IDRI-0011", "LIDC-IDRI-0012"]
+SUBSET = [
+    "LIDC-IDRI-0001",
+    "LIDC-IDRI-0002",
+    "LIDC-IDRI-0003",
+    "LIDC-IDRI-0005",
+    "LIDC-IDRI-0007",
+    "LIDC-IDRI-0010",
+    "LIDC-IDRI-0011",
+    "LIDC-IDRI-0012",
+]
 
 
 @pytest.fixture(scope="module")
@@ -193,12 +201,36 @@ def test_import_nodules_corrupt_nifti_leaves_nothing(lidc_nodules, tmp_path, cap
 @pytest.mark.slow
 def test_patches_on_real_subset(nodule_layout, lidc_layout, tmp_path):
     out = tmp_path / "p.npz"
-    assert main([
-        "patches", "--data", str(nodule_layout), "--data", str(lidc_layout), "--out", str(out),
-        "--per-class", "300", "--slice-step", "12", "--neg-per-slice", "40", "--test-fraction", "0.25",
-        "--train-patient", "LIDC-IDRI-0001", "--test-patient", "LIDC-IDRI-0005", "--val-patient", "LIDC-IDRI-0002",
-        "--crop-neg-per-slice", "4",
-    ]) == 0
+    assert (
+        main(
+            [
+                "patches",
+                "--data",
+                str(nodule_layout),
+                "--data",
+                str(lidc_layout),
+                "--out",
+                str(out),
+                "--per-class",
+                "300",
+                "--slice-step",
+                "12",
+                "--neg-per-slice",
+                "40",
+                "--test-fraction",
+                "0.25",
+                "--train-patient",
+                "LIDC-IDRI-0001",
+                "--test-patient",
+                "LIDC-IDRI-0005",
+                "--val-patient",
+                "LIDC-IDRI-0002",
+                "--crop-neg-per-slice",
+                "4",
+            ]
+        )
+        == 0
+    )
     with np.load(out) as z:
         x, y, split, pat, pats = z["x"], z["y"], z["split"], z["patient"], z["patients"]
         aug, origin = z["aug"], z["origin"]
@@ -222,8 +254,22 @@ def test_patches_on_real_subset(nodule_layout, lidc_layout, tmp_path):
     assert set(pat[cs].tolist()) <= set(pat[origin == ORIGINS.index("crop")].tolist())  # crop patients
     # counterfactual negatives: training crops with the nodule removed replace Not-ROI patches
     cf = tmp_path / "cf.npz"
-    assert main(["add-counterfactuals", "--patches", str(out), "--data", str(nodule_layout), "--out", str(cf),
-                 "--fraction", "0.3"]) == 0
+    assert (
+        main(
+            [
+                "add-counterfactuals",
+                "--patches",
+                str(out),
+                "--data",
+                str(nodule_layout),
+                "--out",
+                str(cf),
+                "--fraction",
+                "0.3",
+            ]
+        )
+        == 0
+    )
     with np.load(cf) as z:
         y2, split2, origin2, x2 = z["y"], z["split"], z["origin"], z["x"]
     assert np.array_equal(y2, y) and np.array_equal(split2, split)  # counts and splits unchanged
@@ -247,9 +293,29 @@ def test_patches_min_train_diameter_drops_only_small_training_nodules(nodule_lay
     runs = {}
     for name, extra in (("all", []), ("big", ["--min-train-diameter-mm", str(limit)])):
         out = tmp_path / f"{name}.npz"
-        assert main(["patches", "--data", str(nodule_layout), "--out", str(out), "--per-class", "0",
-                     "--test-fraction", "0", "--val-fraction", "0", "--test-patient", "LIDC-IDRI-0005",
-                     "--crop-neg-per-slice", "2"] + extra) == 0
+        assert (
+            main(
+                [
+                    "patches",
+                    "--data",
+                    str(nodule_layout),
+                    "--out",
+                    str(out),
+                    "--per-class",
+                    "0",
+                    "--test-fraction",
+                    "0",
+                    "--val-fraction",
+                    "0",
+                    "--test-patient",
+                    "LIDC-IDRI-0005",
+                    "--crop-neg-per-slice",
+                    "2",
+                ]
+                + extra
+            )
+            == 0
+        )
         with np.load(out) as z:
             runs[name] = {k: z[k] for k in ("y", "split", "nodule", "origin")}
     for name, r in runs.items():
@@ -352,15 +418,50 @@ def test_phantom_train_learns_evaluate_export(phantom_layout, tmp_path):
     from lungct_viewer.core.model import load_model
 
     patches = tmp_path / "phantom.npz"
-    assert main([
-        "patches", "--data", str(phantom_layout), "--out", str(patches), "--per-class", "300",
-        "--neg-per-slice", "30", "--roi-per-slice", "10", "--mimic-fraction", "0",
-        "--train-patient", "PHANTOM-0", "--train-patient", "PHANTOM-1", "--train-patient", "PHANTOM-2",
-        "--val-patient", "PHANTOM-3",
-    ]) == 0
+    assert (
+        main(
+            [
+                "patches",
+                "--data",
+                str(phantom_layout),
+                "--out",
+                str(patches),
+                "--per-class",
+                "300",
+                "--neg-per-slice",
+                "30",
+                "--roi-per-slice",
+                "10",
+                "--mimic-fraction",
+                "0",
+                "--train-patient",
+                "PHANTOM-0",
+                "--train-patient",
+                "PHANTOM-1",
+                "--train-patient",
+                "PHANTOM-2",
+                "--val-patient",
+                "PHANTOM-3",
+            ]
+        )
+        == 0
+    )
     run = tmp_path / "run"
-    common = ["train", "--patches", str(patches), "--run-dir", str(run), "--batch-size", "50",
-              "--learning-rate", "1e-3", "--patience", "5", "--seed", "3"]
+    common = [
+        "train",
+        "--patches",
+        str(patches),
+        "--run-dir",
+        str(run),
+        "--batch-size",
+        "50",
+        "--learning-rate",
+        "1e-3",
+        "--patience",
+        "5",
+        "--seed",
+        "3",
+    ]
     assert main(common + ["--epochs", "2"]) == 0
     assert main(common + ["--epochs", "4", "--resume"]) == 0  # resumable: continues at epoch 3
     summary = json.loads((run / "train_summary.json").read_text())
@@ -372,14 +473,48 @@ def test_phantom_train_learns_evaluate_export(phantom_layout, tmp_path):
     assert len((run / "history.csv").read_text().splitlines()) == 5
     # fine-tuning starts from the given model's weights (a vanishing learning rate keeps them)
     ft = tmp_path / "ft"
-    assert main(["train", "--patches", str(patches), "--run-dir", str(ft), "--batch-size", "50", "--epochs", "1",
-                 "--learning-rate", "1e-12", "--init-model", str(run / "model.keras")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--patches",
+                str(patches),
+                "--run-dir",
+                str(ft),
+                "--batch-size",
+                "50",
+                "--epochs",
+                "1",
+                "--learning-rate",
+                "1e-12",
+                "--init-model",
+                str(run / "model.keras"),
+            ]
+        )
+        == 0
+    )
     w0 = load_model(run / "model.keras").keras_model.get_weights()
     w1 = load_model(ft / "model.keras").keras_model.get_weights()
     assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(w0, w1, strict=True))
     mined = tmp_path / "mined.npz"
-    assert main(["mine-negatives", "--model", str(run / "model.keras"), "--patches", str(patches),
-                 "--data", str(phantom_layout), "--out", str(mined), "--per-slice", "5"]) == 0
+    assert (
+        main(
+            [
+                "mine-negatives",
+                "--model",
+                str(run / "model.keras"),
+                "--patches",
+                str(patches),
+                "--data",
+                str(phantom_layout),
+                "--out",
+                str(mined),
+                "--per-slice",
+                "5",
+            ]
+        )
+        == 0
+    )
     with np.load(mined) as z, np.load(patches) as z0:
         tr = z["split"] == 0
         before = np.bincount(z0["y"][z0["split"] == 0], minlength=3)
@@ -387,8 +522,23 @@ def test_phantom_train_learns_evaluate_export(phantom_layout, tmp_path):
         assert set(np.unique(z["patient"][z["origin"] == 4])) <= {0, 1, 2}  # training patients only
         assert (z["x"][z["split"] != 0] == z0["x"][z0["split"] != 0]).all()  # held-back data untouched
     ev = tmp_path / "eval"
-    assert main(["evaluate", "--model", str(run / "model.keras"), "--patches", str(patches), "--split", "val",
-                 "--out", str(ev), "--tta"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(run / "model.keras"),
+                "--patches",
+                str(patches),
+                "--split",
+                "val",
+                "--out",
+                str(ev),
+                "--tta",
+            ]
+        )
+        == 0
+    )
     m = json.loads((ev / "metrics.json").read_text())
     assert {"nodule_level", "patient_level", "patch_level"} <= set(m)
     assert m["test_time_augmentation"]
@@ -397,8 +547,26 @@ def test_phantom_train_learns_evaluate_export(phantom_layout, tmp_path):
     assert (ev / "patient_threshold_curve.png").stat().st_size > 1000
     assert len((ev / "patient_threshold_curve.csv").read_text().splitlines()) == 52
     out = tmp_path / "model"
-    assert main(["export", "--model", str(run / "model.keras"), "--run-dir", str(run), "--evaluation",
-                 str(ev / "metrics.json"), "--patches", str(patches), "--out", str(out), "--version", "test"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--model",
+                str(run / "model.keras"),
+                "--run-dir",
+                str(run),
+                "--evaluation",
+                str(ev / "metrics.json"),
+                "--patches",
+                str(patches),
+                "--out",
+                str(out),
+                "--version",
+                "test",
+            ]
+        )
+        == 0
+    )
     loaded = load_model(out / "lungct_cnn.keras")
     assert loaded.card.version == "test"
     assert loaded.card.operating_point["voting_threshold"] == m["threshold"]

@@ -176,5 +176,8 @@ def test_study_header_fields_for_the_banner(tmp_path):
         ds.PatientBirthDate = "19500131"
         ds.save_as(f)
     vol, _ = load_study(folder)
-    assert (vol.patient_birth_date, vol.study_date, vol.study_description) == \
-        ("1950-01-31", "2017-01-01", "Synthetic chest CT")
+    assert (vol.patient_birth_date, vol.study_date, vol.study_description) == (
+        "1950-01-31",
+        "2017-01-01",
+        "Synthetic chest CT",
+    )

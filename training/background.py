@@ -15,8 +15,9 @@ from lungct_viewer.core.errors import DataError
 from . import layout as L
 
 
-def import_study(study_dir: str | Path, out_dir: str | Path, patient_id: str | None = None,
-                 note: str = "no nodule annotated") -> Path:
+def import_study(
+    study_dir: str | Path, out_dir: str | Path, patient_id: str | None = None, note: str = "no nodule annotated"
+) -> Path:
     from .ctio import load_ct, series_record
 
     study_dir = Path(study_dir)

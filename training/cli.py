@@ -1,7 +1,8 @@
 """Command line of the training package (``python -m training`` / ``lungct-train``).
 
 Commands: ``import-lidc``, ``import-nodules``, ``import-voc``, ``import-study``, ``patches``,
-``add-counterfactuals``, ``mine-negatives``, ``train``, ``evaluate``, ``export``. Errors in the data are reported as one sentence naming the file
+``add-counterfactuals``, ``mine-negatives``, ``train``, ``evaluate``, ``evaluate-studies``, ``card``,
+``export``. Errors in the data are reported as one sentence naming the file
 (exit status 2); nothing partial is left behind.
 """
 
@@ -22,8 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import-lidc", help="LIDC reading XML -> per-slice ROI masks and malignancy labels")
     p.add_argument("study_dir", type=Path)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--min-readers", type=int, default=2, help="consensus: pixels outlined by at least this many readers")
-    p.add_argument("--reader", type=int, default=None, help="use only this reading session (0-based) instead of a consensus")
+    p.add_argument(
+        "--min-readers", type=int, default=2, help="consensus: pixels outlined by at least this many readers"
+    )
+    p.add_argument(
+        "--reader", type=int, default=None, help="use only this reading session (0-based) instead of a consensus"
+    )
     p.add_argument("--patient-id", default=None)
 
     p = sub.add_parser("import-nodules", help="the LIDC NIfTI nodule crops with nodules.csv labels")
@@ -50,21 +55,35 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--per-class", type=int, default=10000, help="training patches per class after balancing (0: the largest class)")
+    p.add_argument(
+        "--per-class", type=int, default=10000, help="training patches per class after balancing (0: the largest class)"
+    )
     p.add_argument("--roi-per-slice", type=int, default=6)
     p.add_argument("--roi-per-nodule", type=int, default=48)
     p.add_argument("--neg-per-slice", type=int, default=60)
     p.add_argument("--mimic-fraction", type=float, default=0.25)
-    p.add_argument("--min-train-diameter-mm", type=float, default=0.0,
-                   help="training split: no ROI patches from crop nodules smaller than this (nodules.csv diameter)")
-    p.add_argument("--crop-neg-per-slice", type=int, default=0,
-                   help="Not-ROI windows from each crop slice that holds no part of the nodule (0: none)")
+    p.add_argument(
+        "--min-train-diameter-mm",
+        type=float,
+        default=0.0,
+        help="training split: no ROI patches from crop nodules smaller than this (nodules.csv diameter)",
+    )
+    p.add_argument(
+        "--crop-neg-per-slice",
+        type=int,
+        default=0,
+        help="Not-ROI windows from each crop slice that holds no part of the nodule (0: none)",
+    )
     p.add_argument("--slice-step", type=int, default=1, help="use every n-th slice of whole studies")
     for s in ("train", "val", "test"):
         p.add_argument(f"--{s}-patient", action="append", default=[], help=f"force a patient into the {s} split")
-    p.add_argument("--split-file", type=Path, default=None,
-                   help="JSON {\"split\": {patient: train|val|test}} fixing every listed patient's split "
-                        "(training/splits/ holds the shipped models' splits)")
+    p.add_argument(
+        "--split-file",
+        type=Path,
+        default=None,
+        help='JSON {"split": {patient: train|val|test}} fixing every listed patient\'s split '
+        "(training/splits/ holds the shipped models' splits)",
+    )
 
     p = sub.add_parser("train", help="train the CNN on a patch set")
     p.add_argument("--patches", type=Path, required=True)
@@ -77,15 +96,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--learning-rate", type=float, default=None)
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
-    p.add_argument("--val-size", type=int, default=None, help="validate on a fixed class-balanced subsample of this many patches")
+    p.add_argument(
+        "--val-size", type=int, default=None, help="validate on a fixed class-balanced subsample of this many patches"
+    )
     p.add_argument("--strategy", choices=("auto", "default", "mirrored", "multiworker"), default="auto")
-    p.add_argument("--init-model", default=None,
-                   help="start from this model's weights (fine-tuning; same architecture, fresh optimizer)")
-    p.add_argument("--texture-augmentation", action="store_true",
-                   help="random gain / offset / noise on every training patch (scanner variation)")
+    p.add_argument(
+        "--init-model",
+        default=None,
+        help="start from this model's weights (fine-tuning; same architecture, fresh optimizer)",
+    )
+    p.add_argument(
+        "--texture-augmentation",
+        action="store_true",
+        help="random gain / offset / noise on every training patch (scanner variation)",
+    )
 
-    p = sub.add_parser("add-counterfactuals",
-                       help="replace Not-ROI patches by crop windows with the nodule removed (same patient and scanner)")
+    p = sub.add_parser(
+        "add-counterfactuals",
+        help="replace Not-ROI patches by crop windows with the nodule removed (same patient and scanner)",
+    )
     p.add_argument("--patches", type=Path, required=True)
     p.add_argument("--data", type=Path, action="append", required=True)
     p.add_argument("--out", type=Path, required=True)
@@ -107,24 +136,46 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--patches", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="output folder (JSON, CSV, PNG)")
     p.add_argument("--split", default="test", choices=("val", "test"))
-    p.add_argument("--threshold", type=float, default=None, help="voting threshold (default: chosen on the validation split)")
+    p.add_argument(
+        "--threshold", type=float, default=None, help="voting threshold (default: chosen on the validation split)"
+    )
     p.add_argument("--tta", action="store_true", help="average each patch with its left-right mirror image")
-    p.add_argument("--min-sensitivity", type=float, default=None,
-                   help="choose the voting threshold as the most specific one keeping this validation sensitivity "
-                        "(default: maximum Youden's J)")
+    p.add_argument(
+        "--min-sensitivity",
+        type=float,
+        default=None,
+        help="choose the voting threshold as the most specific one keeping this validation sensitivity "
+        "(default: maximum Youden's J)",
+    )
 
-    p = sub.add_parser("evaluate-studies",
-                       help="the viewer's whole reading on whole studies, leave-one-study-out (FROC, calls); "
-                            "optionally fit and write the second reading")
+    p = sub.add_parser(
+        "evaluate-studies",
+        help="the viewer's whole reading on whole studies, leave-one-study-out (FROC, calls); "
+        "optionally fit and write the second reading",
+    )
     p.add_argument("--model", type=Path, default=None, help="model file (default: the shipped model)")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="folder with lidc-idri/, lung-pet-ct-dx/, covid-ct-md/ (default: $LUNGCT_DATA_DIR or ../shared/data)")
-    p.add_argument("--nodules", type=Path, default=None,
-                   help="LIDC nodule crops to paste as positives (default: DATA_DIR/lidc-nodules)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (metrics.json, series.csv, froc.csv/png, reports/)")
-    p.add_argument("--cache", type=Path, default=Path("runs/cache"), help="cache of the network's output per model and series")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder with lidc-idri/, lung-pet-ct-dx/, covid-ct-md/ (default: $LUNGCT_DATA_DIR or ../shared/data)",
+    )
+    p.add_argument(
+        "--nodules",
+        type=Path,
+        default=None,
+        help="LIDC nodule crops to paste as positives (default: DATA_DIR/lidc-nodules)",
+    )
+    p.add_argument(
+        "--out", type=Path, required=True, help="output folder (metrics.json, series.csv, froc.csv/png, reports/)"
+    )
+    p.add_argument(
+        "--cache", type=Path, default=Path("runs/cache"), help="cache of the network's output per model and series"
+    )
     p.add_argument("--study", action="append", default=None, help="only this study (repeatable)")
-    p.add_argument("--fit-out", type=Path, default=None, help="also write the second reading fitted on every study here")
+    p.add_argument(
+        "--fit-out", type=Path, default=None, help="also write the second reading fitted on every study here"
+    )
     p.add_argument("--pastes", type=int, default=None, help="nodule crops pasted into each host study")
     p.add_argument("--seed", type=int, default=1234)
 
@@ -140,7 +191,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--patches", type=Path, default=None)
     p.add_argument("--out", type=Path, default=None, help="target folder (default resources/model)")
     p.add_argument("--version", default=None)
-    p.add_argument("--studies-evaluation", type=Path, default=None, help="evaluate-studies' metrics.json (whole studies)")
+    p.add_argument(
+        "--studies-evaluation", type=Path, default=None, help="evaluate-studies' metrics.json (whole studies)"
+    )
     return ap
 
 
@@ -160,8 +213,10 @@ def _run(args) -> int:
         out = import_lidc(args.study_dir, args.out, args.min_readers, args.reader, args.patient_id)
         info = json.loads((out / "series_0.json").read_text())
         for n in info["nodules"]:
-            print(f"{out.name} nodule {n['nodule']}: {n['label']} (median rating {n['median_malignancy']}, "
-                  f"readers {len(n['readers'])}, {len(n['slices'])} slices)")
+            print(
+                f"{out.name} nodule {n['nodule']}: {n['label']} (median rating {n['median_malignancy']}, "
+                f"readers {len(n['readers'])}, {len(n['slices'])} slices)"
+            )
         return 0
     if args.cmd == "import-nodules":
         from .nodules import import_nodules
@@ -176,7 +231,10 @@ def _run(args) -> int:
         for sj in sorted(out.glob("series_*.json")):
             info = json.loads(sj.read_text())
             n_c = sum(b["carried"] for b in info["boxes"])
-            print(f"{out.name} series {info['series_uid']}: {len(info['boxes'])} boxes ({n_c} carried from the other series)")
+            print(
+                f"{out.name} series {info['series_uid']}: {len(info['boxes'])} boxes "
+                f"({n_c} carried from the other series)"
+            )
         return 0
     if args.cmd == "import-study":
         from .background import import_study
@@ -195,10 +253,16 @@ def _run(args) -> int:
                 raise DataError(f"The split file {args.split_file} could not be read: {exc}") from exc
         forced.update({p: s for s in ("train", "val", "test") for p in getattr(args, f"{s}_patient")})
         cfg = PatchConfig(
-            seed=args.seed, test_fraction=args.test_fraction, val_fraction=args.val_fraction,
-            per_class=args.per_class or None, roi_per_slice=args.roi_per_slice, roi_per_nodule=args.roi_per_nodule,
-            neg_per_slice=args.neg_per_slice, mimic_fraction=args.mimic_fraction,
-            crop_neg_per_slice=args.crop_neg_per_slice, min_train_diameter_mm=args.min_train_diameter_mm,
+            seed=args.seed,
+            test_fraction=args.test_fraction,
+            val_fraction=args.val_fraction,
+            per_class=args.per_class or None,
+            roi_per_slice=args.roi_per_slice,
+            roi_per_nodule=args.roi_per_nodule,
+            neg_per_slice=args.neg_per_slice,
+            mimic_fraction=args.mimic_fraction,
+            crop_neg_per_slice=args.crop_neg_per_slice,
+            min_train_diameter_mm=args.min_train_diameter_mm,
             forced=forced,
             slice_step=args.slice_step,
         )
@@ -211,24 +275,47 @@ def _run(args) -> int:
         from .train import TrainConfig, train
 
         cfg = TrainConfig(
-            epochs=args.epochs, epoch_size=args.epoch_size, max_minutes=args.max_minutes, patience=args.patience,
-            seed=args.seed, batch_size=args.batch_size or C.BATCH_SIZE,
-            learning_rate=args.learning_rate or C.LEARNING_RATE, strategy=args.strategy, val_size=args.val_size,
-            resume=args.resume, texture_augmentation=args.texture_augmentation, init_model=args.init_model,
+            epochs=args.epochs,
+            epoch_size=args.epoch_size,
+            max_minutes=args.max_minutes,
+            patience=args.patience,
+            seed=args.seed,
+            batch_size=args.batch_size or C.BATCH_SIZE,
+            learning_rate=args.learning_rate or C.LEARNING_RATE,
+            strategy=args.strategy,
+            val_size=args.val_size,
+            resume=args.resume,
+            texture_augmentation=args.texture_augmentation,
+            init_model=args.init_model,
         )
         train(args.patches, args.run_dir, cfg, log=lambda m: print(m, flush=True))
         return 0
     if args.cmd == "add-counterfactuals":
         from .counterfactual import add_counterfactuals
 
-        add_counterfactuals(args.patches, args.data, args.out, args.per_nodule, args.fraction, args.seed,
-                            log=lambda m: print(m, flush=True))
+        add_counterfactuals(
+            args.patches,
+            args.data,
+            args.out,
+            args.per_nodule,
+            args.fraction,
+            args.seed,
+            log=lambda m: print(m, flush=True),
+        )
         return 0
     if args.cmd == "mine-negatives":
         from .mine import mine_negatives
 
-        mine_negatives(args.model, args.patches, args.data, args.out, args.per_slice, args.max_fraction,
-                       args.seed, log=lambda m: print(m, flush=True))
+        mine_negatives(
+            args.model,
+            args.patches,
+            args.data,
+            args.out,
+            args.per_slice,
+            args.max_fraction,
+            args.seed,
+            log=lambda m: print(m, flush=True),
+        )
         return 0
     if args.cmd == "evaluate":
         from .evaluate import run_evaluate

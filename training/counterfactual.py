@@ -47,7 +47,9 @@ COUNTERFACTUAL_ORIGIN = ORIGINS.index("counterfactual")
 LUNG_MAX_HU = -500.0
 
 
-def remove_nodule(hu: np.ndarray, mask: np.ndarray, rng: np.random.Generator, iterations: int = 200) -> np.ndarray | None:
+def remove_nodule(
+    hu: np.ndarray, mask: np.ndarray, rng: np.random.Generator, iterations: int = 200
+) -> np.ndarray | None:
     """One crop slice (HU) with the masked nodule replaced by lung-like parenchyma.
 
     Returns ``None`` when too little lung surrounds the nodule to estimate its texture.
@@ -102,8 +104,9 @@ def counterfactual_patches(nod: dict, rng: np.random.Generator, per_nodule: int)
     return patches[:per_nodule]
 
 
-def add_counterfactuals(patches: Path, roots: list[Path], out: Path, per_nodule: int = 8,
-                        fraction: float = 0.5, seed: int = 1234, log=print) -> dict:
+def add_counterfactuals(
+    patches: Path, roots: list[Path], out: Path, per_nodule: int = 8, fraction: float = 0.5, seed: int = 1234, log=print
+) -> dict:
     """Write ``out``: ``patches`` with counterfactual negatives replacing random Not-ROI ones."""
     rng = np.random.default_rng(seed)
     data = load_patch_set(patches)
@@ -132,8 +135,7 @@ def add_counterfactuals(patches: Path, roots: list[Path], out: Path, per_nodule:
             continue
         pick = rng.choice(len(items), n, replace=False)
         replace = rng.choice(neg, n, replace=False)
-        replace_patches(new, replace, [items[i][0] for i in pick], [items[i][1] for i in pick],
-                        COUNTERFACTUAL_ORIGIN)
+        replace_patches(new, replace, [items[i][0] for i in pick], [items[i][1] for i in pick], COUNTERFACTUAL_ORIGIN)
     info = {"count": counts, "per_nodule": per_nodule, "fraction": fraction, "crops": n_crops}
     write_derived_patch_set(Path(patches), Path(out), new, "counterfactual_negatives", info)
     log(f"counterfactual negatives (nodule removed from its crop) replace random Not-ROI patches: {counts} -> {out}")

@@ -68,19 +68,21 @@ def nodule_table(data: dict, probs: np.ndarray, sel: np.ndarray, min_roi: float)
         p = probs[ii]
         b, m = _votes(p, min_roi)
         share = p[:, C.MALIGNANT] / np.maximum(p[:, C.BENIGN] + p[:, C.MALIGNANT], 1e-9)
-        rows.append({
-            "nodule": key,
-            "patient": key.split("/")[0],
-            "malignant": int(data["y"][ii[0]] == C.MALIGNANT),
-            "patches": len(ii),
-            "roi_votes": b + m,
-            "votes_benign": b,
-            "votes_malignant": m,
-            "vote_fraction": m / (b + m) if b + m else float(np.mean(share >= 0.5)),
-            "score": float(share.mean()),
-            "p_benign": float(p[:, C.BENIGN].mean()),
-            "p_malignant": float(p[:, C.MALIGNANT].mean()),
-        })
+        rows.append(
+            {
+                "nodule": key,
+                "patient": key.split("/")[0],
+                "malignant": int(data["y"][ii[0]] == C.MALIGNANT),
+                "patches": len(ii),
+                "roi_votes": b + m,
+                "votes_benign": b,
+                "votes_malignant": m,
+                "vote_fraction": m / (b + m) if b + m else float(np.mean(share >= 0.5)),
+                "score": float(share.mean()),
+                "p_benign": float(p[:, C.BENIGN].mean()),
+                "p_malignant": float(p[:, C.MALIGNANT].mean()),
+            }
+        )
     return rows
 
 
@@ -98,18 +100,26 @@ def patient_table(nodules: list[dict]) -> list[dict]:
         else:  # no ROI vote at all: fall back to the patch shares
             w = np.array([n["patches"] for n in ns], float)
             frac = float(np.average([n["vote_fraction"] for n in ns], weights=w))
-        rows.append({
-            "patient": pid, "malignant": int(any(n["malignant"] for n in ns)), "nodules": len(ns),
-            "votes_benign": b, "votes_malignant": m, "malignant_fraction": frac,
-            "max_nodule_fraction": max(n["vote_fraction"] for n in ns),
-        })
+        rows.append(
+            {
+                "patient": pid,
+                "malignant": int(any(n["malignant"] for n in ns)),
+                "nodules": len(ns),
+                "votes_benign": b,
+                "votes_malignant": m,
+                "malignant_fraction": frac,
+                "max_nodule_fraction": max(n["vote_fraction"] for n in ns),
+            }
+        )
     return rows
 
 
 BOOTSTRAP_ROUNDS = 2000
 
 
-def bootstrap_auc(rows: list[dict], score_key: str, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> list[float] | None:
+def bootstrap_auc(
+    rows: list[dict], score_key: str, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0
+) -> list[float] | None:
     """95 % percentile interval of the AUC of ``score_key``, resampling patients."""
     by: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
@@ -149,8 +159,16 @@ def predict_tta(keras_model, x: np.ndarray) -> np.ndarray:
     return 0.5 * (predict(keras_model, x) + predict(keras_model, np.asarray(x)[:, :, ::-1]))
 
 
-def evaluate(model_path: Path, patches: Path, out: Path, split: str = "test", threshold: float | None = None,
-             log=print, tta: bool = False, min_sensitivity: float | None = None) -> dict:
+def evaluate(
+    model_path: Path,
+    patches: Path,
+    out: Path,
+    split: str = "test",
+    threshold: float | None = None,
+    log=print,
+    tta: bool = False,
+    min_sensitivity: float | None = None,
+) -> dict:
     from lungct_viewer.core.model import load_model
 
     loaded = load_model(model_path)
@@ -169,7 +187,11 @@ def evaluate(model_path: Path, patches: Path, out: Path, split: str = "test", th
     # threshold from validation
     val_nod = nodule_table(data, probs, sel_val, min_roi)
     val_pat = patient_table(val_nod)
-    val_curve = threshold_curve([r["malignant"] for r in val_pat], [r["malignant_fraction"] for r in val_pat], THRESHOLDS) if val_pat else []
+    val_curve = (
+        threshold_curve([r["malignant"] for r in val_pat], [r["malignant_fraction"] for r in val_pat], THRESHOLDS)
+        if val_pat
+        else []
+    )
     if threshold is None and not val_curve:
         threshold, why = C.DEFAULT_VOTING_THRESHOLD, "no validation patients with nodules: the viewer's default"
     elif threshold is None:
@@ -182,24 +204,38 @@ def evaluate(model_path: Path, patches: Path, out: Path, split: str = "test", th
     yv = data["y"][sel_eval]
     pred = probs[sel_eval].argmax(1)
     patch = {
-        "n": int(sel_eval.sum()), "accuracy": float((pred == yv).mean()),
+        "n": int(sel_eval.sum()),
+        "accuracy": float((pred == yv).mean()),
         "confusion_matrix": {"rows_true_cols_pred": list(C.CLASS_NAMES), "counts": confusion(yv, pred)},
-        "per_class_recall": {C.CLASS_NAMES[c]: float((pred[yv == c] == c).mean()) if (yv == c).any() else None for c in range(3)},
-        "roi_detection_recall": float(((probs[sel_eval][:, 1] + probs[sel_eval][:, 2]) >= min_roi)[yv > 0].mean()) if (yv > 0).any() else None,
-        "not_roi_specificity": float(((probs[sel_eval][:, 1] + probs[sel_eval][:, 2]) < min_roi)[yv == 0].mean()) if (yv == 0).any() else None,
+        "per_class_recall": {
+            C.CLASS_NAMES[c]: float((pred[yv == c] == c).mean()) if (yv == c).any() else None for c in range(3)
+        },
+        "roi_detection_recall": float(((probs[sel_eval][:, 1] + probs[sel_eval][:, 2]) >= min_roi)[yv > 0].mean())
+        if (yv > 0).any()
+        else None,
+        "not_roi_specificity": float(((probs[sel_eval][:, 1] + probs[sel_eval][:, 2]) < min_roi)[yv == 0].mean())
+        if (yv == 0).any()
+        else None,
     }
     # Not-ROI specificity by where the patch came from: whole-study background vs the
     # nodule-free slices of other patients' crops (many patients and scanners)
     org = data["origin"][sel_eval]
     neg_roi = (probs[sel_eval][:, 1] + probs[sel_eval][:, 2]) >= min_roi
     patch["not_roi_specificity_by_origin"] = {
-        ORIGINS[o]: {"n": int(((yv == 0) & (org == o)).sum()), "specificity": float(1 - neg_roi[(yv == 0) & (org == o)].mean())}
+        ORIGINS[o]: {
+            "n": int(((yv == 0) & (org == o)).sum()),
+            "specificity": float(1 - neg_roi[(yv == 0) & (org == o)].mean()),
+        }
         for o in np.unique(org[yv == 0]).tolist()
     }
     nod_m = level_metrics(nod, "vote_fraction", "score", threshold)
-    nod_m["confusion_matrix"] = confusion([r["malignant"] for r in nod], [int(r["vote_fraction"] >= threshold) for r in nod], 2)
+    nod_m["confusion_matrix"] = confusion(
+        [r["malignant"] for r in nod], [int(r["vote_fraction"] >= threshold) for r in nod], 2
+    )
     pat_m = level_metrics(pat, "malignant_fraction", "malignant_fraction", threshold)
-    pat_m["confusion_matrix"] = confusion([r["malignant"] for r in pat], [int(r["malignant_fraction"] >= threshold) for r in pat], 2)
+    pat_m["confusion_matrix"] = confusion(
+        [r["malignant"] for r in pat], [int(r["malignant_fraction"] >= threshold) for r in pat], 2
+    )
     pat_max = level_metrics(pat, "max_nodule_fraction", "max_nodule_fraction", threshold)
     val_pat_m = level_metrics(val_pat, "malignant_fraction", "malignant_fraction", threshold) if val_pat else None
     nod_m["auc_95ci"] = bootstrap_auc(nod, "score")
@@ -219,7 +255,8 @@ def evaluate(model_path: Path, patches: Path, out: Path, split: str = "test", th
         "validation_patient_level": val_pat_m,
         "test_time_augmentation": "left-right flip, probabilities averaged" if tta else None,
         "patient_threshold_curve": {
-            "split": split, "n": len(pat),
+            "split": split,
+            "n": len(pat),
             "points": [{k: c[k] for k in ("threshold", "sensitivity", "specificity")} for c in curve],
         },
     }
@@ -228,8 +265,12 @@ def evaluate(model_path: Path, patches: Path, out: Path, split: str = "test", th
         _write_csv(out / "validation_patient_threshold_curve.csv", val_curve)
     _write_csv(out / "nodules.csv", nod)
     _write_csv(out / "patients.csv", pat)
-    plot_curve(curve, out / "patient_threshold_curve.png",
-               f"Patient level, {split} patients (n={len(pat)}): sensitivity / specificity vs threshold", threshold)
+    plot_curve(
+        curve,
+        out / "patient_threshold_curve.png",
+        f"Patient level, {split} patients (n={len(pat)}): sensitivity / specificity vs threshold",
+        threshold,
+    )
     L.write_json(out / "metrics.json", metrics)
     log(format_table(metrics))
     return metrics
@@ -249,17 +290,30 @@ def _f(v) -> str:
 
 
 def format_table(m: dict) -> str:
-    lines = [f"split: {m['split']}   voting threshold: {m['threshold']:.2f} ({m['threshold_reason']})", "",
-             "level        n    accuracy  sensitivity  specificity  AUC"]
-    for name, key in (("nodule", "nodule_level"), ("patient", "patient_level"), ("patient-max", "patient_level_max_nodule_vote")):
+    lines = [
+        f"split: {m['split']}   voting threshold: {m['threshold']:.2f} ({m['threshold_reason']})",
+        "",
+        "level        n    accuracy  sensitivity  specificity  AUC",
+    ]
+    for name, key in (
+        ("nodule", "nodule_level"),
+        ("patient", "patient_level"),
+        ("patient-max", "patient_level_max_nodule_vote"),
+    ):
         r = m[key]
         ci = r.get("auc_95ci")
         ci_text = f"  (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
-        lines.append(f"{name:<11}{r['n']:>4}    {_f(r['accuracy'])}    {_f(r['sensitivity'])}      {_f(r['specificity'])}    {_f(r['auc'])}{ci_text}")
+        lines.append(
+            f"{name:<11}{r['n']:>4}    {_f(r['accuracy'])}    {_f(r['sensitivity'])}      "
+            f"{_f(r['specificity'])}    {_f(r['auc'])}{ci_text}"
+        )
     p = m["patch_level"]
-    lines += ["", f"patches: {p['n']}, accuracy {p['accuracy']:.3f}, ROI recall {_f(p['roi_detection_recall'])}, "
-              f"Not-ROI specificity {_f(p['not_roi_specificity'])}",
-              "confusion (rows true, cols predicted: not_roi, benign, malignant):"]
+    lines += [
+        "",
+        f"patches: {p['n']}, accuracy {p['accuracy']:.3f}, ROI recall {_f(p['roi_detection_recall'])}, "
+        f"Not-ROI specificity {_f(p['not_roi_specificity'])}",
+        "confusion (rows true, cols predicted: not_roi, benign, malignant):",
+    ]
     lines += [f"  {C.CLASS_NAMES[i]:<10} {row}" for i, row in enumerate(p["confusion_matrix"]["counts"])]
     for name, r in p.get("not_roi_specificity_by_origin", {}).items():
         lines.append(f"Not-ROI specificity, {name} patches ({r['n']}): {r['specificity']:.3f}")
@@ -267,5 +321,13 @@ def format_table(m: dict) -> str:
 
 
 def run_evaluate(args) -> dict:
-    return evaluate(args.model, args.patches, args.out, args.split, args.threshold,
-                    log=lambda s: print(s, flush=True), tta=args.tta, min_sensitivity=args.min_sensitivity)
+    return evaluate(
+        args.model,
+        args.patches,
+        args.out,
+        args.split,
+        args.threshold,
+        log=lambda s: print(s, flush=True),
+        tta=args.tta,
+        min_sensitivity=args.min_sensitivity,
+    )

@@ -91,9 +91,18 @@ def _series_row(series, session, examples: list[Example], label: str, seconds: f
     }
 
 
-def evaluate_studies(model_path: Path, data_dir: Path, out: Path, nodules_dir: Path | None, cache_dir: Path | None,
-                     studies: list[str] | None = None, fit_out: Path | None = None, pastes: int = PASTES_PER_HOST,
-                     seed: int = 1234, log=print) -> dict:
+def evaluate_studies(
+    model_path: Path,
+    data_dir: Path,
+    out: Path,
+    nodules_dir: Path | None,
+    cache_dir: Path | None,
+    studies: list[str] | None = None,
+    fit_out: Path | None = None,
+    pastes: int = PASTES_PER_HOST,
+    seed: int = 1234,
+    log=print,
+) -> dict:
     from lungct_viewer.core.model import load_model
     from lungct_viewer.core.report import build_report, write_report
 
@@ -115,15 +124,19 @@ def evaluate_studies(model_path: Path, data_dir: Path, out: Path, nodules_dir: P
             series.append(sr)
             sessions[sr.key] = session
             real.setdefault(spec.name, []).extend(ex)
-            log(f"  {sr.key}: {len(ex)} candidates in {seconds[sr.key]:.1f} s, "
-                f"{sum(e.positive for e in ex)} on nodules, {sum(e.other_mark for e in ex)} on other marks")
+            log(
+                f"  {sr.key}: {len(ex)} candidates in {seconds[sr.key]:.1f} s, "
+                f"{sum(e.positive for e in ex)} on nodules, {sum(e.other_mark for e in ex)} on other marks"
+            )
             if crops and k == 0:
                 p, tried = pasted_examples(sr, session.lung, crops, rng, pastes)
                 pasted[spec.name] = p
                 log(f"  {sr.key}: {len(p)} of {tried} pasted nodules found by the core and object steps")
     if crops and not any(pasted.values()):
         raise DataError("No pasted nodule could be segmented; check the nodule crops.")
-    _write_examples(out / "examples.csv", [e for ex in real.values() for e in ex] + [e for ex in pasted.values() for e in ex])
+    _write_examples(
+        out / "examples.csv", [e for ex in real.values() for e in ex] + [e for ex in pasted.values() for e in ex]
+    )
 
     # leave one study out
     rows, froc_scans = [], []
@@ -149,23 +162,35 @@ def evaluate_studies(model_path: Path, data_dir: Path, out: Path, nodules_dir: P
             susp = {les.candidate.id: les.suspicion for les in session.lesions()}
             # folds score on different scales: pool them on a common one, the training scans'
             # false positives per scan at each lesion's suspicion (lower = more suspicious)
-            froc_scans.append({"n_nodules": len(sr.truth.nodules),
-                               "lesions": [(-fp_rate(susp[e.candidate_id]), e.nodules) for e in ex]})
-            write_report(out / "reports" / sr.key.replace("/", "_"),
-                         build_report(session, warnings=[f"second reading fitted without {spec.name}"]))
+            froc_scans.append(
+                {
+                    "n_nodules": len(sr.truth.nodules),
+                    "lesions": [(-fp_rate(susp[e.candidate_id]), e.nodules) for e in ex],
+                }
+            )
+            write_report(
+                out / "reports" / sr.key.replace("/", "_"),
+                build_report(session, warnings=[f"second reading fitted without {spec.name}"]),
+            )
     curve = froc(froc_scans)
     # the second reading fitted on every study (shipped), scored on the same studies
     pos_all = [e for ex in real.values() for e in ex if e.positive] + [e for ex in pasted.values() for e in ex]
     neg_all = [e for ex in real.values() for e in ex if not e.positive and not e.other_mark]
-    final = fit_second_reading(pos_all, neg_all, len(series), version="fit-all", training={
-        "studies": [s.name for s in specs],
-        "scans": len(series),
-        "positives_pasted": sum(len(v) for v in pasted.values()),
-        "positives_annotated": sum(1 for ex in real.values() for e in ex if e.positive),
-        "negatives": len(neg_all),
-        "pastes_per_host": pastes,
-        "seed": seed,
-    })
+    final = fit_second_reading(
+        pos_all,
+        neg_all,
+        len(series),
+        version="fit-all",
+        training={
+            "studies": [s.name for s in specs],
+            "scans": len(series),
+            "positives_pasted": sum(len(v) for v in pasted.values()),
+            "positives_annotated": sum(1 for ex in real.values() for e in ex if e.positive),
+            "negatives": len(neg_all),
+            "pastes_per_host": pastes,
+            "seed": seed,
+        },
+    )
     fitted_rows = []
     for sr in series:
         session = sessions[sr.key]
@@ -199,20 +224,36 @@ def evaluate_studies(model_path: Path, data_dir: Path, out: Path, nodules_dir: P
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     _write_csv(out / "series.csv", rows + fitted_rows)
     _write_csv(out / "froc.csv", curve["curve"])
-    plot_froc(curve, out / "froc.png", f"Leave-one-study-out FROC, {len(series)} scans, {curve['nodules']} nodules "
-              f"(CPM {curve['cpm']:.3f})" if curve["cpm"] is not None else "Leave-one-study-out FROC",
-              summary["leave_one_study_out"]["false_positives_per_scan"])
+    plot_froc(
+        curve,
+        out / "froc.png",
+        f"Leave-one-study-out FROC, {len(series)} scans, {curve['nodules']} nodules (CPM {curve['cpm']:.3f})"
+        if curve["cpm"] is not None
+        else "Leave-one-study-out FROC",
+        summary["leave_one_study_out"]["false_positives_per_scan"],
+    )
     if fit_out is not None:
         from lungct_viewer.core.second_reading import save_second_reading
 
         final.version = loaded.version
-        final.evaluation = {k: summary["leave_one_study_out"][k] for k in
-                            ("froc_sensitivity_at", "cpm", "tumours_found", "tumours", "indeterminate_found",
-                             "indeterminate", "false_positives_per_scan", "max_false_positives")}
+        final.evaluation = {
+            k: summary["leave_one_study_out"][k]
+            for k in (
+                "froc_sensitivity_at",
+                "cpm",
+                "tumours_found",
+                "tumours",
+                "indeterminate_found",
+                "indeterminate",
+                "false_positives_per_scan",
+                "max_false_positives",
+            )
+        }
         final.notes = [
             "Fitted on the candidates of the studies listed under training (negatives), their annotated nodules and "
             "LIDC nodule crops pasted into their lungs (positives); operating point: "
-            f"{final.threshold:.3f}, the suspicion at which the training scans raise {TARGET_FP_PER_SCAN:g} false-positive "
+            f"{final.threshold:.3f}, the suspicion at which the training scans raise {TARGET_FP_PER_SCAN:g} "
+            "false-positive "
             f"lesions per scan, and at most {final.max_lesions} findings per scan.",
             "Evaluation figures are leave-one-study-out: each study scored by a second reading fitted without it.",
         ]
@@ -235,31 +276,64 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 def _write_examples(path: Path, examples: list[Example]) -> None:
     from lungct_viewer.core.candidates import FEATURE_NAMES
 
-    _write_csv(path, [{"study": e.study, "series": e.series, "candidate_id": e.candidate_id, "positive": int(e.positive),
-                       "nodules": " ".join(map(str, e.nodules)), "other_mark": int(e.other_mark), "pasted": e.pasted,
-                       "max_roi_logit": round(e.max_roi_logit, 4),
-                       **{f: round(float(v), 5) for f, v in zip(FEATURE_NAMES, e.features)}} for e in examples])
+    _write_csv(
+        path,
+        [
+            {
+                "study": e.study,
+                "series": e.series,
+                "candidate_id": e.candidate_id,
+                "positive": int(e.positive),
+                "nodules": " ".join(map(str, e.nodules)),
+                "other_mark": int(e.other_mark),
+                "pasted": e.pasted,
+                "max_roi_logit": round(e.max_roi_logit, 4),
+                **{f: round(float(v), 5) for f, v in zip(FEATURE_NAMES, e.features)},
+            }
+            for e in examples
+        ],
+    )
 
 
 def format_table(m: dict) -> str:
     loso = m["leave_one_study_out"]
-    lines = [f"model {m['model_version']}, {m['scans']} scans of {len(m['studies'])} studies",
-             "", "leave-one-study-out (second reading fitted without the study):",
-             "study            series    tumours  indet.  FP (other marks)  largest mm2  median mm2  call          cands   s"]
+    lines = [
+        f"model {m['model_version']}, {m['scans']} scans of {len(m['studies'])} studies",
+        "",
+        "leave-one-study-out (second reading fitted without the study):",
+        "study            series    tumours  indet.  FP (other marks)  largest mm2  median mm2  call"
+        "          cands   s",
+    ]
     for r in loso["series"] + m["fitted_on_all_studies"]["series"]:
         if r is m["fitted_on_all_studies"]["series"][0]:
             lines += ["", "second reading fitted on every study (shipped; these studies took part in fitting):"]
-        lines.append(f"{r['study']:<16} {r['series']:<9} {r['tumours_found']}/{r['tumours']:<6} "
-                     f"{r['indeterminate_found']}/{r['indeterminate']:<5} {r['false_positives']:>3} ({r['false_positives_on_other_marks']})"
-                     f"          {r['largest_finding_mm2']:>8.0f}    {r['median_finding_mm2']:>8.0f}  {r['patient_call']:<13} "
-                     f"{r['candidates']:>5} {r['candidates_s']:>4.1f}")
+        lines.append(
+            f"{r['study']:<16} {r['series']:<9} {r['tumours_found']}/{r['tumours']:<6} "
+            f"{r['indeterminate_found']}/{r['indeterminate']:<5} {r['false_positives']:>3} "
+            f"({r['false_positives_on_other_marks']})"
+            f"          {r['largest_finding_mm2']:>8.0f}    {r['median_finding_mm2']:>8.0f}  {r['patient_call']:<13} "
+            f"{r['candidates']:>5} {r['candidates_s']:>4.1f}"
+        )
     at = "  ".join(f"{float(k):g}: {v:.2f}" for k, v in loso["froc_sensitivity_at"].items())
-    lines += ["", f"FROC (leave-one-study-out, {loso['nodules']} nodules): {at}; CPM {loso['cpm']}",
-              f"false positives per scan at the operating point: {loso['false_positives_per_scan']:.2f} "
-              f"(max {loso['max_false_positives']}); rates {', '.join(f'{r:g}' for r in FROC_RATES)}"]
+    lines += [
+        "",
+        f"FROC (leave-one-study-out, {loso['nodules']} nodules): {at}; CPM {loso['cpm']}",
+        f"false positives per scan at the operating point: {loso['false_positives_per_scan']:.2f} "
+        f"(max {loso['max_false_positives']}); rates {', '.join(f'{r:g}' for r in FROC_RATES)}",
+    ]
     return "\n".join(lines)
 
 
 def run_evaluate_studies(args) -> dict:
-    return evaluate_studies(args.model, args.data_dir, args.out, args.nodules, args.cache, args.study,
-                            args.fit_out, args.pastes, args.seed, log=lambda s: print(s, flush=True))
+    return evaluate_studies(
+        args.model,
+        args.data_dir,
+        args.out,
+        args.nodules,
+        args.cache,
+        args.study,
+        args.fit_out,
+        args.pastes,
+        args.seed,
+        log=lambda s: print(s, flush=True),
+    )

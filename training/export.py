@@ -8,7 +8,14 @@ from pathlib import Path
 
 from lungct_viewer.core import constants as C
 from lungct_viewer.core.errors import DataError
-from lungct_viewer.core.model import CARD_FILENAME, MODEL_FILENAME, THRESHOLD_CURVE_KEY, ModelCard, load_model, save_model
+from lungct_viewer.core.model import (
+    CARD_FILENAME,
+    MODEL_FILENAME,
+    THRESHOLD_CURVE_KEY,
+    ModelCard,
+    load_model,
+    save_model,
+)
 
 from .train import texture_augmentation_text
 
@@ -52,18 +59,26 @@ def recipe_deviations(train_summary: dict, patch_summary: dict) -> list[str]:
     pc, tc = patch_summary.get("config", {}), train_summary.get("config", {})
     out = []
     if pc.get("crop_neg_per_slice"):
-        out.append(f"Not-ROI patches also come from the nodule-free slices of the nodule crops "
-                   f"({pc['crop_neg_per_slice']} windows per slice), so that other patients' lung is seen as Not-ROI.")
+        out.append(
+            f"Not-ROI patches also come from the nodule-free slices of the nodule crops "
+            f"({pc['crop_neg_per_slice']} windows per slice), so that other patients' lung is seen as Not-ROI."
+        )
     if pc.get("min_train_diameter_mm"):
-        out.append(f"Training ROI patches only from crop nodules of at least {pc['min_train_diameter_mm']:g} mm; "
-                   "smaller ones are neither ROI nor Not-ROI (evaluation keeps every nodule).")
+        out.append(
+            f"Training ROI patches only from crop nodules of at least {pc['min_train_diameter_mm']:g} mm; "
+            "smaller ones are neither ROI nor Not-ROI (evaluation keeps every nodule)."
+        )
     if tc.get("init_model"):
-        out.append(f"Two stages: a model trained with the base recipe, then fine-tuned from its weights "
-                   f"({Path(tc['init_model']).name}) on the patch set described here (best of "
-                   f"{train_summary.get('epochs_run')} epochs of {train_summary.get('patches_per_epoch')} patches).")
+        out.append(
+            f"Two stages: a model trained with the base recipe, then fine-tuned from its weights "
+            f"({Path(tc['init_model']).name}) on the patch set described here (best of "
+            f"{train_summary.get('epochs_run')} epochs of {train_summary.get('patches_per_epoch')} patches)."
+        )
     if tc.get("texture_augmentation"):
-        out.append(f"Every training patch gets a {texture_augmentation_text()}, so that scanner intensity and "
-                   "noise are no cue for the class.")
+        out.append(
+            f"Every training patch gets a {texture_augmentation_text()}, so that scanner intensity and "
+            "noise are no cue for the class."
+        )
     return out
 
 
@@ -89,10 +104,16 @@ def _split_text(patients: dict, counts: dict) -> str:
     return "; ".join(parts)
 
 
-def build_card(version: str, train_summary: dict, evaluation: dict, patch_summary: dict, reproduce: str,
-               studies: dict | None = None) -> ModelCard:
+def build_card(
+    version: str,
+    train_summary: dict,
+    evaluation: dict,
+    patch_summary: dict,
+    reproduce: str,
+    studies: dict | None = None,
+) -> ModelCard:
     counts = patch_summary.get("counts", {})
-    card = ModelCard(version=version, created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    card = ModelCard(version=version, created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     card.training_data = [
         "LIDC-IDRI nodule crops (lidc-nodules: 796 nodules, 435 patients; labels = nodules.csv Diagnosis, the "
         "majority of the readers' malignancy ratings): ROI patches of benign and malignant nodules.",
@@ -106,24 +127,41 @@ def build_card(version: str, train_summary: dict, evaluation: dict, patch_summar
         f"{_split_text(patch_summary.get('patients') or {}, counts)}.",
     ]
     card.training = {
-        "optimizer": "Adam", "learning_rate": C.LEARNING_RATE, "batch_size": C.BATCH_SIZE,
-        "loss": "cross-entropy", "dropout": {"conv": C.DROPOUT_CONV, "dense": C.DROPOUT_DENSE},
+        "optimizer": "Adam",
+        "learning_rate": C.LEARNING_RATE,
+        "batch_size": C.BATCH_SIZE,
+        "loss": "cross-entropy",
+        "dropout": {"conv": C.DROPOUT_CONV, "dense": C.DROPOUT_DENSE},
         "patch_labelling_rule": (
             f"ROI when the central {C.ROI_CORE_PX}x{C.ROI_CORE_PX} px of the 50x50 window hold >= "
             f"{C.ROI_MIN_CORE_PIXELS} mask pixels of the class; Not-ROI when the whole window (plus a 5 mm margin) "
-            "holds no marked pixel; otherwise ambiguous and unused"),
-        **{k: train_summary.get(k) for k in (
-            "train_patches", "train_class_counts", "val_patches", "val_class_counts", "epochs_run",
-            "patches_per_epoch", "wall_time_s", "throughput_patches_per_s", "best_val_loss", "val_accuracy",
-            "val_per_class_recall")},
+            "holds no marked pixel; otherwise ambiguous and unused"
+        ),
+        **{
+            k: train_summary.get(k)
+            for k in (
+                "train_patches",
+                "train_class_counts",
+                "val_patches",
+                "val_class_counts",
+                "epochs_run",
+                "patches_per_epoch",
+                "wall_time_s",
+                "throughput_patches_per_s",
+                "best_val_loss",
+                "val_accuracy",
+                "val_per_class_recall",
+            )
+        },
         "early_stopping": "validation loss on held-back patients, best weights kept",
         "augmentation": "minority classes: horizontal flip, zoom-in 1.1-1.35, rotation +-30 / +-45 degrees, "
-                        "Gaussian blur sigma 0.6-1.2; all training patches: random horizontal flip"
-                        + (f", {texture_augmentation_text()}"
-                           if train_summary.get("config", {}).get("texture_augmentation") else ""),
+        "Gaussian blur sigma 0.6-1.2; all training patches: random horizontal flip"
+        + (f", {texture_augmentation_text()}" if train_summary.get("config", {}).get("texture_augmentation") else ""),
     }
     apply_evaluation(card, evaluation, studies)
-    card.deviations_from_method = list(DEVIATIONS) + recipe_deviations(train_summary, patch_summary) + READING_DEVIATIONS
+    card.deviations_from_method = (
+        list(DEVIATIONS) + recipe_deviations(train_summary, patch_summary) + READING_DEVIATIONS
+    )
     card.licences = list(LICENCES)
     card.reproduce = reproduce
     card.notes = [
@@ -140,8 +178,11 @@ def build_card(version: str, train_summary: dict, evaluation: dict, patch_summar
 
 
 #: Notes an evaluation replaces (written by earlier versions of this module).
-STALE_NOTES = ("Whole studies, leave-one-study-out", "Whole-scan false positives at the default detection settings",
-               "Share of the lung-field windows called ROI")
+STALE_NOTES = (
+    "Whole studies, leave-one-study-out",
+    "Whole-scan false positives at the default detection settings",
+    "Share of the lung-field windows called ROI",
+)
 
 
 def apply_evaluation(card: ModelCard, evaluation: dict | None, studies: dict | None = None) -> ModelCard:
@@ -177,9 +218,23 @@ def apply_evaluation(card: ModelCard, evaluation: dict | None, studies: dict | N
             "indeterminate_found": loso.get("indeterminate_found"),
             "indeterminate": loso.get("indeterminate"),
             "false_positives_per_scan": loso.get("false_positives_per_scan"),
-            "series": [{k: r.get(k) for k in ("study", "series", "tumours_found", "tumours", "indeterminate_found",
-                                               "indeterminate", "false_positives", "largest_finding_mm2",
-                                               "patient_call")} for r in loso.get("series", [])],
+            "series": [
+                {
+                    k: r.get(k)
+                    for k in (
+                        "study",
+                        "series",
+                        "tumours_found",
+                        "tumours",
+                        "indeterminate_found",
+                        "indeterminate",
+                        "false_positives",
+                        "largest_finding_mm2",
+                        "patient_call",
+                    )
+                }
+                for r in loso.get("series", [])
+            ],
         }
     for d in READING_DEVIATIONS:
         if d not in card.deviations_from_method:
@@ -192,7 +247,8 @@ def apply_evaluation(card: ModelCard, evaluation: dict | None, studies: dict | N
             f"scans): tumours found {loso.get('tumours_found')}/{loso.get('tumours')}, indeterminate nodules "
             f"{loso.get('indeterminate_found')}/{loso.get('indeterminate')}, "
             f"{loso.get('false_positives_per_scan', 0):.1f} false-positive lesions per scan; CPM {loso.get('cpm')}. "
-            "Findings are the lesions passing the second reading (second_reading.json beside the model).")
+            "Findings are the lesions passing the second reading (second_reading.json beside the model)."
+        )
     return card
 
 
@@ -214,7 +270,8 @@ REPRODUCE = (
     "python -m training import-nodules $D/lidc-nodules --out data/layout && "
     "python -m training import-lidc $D/lidc-idri/LIDC-IDRI-0001 --out data/layout && "
     "python -m training import-lidc $D/lidc-idri/LIDC-IDRI-0005 --out data/layout && "
-    "python -m training import-voc $D/lung-pet-ct-dx/Lung_Dx-A0001 $D/lung-pet-ct-dx/Annotation/A0001 --out data/layout && "
+    "python -m training import-voc $D/lung-pet-ct-dx/Lung_Dx-A0001 $D/lung-pet-ct-dx/Annotation/A0001 "
+    "--out data/layout && "
     "python -m training patches --data data/layout --out data/patches.npz --seed 1234 --per-class 10000 "
     "--neg-per-slice 60 --train-patient LIDC-IDRI-0001 --train-patient Lung_Dx-A0001 --test-patient LIDC-IDRI-0005 && "
     "python -m training train --patches data/patches.npz --run-dir runs/shipped --epochs 60 --epoch-size 6000 "
@@ -230,9 +287,16 @@ REPRODUCE = (
 )
 
 
-def export(model_path: Path, out_dir: Path | None = None, run_dir: Path | None = None, evaluation: Path | None = None,
-           patches: Path | None = None, version: str | None = None, reproduce: str = REPRODUCE,
-           studies: Path | None = None) -> Path:
+def export(
+    model_path: Path,
+    out_dir: Path | None = None,
+    run_dir: Path | None = None,
+    evaluation: Path | None = None,
+    patches: Path | None = None,
+    version: str | None = None,
+    reproduce: str = REPRODUCE,
+    studies: Path | None = None,
+) -> Path:
     loaded = load_model(model_path)
     train_summary = _read(Path(run_dir) / "train_summary.json") if run_dir else {}
     ev = _read(evaluation) if evaluation else {}
@@ -246,7 +310,8 @@ def export(model_path: Path, out_dir: Path | None = None, run_dir: Path | None =
 
 
 def run_export(args) -> Path:
-    p = export(args.model, args.out, args.run_dir, args.evaluation, args.patches, args.version,
-               studies=args.studies_evaluation)
+    p = export(
+        args.model, args.out, args.run_dir, args.evaluation, args.patches, args.version, studies=args.studies_evaluation
+    )
     print(f"wrote {p} and {p.with_name(CARD_FILENAME)}")
     return p

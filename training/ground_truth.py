@@ -123,8 +123,9 @@ def voc_truth(annotation_dir: Path, volume: CTVolume, study_dir: Path) -> StudyT
     return StudyTruth(nodules, [], "voc-boxes")
 
 
-def study_truth(study_dir: Path, volume: CTVolume, annotation_dir: Path | None = None,
-                min_readers: int = 2) -> StudyTruth:
+def study_truth(
+    study_dir: Path, volume: CTVolume, annotation_dir: Path | None = None, min_readers: int = 2
+) -> StudyTruth:
     """Ground truth of ``volume`` (a series of ``study_dir``): VOC boxes when
     ``annotation_dir`` is given, else the LIDC XML in the folder if there is one, else none."""
     if annotation_dir is not None:

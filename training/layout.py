@@ -28,8 +28,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -103,9 +104,7 @@ def update_patient_json(pdir: Path, patient_id: str, **entries: Any) -> None:
     write_json(pj, info)
 
 
-def write_series(
-    pdir: Path, index: int, series_info: dict[str, Any], masks: dict[str, np.ndarray]
-) -> None:
+def write_series(pdir: Path, index: int, series_info: dict[str, Any], masks: dict[str, np.ndarray]) -> None:
     """Write ``series_<index>.json`` and ``masks_<index>.npz`` (masks keyed by SOP UID)."""
     pdir.mkdir(parents=True, exist_ok=True)
     write_json(pdir / f"series_{index}.json", series_info)

@@ -79,9 +79,7 @@ def find_xml(study_dir: Path) -> Path:
             continue
         if b"LidcReadMessage" in head:
             return c
-    raise DataError(
-        f"No LIDC reading XML (LidcReadMessage) was found in {study_dir}: this study has no masks."
-    )
+    raise DataError(f"No LIDC reading XML (LidcReadMessage) was found in {study_dir}: this study has no masks.")
 
 
 def parse_reading(xml_path: Path, vol: CTVolume) -> Reading:
@@ -282,7 +280,10 @@ def build_masks(
 
 
 def import_lidc(
-    study_dir: str | Path, out_dir: str | Path, min_readers: int = 2, reader: int | None = None,
+    study_dir: str | Path,
+    out_dir: str | Path,
+    min_readers: int = 2,
+    reader: int | None = None,
     patient_id: str | None = None,
 ) -> Path:
     """``import-lidc``: write the study's series record, masks and nodule labels."""

@@ -35,7 +35,11 @@ def binary_stats(y_true, y_pred) -> dict:
     fp, fn = int((~y & p).sum()), int((y & ~p).sum())
     n = len(y)
     return {
-        "n": n, "tp": tp, "tn": tn, "fp": fp, "fn": fn,
+        "n": n,
+        "tp": tp,
+        "tn": tn,
+        "fp": fp,
+        "fn": fn,
         "accuracy": (tp + tn) / n if n else None,
         "sensitivity": tp / (tp + fn) if tp + fn else None,
         "specificity": tn / (tn + fp) if tn + fp else None,
@@ -52,8 +56,11 @@ def choose_threshold(curve: list[dict], min_sensitivity: float | None = 0.9) -> 
     """Highest specificity among thresholds with sensitivity >= ``min_sensitivity`` (then
     accuracy, then the larger threshold); Youden's J (sensitivity + specificity - 1, then the
     larger threshold) if none reaches it or when ``min_sensitivity`` is None."""
-    ok = [] if min_sensitivity is None else [
-        c for c in curve if c["sensitivity"] is not None and c["sensitivity"] >= min_sensitivity]
+    ok = (
+        []
+        if min_sensitivity is None
+        else [c for c in curve if c["sensitivity"] is not None and c["sensitivity"] >= min_sensitivity]
+    )
     if ok:
         best = max(ok, key=lambda c: (c["specificity"] or 0, c["accuracy"] or 0, c["threshold"]))
         return best["threshold"], (
@@ -108,7 +115,13 @@ def plot_curve(curve: list[dict], path: Path, title: str, marker: float | None =
         d.text((x + 4, T + 4), f"default {marker:.2f}", fill=(80, 80, 80))
     d.text((L, 12), title, fill="black")
     d.text((L + pw // 2 - 120, H - 22), "voting threshold (malignant vote fraction >= t)", fill="black")
-    for i, (name, col) in enumerate((("sensitivity (malignant)", (200, 30, 30)), ("specificity (benign)", (30, 80, 200)), ("accuracy", (40, 140, 40)))):
+    for i, (name, col) in enumerate(
+        (
+            ("sensitivity (malignant)", (200, 30, 30)),
+            ("specificity (benign)", (30, 80, 200)),
+            ("accuracy", (40, 140, 40)),
+        )
+    ):
         y = T + ph - 60 + 18 * i
         d.line([(L + 10, y + 6), (L + 40, y + 6)], fill=col, width=3)
         d.text((L + 46, y), name, fill="black")
@@ -149,8 +162,9 @@ def froc(scans: list[dict], rates=FROC_RATES) -> dict:
             else:
                 fp += 1
             i += 1
-        curve.append({"threshold": t, "fp_per_scan": fp / max(n_scans, 1),
-                      "sensitivity": len(found) / n_nod if n_nod else None})
+        curve.append(
+            {"threshold": t, "fp_per_scan": fp / max(n_scans, 1), "sensitivity": len(found) / n_nod if n_nod else None}
+        )
     at = {}
     for r in rates:
         ok = [c["sensitivity"] for c in curve if c["fp_per_scan"] <= r and c["sensitivity"] is not None]

@@ -26,8 +26,16 @@ from .patchset import NEG_MARGIN_MM, ORIGINS, load_patch_set, replace_patches, w
 MINED_ORIGIN = ORIGINS.index("mined")
 
 
-def mine_negatives(model_path: Path, patches: Path, roots: list[Path], out: Path, per_slice: int = 20,
-                   max_fraction: float = 0.4, seed: int = 1234, log=print) -> dict:
+def mine_negatives(
+    model_path: Path,
+    patches: Path,
+    roots: list[Path],
+    out: Path,
+    per_slice: int = 20,
+    max_fraction: float = 0.4,
+    seed: int = 1234,
+    log=print,
+) -> dict:
     from lungct_viewer.core.model import load_model
     from lungct_viewer.core.pipeline import Analyzer
 

@@ -60,9 +60,7 @@ def load_crop(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray
             zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
     img, msk = arrays
     if img.shape != msk.shape:
-        raise DataError(
-            f"The mask {mask_path} is {msk.shape} but its image {image_path.name} is {img.shape}."
-        )
+        raise DataError(f"The mask {mask_path} is {msk.shape} but its image {image_path.name} is {img.shape}.")
     dx, dy, dz = zooms if len(zooms) == 3 else (*zooms, 1.0)
     if not (dx > 0 and dy > 0):
         raise DataError(f"The NIfTI file {image_path} has no valid voxel spacing.")
@@ -112,17 +110,19 @@ def import_nodules(
                 arrays[f"image_{key}"] = hu
                 arrays[f"mask_{key}"] = mask
                 mv = r.get("Malignancy_value", "")
-                meta.append({
-                    "key": key,
-                    "nodule_id": key,
-                    "file": name,
-                    "label": diag,
-                    "malignancy_value": int(mv) if mv.strip().isdigit() else None,
-                    "diameter_mm": float(r["diameter_mm"]) if r.get("diameter_mm") else None,
-                    "pixel_spacing_mm": list(spacing),
-                    "slice_spacing_mm": dz,
-                    "shape": list(hu.shape),
-                })
+                meta.append(
+                    {
+                        "key": key,
+                        "nodule_id": key,
+                        "file": name,
+                        "label": diag,
+                        "malignancy_value": int(mv) if mv.strip().isdigit() else None,
+                        "diameter_mm": float(r["diameter_mm"]) if r.get("diameter_mm") else None,
+                        "pixel_spacing_mm": list(spacing),
+                        "slice_spacing_mm": dz,
+                        "shape": list(hu.shape),
+                    }
+                )
             np.savez_compressed(pdir / "nodules.npz", **arrays)
             L.write_json(pdir / "nodules.json", {"patient_id": pid, "source": str(src.resolve()), "nodules": meta})
             L.update_patient_json(pdir, pid, contents=["nodule-crops"], source_crops=str(src.resolve()))

@@ -254,8 +254,11 @@ def crop_patches(nod: dict, rng: np.random.Generator, cap: int, per_slice: int, 
     if len(r) > cap:
         r = r[rng.choice(len(r), cap, replace=False)]
     n = np.concatenate(negs) if negs else np.zeros((0, P, P), np.float32)
-    empty = [crop_slice_negatives(prepare_slice(hu[k].astype(np.float32), spacing).image, rng, empty_per_slice)
-             for k in range(hu.shape[0]) if empty_per_slice > 0 and ks and not mask[k].any()]
+    empty = [
+        crop_slice_negatives(prepare_slice(hu[k].astype(np.float32), spacing).image, rng, empty_per_slice)
+        for k in range(hu.shape[0])
+        if empty_per_slice > 0 and ks and not mask[k].any()
+    ]
     e = np.concatenate(empty) if empty else np.zeros((0, P, P), np.float32)
     return r, n, e
 
@@ -271,8 +274,14 @@ def mimic_crop(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def whole_study_patches(
-    vol_hu: np.ndarray, spacing, masks_by_index: dict[int, np.ndarray], rng: np.random.Generator,
-    neg_per_slice: int, roi_per_slice: int, slice_split, nodule_of_code,
+    vol_hu: np.ndarray,
+    spacing,
+    masks_by_index: dict[int, np.ndarray],
+    rng: np.random.Generator,
+    neg_per_slice: int,
+    roi_per_slice: int,
+    slice_split,
+    nodule_of_code,
 ):
     """Yield ``(split, class, patches, origin, nodule)`` from one whole series."""
     margin = max(1, int(round(NEG_MARGIN_MM / C.MODEL_PIXEL_SPACING_MM)))
@@ -283,7 +292,7 @@ def whole_study_patches(
         prep = prepare_slice(vol_hu[k], spacing)
         img, hu_m = prep.image, prep.hu_model
         nm = masks_by_index.get(k)
-        m = (resample_to_model_spacing(nm, spacing, order=0) if nm is not None else np.zeros(img.shape, np.uint8))
+        m = resample_to_model_spacing(nm, spacing, order=0) if nm is not None else np.zeros(img.shape, np.uint8)
         for code in (L.BENIGN_CODE, L.MALIGNANT_CODE):
             if not (m == code).any():
                 continue
@@ -304,8 +313,18 @@ def whole_study_patches(
         core_off, core = (P - C.ROI_CORE_PX) // 2, C.ROI_CORE_PX
         body_frac = _box_sums(body.astype(np.float32), gh, gw, 0, P, dy, dx) / (P * P)
         lung_core = _box_sums(lung.astype(np.float32), gh, gw, core_off, core, dy, dx) / core**2
-        dense_in_lung = _box_sums(((hu_m > -500) & ndimage.binary_dilation(lung, iterations=3)).astype(np.float32),
-                                  gh, gw, core_off, core, dy, dx) / core**2
+        dense_in_lung = (
+            _box_sums(
+                ((hu_m > -500) & ndimage.binary_dilation(lung, iterations=3)).astype(np.float32),
+                gh,
+                gw,
+                core_off,
+                core,
+                dy,
+                dx,
+            )
+            / core**2
+        )
         w = np.where(body_frac <= 0.02, 0.05, 1.0)  # air outside the body: a few
         w = w + 3.0 * (lung_core > 0.2) + 6.0 * np.clip(dense_in_lung * 4, 0, 1) * (lung_core > 0.1)
         w = w * free
@@ -383,8 +402,14 @@ def build_patch_set(roots: list[Path], out: Path, cfg: PatchConfig, log=print) -
                 return sp
 
             n_before = len(bank.x)
-            for s_, cls, arr, origin, nd in whole_study_patches(
-                vol.hu, vol.pixel_spacing_mm, mk, rng, cfg.neg_per_slice, cfg.roi_per_slice, slice_split,
+            for s_, cls, arr, _origin, nd in whole_study_patches(
+                vol.hu,
+                vol.pixel_spacing_mm,
+                mk,
+                rng,
+                cfg.neg_per_slice,
+                cfg.roi_per_slice,
+                slice_split,
                 lambda code, pid=pid: f"{pid}/study-{L.MASK_CODES[code]}",
             ):
                 y = {L.BENIGN_CODE: C.BENIGN, L.MALIGNANT_CODE: C.MALIGNANT}.get(cls, C.NOT_ROI) if cls else C.NOT_ROI
@@ -438,7 +463,9 @@ def build_patch_set(roots: list[Path], out: Path, cfg: PatchConfig, log=print) -
         patient_split=np.array([split_of[p] for p in patients]),
         patient_label=np.array([labels[p] for p in patients], np.int8),
     )
-    counts = {s: [int(((arrays["split"] == i) & (arrays["y"] == c)).sum()) for c in range(3)] for i, s in enumerate(SPLITS)}
+    counts = {
+        s: [int(((arrays["split"] == i) & (arrays["y"] == c)).sum()) for c in range(3)] for i, s in enumerate(SPLITS)
+    }
     summary = {
         "patients": {s: int(sum(1 for p in patients if split_of[p] == s)) for s in SPLITS},
         "raw_counts": raw_counts,

@@ -14,7 +14,9 @@ import numpy as np
 from . import layout as L
 
 
-def import_phantom(out_dir: Path, dicom_dir: Path, patient_id: str, seed: int, n_slices: int = 12, size: int = 192) -> Path:
+def import_phantom(
+    out_dir: Path, dicom_dir: Path, patient_id: str, seed: int, n_slices: int = 12, size: int = 192
+) -> Path:
     from lungct_viewer.core.phantom import phantom_volume, write_phantom_dicom
 
     from .ctio import load_ct, series_record
@@ -29,8 +31,14 @@ def import_phantom(out_dir: Path, dicom_dir: Path, patient_id: str, seed: int, n
     for i, n in enumerate(ph.nodules):
         code = int(n.cls)
         slices = [k for k, u in enumerate(vol.sop_instance_uids) if (masks[u] == code).any()]
-        nodules.append({"nodule": i + 1, "label": L.MASK_CODES[code], "slices": slices,
-                        "sop_instance_uids": [vol.sop_instance_uids[k] for k in slices]})
+        nodules.append(
+            {
+                "nodule": i + 1,
+                "label": L.MASK_CODES[code],
+                "slices": slices,
+                "sop_instance_uids": [vol.sop_instance_uids[k] for k in slices],
+            }
+        )
     with L.staged_output(out_dir) as stage:
         pdir = L.copy_existing_patient(Path(out_dir), stage, patient_id)
         info = series_record(vol, series_dir, patient_id)

@@ -4,16 +4,17 @@
 :class:`~lungct_viewer.core.session.ReadingSession`, model defaults), minus those on an
 annotated nodule or within 5 mm of another reader's mark.
 
-**Positives** are the LIDC nodule crops, *pasted into the lungs of the whole studies* and
-found there by the same core and object steps a CNN seed starts (:mod:`lungct_viewer.core.
-candidates`); a nodule counts when the object found is that nodule (:data:`MIN_PASTE_OVERLAP`). A crop is 30-60 mm wide and holds one nodule slice above and below it: features
-computed on the crop itself would tell crops from whole studies (borders, padding, noise,
-pixel size) instead of nodules from vessels. Pasted, each nodule sits in a real lung of a real
-scanner, between real vessels and against real pleura, resampled to that scanner's voxels:
-only the nodule's own voxels (its mask, softly edged) come from the crop and the brighter of
-host and nodule is kept, so vessels it touches stay. Crops of the whole studies' own patients
-are never pasted, nor calcified nodules (benign-appearing; not what the reading looks for).
-The annotated nodules of the training studies join the positives.
+**Positives** are the LIDC nodule crops, *pasted into the lungs of the whole studies* and found
+there by the same core and object steps a CNN seed starts
+(:mod:`lungct_viewer.core.candidates`); a nodule counts when the object found is that nodule (:data:`MIN_PASTE_OVERLAP`).
+A crop is 30-60 mm wide and holds one nodule slice above and below it: features computed on the
+crop itself would tell crops from whole studies (borders, padding, noise, pixel size) instead
+of nodules from vessels. Pasted, each nodule sits in a real lung of a real scanner, between
+real vessels and against real pleura, resampled to that scanner's voxels: only the nodule's own
+voxels (its mask, softly edged) come from the crop and the brighter of host and nodule is kept,
+so vessels it touches stay. Crops of the whole studies' own patients are never pasted, nor
+calcified nodules (benign-appearing; not what the reading looks for). The annotated nodules of
+the training studies join the positives.
 
 **Regression**: :class:`lungct_viewer.core.second_reading.SecondReading` (standardised
 features, L2 penalty, classes weighted equally). **Operating point**: the suspicion at which
@@ -85,8 +86,13 @@ class Example:
 
 
 # ------------------------------------------------------------------------ whole studies
-def finding_hits(truth_boxes: dict[int, tuple[int, int, int, int]], slice_index: int,
-                 bbox_px: Sequence[int], spacing: Sequence[float], margin_mm: float = HIT_MARGIN_MM) -> bool:
+def finding_hits(
+    truth_boxes: dict[int, tuple[int, int, int, int]],
+    slice_index: int,
+    bbox_px: Sequence[int],
+    spacing: Sequence[float],
+    margin_mm: float = HIT_MARGIN_MM,
+) -> bool:
     """True when the centre of a finding's box lies inside the nodule's box on that slice,
     grown by ``margin_mm`` (the localised-hit rule)."""
     b = truth_boxes.get(slice_index)
@@ -94,15 +100,18 @@ def finding_hits(truth_boxes: dict[int, tuple[int, int, int, int]], slice_index:
         return False
     dy, dx = spacing
     cx, cy = (bbox_px[0] + bbox_px[2] - 1) / 2.0, (bbox_px[1] + bbox_px[3] - 1) / 2.0
-    return (b[0] - margin_mm / dx <= cx <= b[2] + margin_mm / dx) and (b[1] - margin_mm / dy <= cy <= b[3] + margin_mm / dy)
+    return (b[0] - margin_mm / dx <= cx <= b[2] + margin_mm / dx) and (
+        b[1] - margin_mm / dy <= cy <= b[3] + margin_mm / dy
+    )
 
 
 def lesion_hits(les, series: AnalysedSeries) -> tuple[tuple[int, ...], bool]:
     """Annotated nodules a lesion hits (localised), and whether it lies on another mark."""
     vol, truth = series.volume, series.truth
     sp = vol.pixel_spacing_mm
-    hits = tuple(n.id for n in truth.nodules
-                 if any(finding_hits(n.boxes, f.slice_index, f.bbox_px, sp) for f in les.findings))
+    hits = tuple(
+        n.id for n in truth.nodules if any(finding_hits(n.boxes, f.slice_index, f.bbox_px, sp) for f in les.findings)
+    )
     other = False
     for k, r, c in truth.other_marks:
         for f in les.findings:
@@ -123,8 +132,18 @@ def study_examples(series: AnalysedSeries, card, second_reading=None):
     out = []
     for les in session.lesions():
         hits, other = lesion_hits(les, series)
-        out.append(Example(series.spec.name, series.key, les.candidate.feature_vector(), bool(hits), hits, other,
-                           candidate_id=les.candidate.id, max_roi_logit=les.candidate.max_roi_logit))
+        out.append(
+            Example(
+                series.spec.name,
+                series.key,
+                les.candidate.feature_vector(),
+                bool(hits),
+                hits,
+                other,
+                candidate_id=les.candidate.id,
+                max_roi_logit=les.candidate.max_roi_logit,
+            )
+        )
     return session, out
 
 
@@ -155,7 +174,10 @@ def crop_files(nodules_dir: Path, exclude_patients: set[str]) -> list[tuple[str,
     rows = list(csv.DictReader(open(nodules_dir / "nodules.csv", newline="")))
     out = []
     for r in rows:
-        if r["patient_id"] in exclude_patients or r.get("Calcification_value", CALCIFICATION_ABSENT) != CALCIFICATION_ABSENT:
+        if (
+            r["patient_id"] in exclude_patients
+            or r.get("Calcification_value", CALCIFICATION_ABSENT) != CALCIFICATION_ABSENT
+        ):
             continue
         name = f"{r['patient_id']}_R_{r['nodule_id']}"
         img, msk = nodules_dir / "image" / f"{name}.nii.gz", nodules_dir / "nodule_mask" / f"{name}.nii.gz"
@@ -166,8 +188,16 @@ def crop_files(nodules_dir: Path, exclude_patients: set[str]) -> list[tuple[str,
     return out
 
 
-def paste_nodule(hu: np.ndarray, lung: LungRegion, spacing: Sequence[float], crop: np.ndarray, mask: np.ndarray,
-                 crop_spacing: Sequence[float], rng: np.random.Generator, sites: np.ndarray):
+def paste_nodule(
+    hu: np.ndarray,
+    lung: LungRegion,
+    spacing: Sequence[float],
+    crop: np.ndarray,
+    mask: np.ndarray,
+    crop_spacing: Sequence[float],
+    rng: np.random.Generator,
+    sites: np.ndarray,
+):
     """Paste one crop's nodule into ``hu`` in place at a random lung site.
 
     Returns ``(box, original voxels, centre, nodule mask in box)`` so that the caller can
@@ -181,7 +211,7 @@ def paste_nodule(hu: np.ndarray, lung: LungRegion, spacing: Sequence[float], cro
     idx = np.nonzero(m)
     lo = [int(i.min()) for i in idx]
     hi = [int(i.max()) + 1 for i in idx]
-    nod, m = nod[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], m[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    nod, m = nod[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], m[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
     shape = np.array(m.shape)
     for _ in range(20):
         c = sites[rng.integers(len(sites))]
@@ -209,7 +239,7 @@ def paste_sites(hu: np.ndarray, lung: LungRegion, spacing: Sequence[float]) -> t
     # diaphragm or the apex (their look-alikes there are the dome's cap and the apical pleura)
     k = max(int(round(SUBPLEURAL_MM / max(spacing[0], 1e-3))), 1)
     inner = np.zeros_like(region)
-    inner[k:-k] = region[:-2 * k] & region[2 * k:]
+    inner[k:-k] = region[: -2 * k] & region[2 * k :]
     for z in range(hu.shape[0]):
         if not aerated[z].any() or lung.midline_col is None or not np.isfinite(lung.midline_col[z]):
             continue
@@ -220,8 +250,9 @@ def paste_sites(hu: np.ndarray, lung: LungRegion, spacing: Sequence[float]) -> t
     return np.argwhere(aerated), np.argwhere(near)
 
 
-def _overlap(obj_box: tuple[slice, slice, slice], obj: np.ndarray, nod_box: tuple[slice, slice, slice],
-             nodule: np.ndarray) -> float:
+def _overlap(
+    obj_box: tuple[slice, slice, slice], obj: np.ndarray, nod_box: tuple[slice, slice, slice], nodule: np.ndarray
+) -> float:
     """Intersection over union of a segmented object and the pasted nodule (volume voxels)."""
     lo = [min(a.start, b.start) for a, b in zip(obj_box, nod_box)]
     hi = [max(a.stop, b.stop) for a, b in zip(obj_box, nod_box)]
@@ -233,8 +264,13 @@ def _overlap(obj_box: tuple[slice, slice, slice], obj: np.ndarray, nod_box: tupl
     return float((a & b).sum()) / union if union else 0.0
 
 
-def pasted_examples(series: AnalysedSeries, lung: LungRegion, crops: Sequence[tuple[str, Path, Path]],
-                    rng: np.random.Generator, n: int = PASTES_PER_HOST) -> tuple[list[Example], int]:
+def pasted_examples(
+    series: AnalysedSeries,
+    lung: LungRegion,
+    crops: Sequence[tuple[str, Path, Path]],
+    rng: np.random.Generator,
+    n: int = PASTES_PER_HOST,
+) -> tuple[list[Example], int]:
     """Features of ``n`` crops pasted into one host series; returns ``(examples, attempts)``."""
     vol = series.volume
     hu = vol.hu.copy()
@@ -254,28 +290,38 @@ def pasted_examples(series: AnalysedSeries, lung: LungRegion, crops: Sequence[tu
         box, original, centre, nodule = pasted
         try:
             jitter = rng.normal(0.0, SEED_JITTER_MM, 2)
-            seed = Seed(int(round(centre[0] - 0.5)), centre[1] - 0.5 + jitter[0] / spacing[1],
-                        centre[2] - 0.5 + jitter[1] / spacing[2], 0.0)
+            seed = Seed(
+                int(round(centre[0] - 0.5)),
+                centre[1] - 0.5 + jitter[0] / spacing[1],
+                centre[2] - 0.5 + jitter[1] / spacing[2],
+                0.0,
+            )
             core = find_core(seed, hu, lung, spacing)
             seg = segment_object(core[0], core[1], hu, lung, spacing) if core is not None else None
             if seg is not None and _overlap(seg[0], seg[1], box, nodule) >= MIN_PASTE_OVERLAP:
                 feats = seg[2]
-                out.append(Example(series.spec.name, series.key, np.array([feats[f] for f in FEATURE_NAMES]), True,
-                                   pasted=name))
+                out.append(
+                    Example(
+                        series.spec.name, series.key, np.array([feats[f] for f in FEATURE_NAMES]), True, pasted=name
+                    )
+                )
         finally:
             hu[box] = original
     return out, len(pick)
 
 
 # ---------------------------------------------------------------------------- fitting
-def fit_regression(positives: np.ndarray, negatives: np.ndarray, l2: float = L2_PENALTY,
-                   features: Sequence[str] = FEATURE_NAMES) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+def fit_regression(
+    positives: np.ndarray, negatives: np.ndarray, l2: float = L2_PENALTY, features: Sequence[str] = FEATURE_NAMES
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Logistic regression (Newton steps, L2 on the weights, both classes weighted equally)
     on raw feature rows; returns ``(mean, scale, coef, intercept)`` of standardised inputs."""
     cols = [FEATURE_NAMES.index(f) for f in features]
     x = transform(features, np.vstack([positives[:, cols], negatives[:, cols]]))
     y = np.r_[np.ones(len(positives)), np.zeros(len(negatives))]
-    w = np.r_[np.full(len(positives), 0.5 / max(len(positives), 1)), np.full(len(negatives), 0.5 / max(len(negatives), 1))]
+    w = np.r_[
+        np.full(len(positives), 0.5 / max(len(positives), 1)), np.full(len(negatives), 0.5 / max(len(negatives), 1))
+    ]
     w *= len(y)
     mean, scale = x.mean(0), x.std(0) + 1e-9
     z = np.c_[np.ones(len(x)), (x - mean) / scale]
@@ -303,8 +349,9 @@ def operating_threshold(scores_negative: np.ndarray, n_scans: int, target_fp: fl
     return float(np.nextafter(s[allowed], 1.0))
 
 
-def fit_second_reading(positives: Sequence[Example], negatives: Sequence[Example], n_scans: int,
-                       version: str, training: dict | None = None) -> SecondReading:
+def fit_second_reading(
+    positives: Sequence[Example], negatives: Sequence[Example], n_scans: int, version: str, training: dict | None = None
+) -> SecondReading:
     """A :class:`SecondReading` fitted on the examples, its threshold at the operating point."""
     if not positives or not negatives:
         raise DataError("The second reading needs positive and negative examples.")
@@ -314,10 +361,19 @@ def fit_second_reading(positives: Sequence[Example], negatives: Sequence[Example
     lower, upper = np.percentile(both, CLIP_PERCENTILES[0], axis=0), np.percentile(both, CLIP_PERCENTILES[1], axis=0)
     pos, neg = np.clip(pos, lower, upper), np.clip(neg, lower, upper)
     mean, scale, coef, intercept = fit_regression(pos, neg)
-    reading = SecondReading(version=version, features=list(FEATURE_NAMES), mean=mean.tolist(), scale=scale.tolist(),
-                            coef=coef.tolist(), intercept=intercept, threshold=0.5, max_lesions=MAX_LESIONS_PER_SCAN,
-                            lower=lower.tolist(), upper=upper.tolist(),
-                            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                            training=dict(training or {}))
+    reading = SecondReading(
+        version=version,
+        features=list(FEATURE_NAMES),
+        mean=mean.tolist(),
+        scale=scale.tolist(),
+        coef=coef.tolist(),
+        intercept=intercept,
+        threshold=0.5,
+        max_lesions=MAX_LESIONS_PER_SCAN,
+        lower=lower.tolist(),
+        upper=upper.tolist(),
+        created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        training=dict(training or {}),
+    )
     reading.threshold = operating_threshold(reading.score_matrix(neg), n_scans)
     return reading

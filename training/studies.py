@@ -53,7 +53,9 @@ def discover_studies(data_dir: str | os.PathLike[str]) -> list[StudySpec]:
         if p.is_dir():
             specs.append(StudySpec(p.name, p, None, "COVID-CT-MD"))
     if not specs:
-        raise DataError(f"No whole studies were found in {root} (expected lidc-idri/, lung-pet-ct-dx/ or covid-ct-md/).")
+        raise DataError(
+            f"No whole studies were found in {root} (expected lidc-idri/, lung-pet-ct-dx/ or covid-ct-md/)."
+        )
     return specs
 
 
@@ -77,8 +79,9 @@ def _cache_file(cache_dir: Path, model_path: Path, series_uid: str, use_field_ma
     return cache_dir / h / f"{series_uid}.npz"
 
 
-def analysed_series(spec: StudySpec, model, cache_dir: Path | None = None, use_field_mask: bool = True,
-                    log=print) -> Iterator[AnalysedSeries]:
+def analysed_series(
+    spec: StudySpec, model, cache_dir: Path | None = None, use_field_mask: bool = True, log=print
+) -> Iterator[AnalysedSeries]:
     """Every axial CT series of ``spec`` with the network's output (cached) and its truth."""
     from lungct_viewer.core.dicom import load_series, scan_folder
     from lungct_viewer.core.pipeline import Analyzer
@@ -92,21 +95,40 @@ def analysed_series(spec: StudySpec, model, cache_dir: Path | None = None, use_f
         cached = _cache_file(cache_dir, Path(model.path), vol.series_uid, use_field_mask) if cache_dir else None
         if cached is not None and cached.is_file():
             with np.load(cached) as z:
-                probs, in_field, npm, t = z["probs"], z["in_field"], tuple(z["native_per_model"]), float(z["inference_s"])
+                probs, in_field, npm, t = (
+                    z["probs"],
+                    z["in_field"],
+                    tuple(z["native_per_model"]),
+                    float(z["inference_s"]),
+                )
             slices = {i: SliceAnalysis(i, probs[i], in_field[i], vol.hu.shape[1:], npm) for i in range(vol.num_slices)}
-            analysis = StudyAnalysis(series_uid=vol.series_uid, num_slices=vol.num_slices, slices=slices,
-                                     model_version=model.version, model_path=model.path, inference_s=t)
+            analysis = StudyAnalysis(
+                series_uid=vol.series_uid,
+                num_slices=vol.num_slices,
+                slices=slices,
+                model_version=model.version,
+                model_path=model.path,
+                inference_s=t,
+            )
         else:
             if analyzer is None:
                 analyzer = Analyzer(model, use_field_mask=use_field_mask)
             analysis = analyzer.analyze(vol)
-            log(f"  {spec.name} {vol.series_uid[-8:]}: network on {vol.num_slices} slices in {analysis.inference_s:.1f} s")
+            log(
+                f"  {spec.name} {vol.series_uid[-8:]}: network on {vol.num_slices} slices "
+                f"in {analysis.inference_s:.1f} s"
+            )
             if cached is not None:
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 sl = [analysis.slices[i] for i in range(vol.num_slices)]
                 tmp = cached.with_suffix(".tmp.npz")
-                np.savez_compressed(tmp, probs=np.stack([s.probs for s in sl]), in_field=np.stack([s.in_field for s in sl]),
-                                    native_per_model=np.array(sl[0].native_per_model), inference_s=analysis.inference_s)
+                np.savez_compressed(
+                    tmp,
+                    probs=np.stack([s.probs for s in sl]),
+                    in_field=np.stack([s.in_field for s in sl]),
+                    native_per_model=np.array(sl[0].native_per_model),
+                    inference_s=analysis.inference_s,
+                )
                 os.replace(tmp, cached)
         truth = study_truth(spec.folder, vol, spec.annotation_dir)
         yield AnalysedSeries(spec, vol, analysis, truth)

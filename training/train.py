@@ -69,8 +69,10 @@ HU_PER_UNIT = C.INPUT_HU_MAX - C.INPUT_HU_MIN  # HU per unit of the model's [0, 
 
 def texture_augmentation_text() -> str:
     """The scanner variation in words, from the constants above (for the model card)."""
-    return (f"random gain {1 - TEXTURE_GAIN:.2f}-{1 + TEXTURE_GAIN:.2f}, offset +-{TEXTURE_OFFSET * HU_PER_UNIT:.0f} HU "
-            f"and noise sigma up to {TEXTURE_NOISE_MAX * HU_PER_UNIT:.0f} HU on tissue, whatever the class")
+    return (
+        f"random gain {1 - TEXTURE_GAIN:.2f}-{1 + TEXTURE_GAIN:.2f}, offset +-{TEXTURE_OFFSET * HU_PER_UNIT:.0f} HU "
+        f"and noise sigma up to {TEXTURE_NOISE_MAX * HU_PER_UNIT:.0f} HU on tissue, whatever the class"
+    )
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int, training: bool, texture: bool = False):
@@ -95,6 +97,7 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int, training: 
             p, label = item
         p = tf.cast(p, tf.float32)[..., None]
         if training:
+
             def key(k):
                 return tf.stack([tf.constant(seed * 8 + k, tf.int64), position])
 
@@ -125,9 +128,9 @@ def train(patches: Path, run_dir: Path, cfg: TrainConfig, log=print) -> dict:
     if cfg.val_size and cfg.val_size < len(yva):
         rng = np.random.default_rng(cfg.seed)
         per = cfg.val_size // 3
-        keep = np.concatenate([
-            rng.choice(np.nonzero(yva == c)[0], min(per, int((yva == c).sum())), replace=False) for c in range(3)
-        ])
+        keep = np.concatenate(
+            [rng.choice(np.nonzero(yva == c)[0], min(per, int((yva == c).sum())), replace=False) for c in range(3)]
+        )
         keep.sort()
         xva, yva = xva[keep], yva[keep]
     for name, yy in (("training", ytr), ("validation", yva)):
@@ -178,8 +181,10 @@ def train(patches: Path, run_dir: Path, cfg: TrainConfig, log=print) -> dict:
     class TimeBudget(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             el = (time.time() - t0) / 60
-            log(f"epoch {epoch + 1}: {json.dumps({k: round(float(v), 4) for k, v in (logs or {}).items()})} "
-                f"({el:.1f} min)")
+            log(
+                f"epoch {epoch + 1}: {json.dumps({k: round(float(v), 4) for k, v in (logs or {}).items()})} "
+                f"({el:.1f} min)"
+            )
             if cfg.max_minutes and any_worker(el > cfg.max_minutes):
                 log(f"time budget of {cfg.max_minutes} min reached; stopping")
                 self.model.stop_training = True
@@ -213,11 +218,20 @@ def train(patches: Path, run_dir: Path, cfg: TrainConfig, log=print) -> dict:
         cbs.insert(4, keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), update_freq="epoch"))
     else:
         log("TensorBoard logs are off: the tensorboard package is not installed (pip install tensorboard)")
-    log(f"training on {len(xtr)} patches ({np.bincount(ytr, minlength=3).tolist()}), validating on {len(xva)} "
+    log(
+        f"training on {len(xtr)} patches ({np.bincount(ytr, minlength=3).tolist()}), validating on {len(xva)} "
         f"({np.bincount(yva, minlength=3).tolist()}); {steps} steps of {cfg.batch_size} per epoch; "
-        f"{strategy.num_replicas_in_sync} replica(s)")
-    hist = model.fit(ds_tr, epochs=cfg.epochs, steps_per_epoch=steps, validation_data=ds_va,
-                     callbacks=cbs, verbose=cfg.verbose, initial_epoch=initial_epoch)
+        f"{strategy.num_replicas_in_sync} replica(s)"
+    )
+    hist = model.fit(
+        ds_tr,
+        epochs=cfg.epochs,
+        steps_per_epoch=steps,
+        validation_data=ds_va,
+        callbacks=cbs,
+        verbose=cfg.verbose,
+        initial_epoch=initial_epoch,
+    )
     wall = time.time() - t0
     best = run_dir / "checkpoints" / "best.keras"
     if best.exists():  # the epoch with the lowest validation loss, also after a time-budget stop

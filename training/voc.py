@@ -49,7 +49,10 @@ def parse_voc(path: Path) -> list[dict]:
 
 
 def import_voc(
-    study_dir: str | Path, ann_dir: str | Path, out_dir: str | Path, patient_id: str | None = None,
+    study_dir: str | Path,
+    ann_dir: str | Path,
+    out_dir: str | Path,
+    patient_id: str | None = None,
     series: list[str] | None = None,
 ) -> Path:
     from .ctio import list_series, load_ct, series_record
@@ -92,7 +95,9 @@ def import_voc(
                 m = masks.setdefault(k, np.zeros((rows, cols), np.uint8))
                 for b in anns[sop]:
                     if b["name"] and b["name"].upper() not in MALIGNANT_CLASSES:
-                        raise DataError(f"The annotation file {ann_dir / (sop + '.xml')} has an unknown class {b['name']!r}.")
+                        raise DataError(
+                            f"The annotation file {ann_dir / (sop + '.xml')} has an unknown class {b['name']!r}."
+                        )
                     x0, y0, x1, y1 = b["box"]
                     if x1 >= cols or y1 >= rows:
                         raise DataError(
@@ -105,20 +110,32 @@ def import_voc(
                     sub = m[y0 : y1 + 1, x0 : x1 + 1]
                     sub[(sub == 0)] = L.AVOID_CODE
                     sub[ell] = L.MALIGNANT_CODE
-                    boxes.append({
-                        "slice": k, "sop_instance_uid": v.sop_instance_uids[k], "box_px": [x0, y0, x1 + 1, y1 + 1],
-                        "class": b["name"], "from_series": vols[svi].series_uid, "carried": svi != vi,
-                    })
+                    boxes.append(
+                        {
+                            "slice": k,
+                            "sop_instance_uid": v.sop_instance_uids[k],
+                            "box_px": [x0, y0, x1 + 1, y1 + 1],
+                            "class": b["name"],
+                            "from_series": vols[svi].series_uid,
+                            "carried": svi != vi,
+                        }
+                    )
             info = series_record(v, study_dir, pid)
             slices = sorted({b["slice"] for b in boxes})
             info.update(
                 annotation="voc-boxes",
                 annotation_dir=str(ann_dir.resolve()),
                 boxes=boxes,
-                nodules=[{
-                    "nodule": 1, "label": "malignant", "slices": slices,
-                    "sop_instance_uids": [v.sop_instance_uids[k] for k in slices],
-                }] if slices else [],
+                nodules=[
+                    {
+                        "nodule": 1,
+                        "label": "malignant",
+                        "slices": slices,
+                        "sop_instance_uids": [v.sop_instance_uids[k] for k in slices],
+                    }
+                ]
+                if slices
+                else [],
                 unplaced_annotations=unplaced,
             )
             L.write_series(pdir, vi, info, {v.sop_instance_uids[k]: m for k, m in masks.items()})

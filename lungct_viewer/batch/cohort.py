@@ -59,9 +59,26 @@ STAGING = ".staging"
 STATUS_OK, STATUS_SKIPPED, STATUS_FAILED = "ok", "skipped", "failed"
 
 COLUMNS = (
-    "study", "status", "message", "patient_call", "malignant_fraction", "voting_threshold", "lesions",
-    "candidates_below", "largest_lesion_mm", "highest_suspicion", "slices", "series_description",
-    "study_uid", "series_uid", "load_s", "inference_s", "candidates_s", "total_s", "device", "model_version",
+    "study",
+    "status",
+    "message",
+    "patient_call",
+    "malignant_fraction",
+    "voting_threshold",
+    "lesions",
+    "candidates_below",
+    "largest_lesion_mm",
+    "highest_suspicion",
+    "slices",
+    "series_description",
+    "study_uid",
+    "series_uid",
+    "load_s",
+    "inference_s",
+    "candidates_s",
+    "total_s",
+    "device",
+    "model_version",
 )
 IDENTIFIER_COLUMNS = ("source",)
 #: Columns that change from run to run even when the results do not.
@@ -87,8 +104,12 @@ def model_digest(model_path: str | os.PathLike[str]) -> str:
 
 def fingerprint(digest: str, options: ReadOptions, use_field_mask: bool) -> str:
     """What decides whether an earlier result can be kept: model files, options, software."""
-    key = {"model": digest, "options": options.to_dict(), "use_field_mask": bool(use_field_mask),
-           "software": __version__}
+    key = {
+        "model": digest,
+        "options": options.to_dict(),
+        "use_field_mask": bool(use_field_mask),
+        "software": __version__,
+    }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -114,19 +135,30 @@ def scrub(message: str, folder: str | os.PathLike[str]) -> str:
 
 
 # ------------------------------------------------------------------------------- marker
-def write_marker(folder: Path, *, fp: str, row: dict[str, Any], files: list[str], model: dict[str, Any],
-                 options: ReadOptions, use_field_mask: bool) -> Path:
+def write_marker(
+    folder: Path,
+    *,
+    fp: str,
+    row: dict[str, Any],
+    files: list[str],
+    model: dict[str, Any],
+    options: ReadOptions,
+    use_field_mask: bool,
+) -> Path:
     target = folder / MARKER_NAME
-    write_json_atomic(target, {
-        "notice": RESEARCH_NOTICE,
-        "software": {"name": "LungCT Viewer", "version": __version__},
-        "finished": _now(),
-        "fingerprint": fp,
-        "model": model,
-        "options": {**options.to_dict(), "use_field_mask": use_field_mask},
-        "files": sorted(files),
-        "row": row,
-    })
+    write_json_atomic(
+        target,
+        {
+            "notice": RESEARCH_NOTICE,
+            "software": {"name": "LungCT Viewer", "version": __version__},
+            "finished": _now(),
+            "fingerprint": fp,
+            "model": model,
+            "options": {**options.to_dict(), "use_field_mask": use_field_mask},
+            "files": sorted(files),
+            "row": row,
+        },
+    )
     return target
 
 
@@ -150,8 +182,9 @@ def done_marker(folder: str | os.PathLike[str], fp: str) -> dict[str, Any] | Non
 
 
 # ------------------------------------------------------------------------------- tables
-def write_cohort(out: str | os.PathLike[str], rows: list[dict[str, Any]], *, include_identifiers: bool,
-                 meta: dict[str, Any]) -> tuple[Path, Path]:
+def write_cohort(
+    out: str | os.PathLike[str], rows: list[dict[str, Any]], *, include_identifiers: bool, meta: dict[str, Any]
+) -> tuple[Path, Path]:
     """Write ``cohort.csv`` and ``cohort.json`` into ``out`` atomically."""
     out = Path(out)
     cols = columns(include_identifiers)
@@ -164,15 +197,18 @@ def write_cohort(out: str | os.PathLike[str], rows: list[dict[str, Any]], *, inc
     csv_path, json_path = out / COHORT_CSV, out / COHORT_JSON
     write_bytes_atomic(csv_path, buf.getvalue().encode("utf-8"))
     counts = {s: sum(r["status"] == s for r in table) for s in (STATUS_OK, STATUS_SKIPPED, STATUS_FAILED)}
-    write_json_atomic(json_path, {
-        "notice": RESEARCH_NOTICE,
-        "software": {"name": "LungCT Viewer", "version": __version__},
-        "created": _now(),
-        **meta,
-        "counts": counts,
-        "columns": list(cols),
-        "studies": table,
-    })
+    write_json_atomic(
+        json_path,
+        {
+            "notice": RESEARCH_NOTICE,
+            "software": {"name": "LungCT Viewer", "version": __version__},
+            "created": _now(),
+            **meta,
+            "counts": counts,
+            "columns": list(cols),
+            "studies": table,
+        },
+    )
     return csv_path, json_path
 
 

@@ -153,24 +153,46 @@ def discover_studies(
             if each_series:
                 for info in scan.series:
                     if not info.is_axial:
-                        found.unread.append(Unread(
-                            study_id(info.study_uid, info.uid), str(folder), source,
-                            "This series is not axial (a reformat); only axial series are read.", failed=False,
-                            study_uid=info.study_uid, series_uid=info.uid, description=info.description))
+                        found.unread.append(
+                            Unread(
+                                study_id(info.study_uid, info.uid),
+                                str(folder),
+                                source,
+                                "This series is not axial (a reformat); only axial series are read.",
+                                failed=False,
+                                study_uid=info.study_uid,
+                                series_uid=info.uid,
+                                description=info.description,
+                            )
+                        )
             for info in chosen:
-                spec = StudySpec(study_id(info.study_uid, info.uid), str(folder), source, info.study_uid, info.uid,
-                                 info.description, info.series_number, info.num_slices)
+                spec = StudySpec(
+                    study_id(info.study_uid, info.uid),
+                    str(folder),
+                    source,
+                    info.study_uid,
+                    info.uid,
+                    info.description,
+                    info.series_number,
+                    info.num_slices,
+                )
                 first = seen.get(spec.id)
                 if first is not None:
-                    found.unread.append(Unread(
-                        spec.id, spec.folder, spec.source,
-                        f"The same series is also in another patient folder (study {spec.id}); it is read once.",
-                        failed=False, study_uid=spec.study_uid, series_uid=spec.series_uid,
-                        description=spec.description))
+                    found.unread.append(
+                        Unread(
+                            spec.id,
+                            spec.folder,
+                            spec.source,
+                            f"The same series is also in another patient folder (study {spec.id}); it is read once.",
+                            failed=False,
+                            study_uid=spec.study_uid,
+                            series_uid=spec.series_uid,
+                            description=spec.description,
+                        )
+                    )
                     continue
                 seen[spec.id] = spec
                 found.studies.append(spec)
         if on_folder is not None:
             on_folder(k + 1, len(folders))
     return found
-

@@ -162,10 +162,11 @@ def run_batch(
             if marker is not None:
                 rows[k] = _skipped_row(marker, e, ids)
                 continue
-            todo.append((k, StudyTask(e, str(out_p), run_id, model_arg, digest, version, options,
-                                      use_field_mask, fp)))
-        say(f"{len(disc.studies)} studies in {disc.patient_folders} patient folder(s); "
-            f"{len(disc.studies) - len(todo)} already read with this model and options, {len(todo)} to read")
+            todo.append((k, StudyTask(e, str(out_p), run_id, model_arg, digest, version, options, use_field_mask, fp)))
+        say(
+            f"{len(disc.studies)} studies in {disc.patient_folders} patient folder(s); "
+            f"{len(disc.studies) - len(todo)} already read with this model and options, {len(todo)} to read"
+        )
 
         interrupted = False
         if todo:
@@ -190,19 +191,26 @@ def run_batch(
                     if k in rows:
                         continue
                     marker = K.done_marker(out_p / task.spec.id, fp)  # finished while stopping
-                    rows[k] = (dict(marker["row"]) if marker is not None
-                               else K.empty_row(task.spec.id, K.STATUS_SKIPPED, STOPPED_MESSAGE,
-                                                study_uid=task.spec.study_uid, series_uid=task.spec.series_uid,
-                                                series_description=task.spec.description,
-                                                **({"source": task.spec.source} if ids else {})))
+                    rows[k] = (
+                        dict(marker["row"])
+                        if marker is not None
+                        else K.empty_row(
+                            task.spec.id,
+                            K.STATUS_SKIPPED,
+                            STOPPED_MESSAGE,
+                            study_uid=task.spec.study_uid,
+                            series_uid=task.spec.series_uid,
+                            series_description=task.spec.description,
+                            **({"source": task.spec.source} if ids else {}),
+                        )
+                    )
                 if scheduler is None:  # every worker of this run is gone: nothing of it is still writing
                     _remove_staging(out_p, run_id)
 
         with contextlib.suppress(OSError):
             (out_p / K.STAGING).rmdir()  # only when empty: a remote worker may still be writing
         ordered = [rows[k] for k in range(len(entries))]
-        meta = _meta(disc, options, use_field_mask, each_series, depth, model_path, digest, version, ids,
-                     interrupted)
+        meta = _meta(disc, options, use_field_mask, each_series, depth, model_path, digest, version, ids, interrupted)
         csv_path, json_path = K.write_cohort(out_p, ordered, include_identifiers=ids, meta=meta)
     return BatchResult(ordered, csv_path, json_path, interrupted, time.perf_counter() - t0, disc)
 
@@ -227,8 +235,9 @@ def _model_identity(model: str | os.PathLike[str] | None) -> tuple[Path, str, st
     path = Path(model) if model is not None else default_model_path()
     if not path.is_file():
         if model is None:
-            raise ModelLoadError(f"No trained model is installed (expected {path}); pass --model PATH to a "
-                                 ".keras model.")
+            raise ModelLoadError(
+                f"No trained model is installed (expected {path}); pass --model PATH to a .keras model."
+            )
         raise ModelLoadError(f"No model file was found at {path}.")
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(f"The model file {path.name} is damaged or is not a Keras model (.keras) file.")
@@ -251,8 +260,10 @@ def _discover(root: Path, each_series: bool, depth: int, progress: bool, say) ->
         if bar is not None:
             bar.close()
     if disc.stray_files:
-        say(f"{disc.stray_files} file(s) lie above the patient folders and were not read "
-            f"(the patient folders are {depth} level(s) below the cohort folder; see --depth)")
+        say(
+            f"{disc.stray_files} file(s) lie above the patient folders and were not read "
+            f"(the patient folders are {depth} level(s) below the cohort folder; see --depth)"
+        )
     if not disc.patient_folders:
         hint = " It holds files directly: use --depth 0 to read it as one patient folder." if disc.stray_files else ""
         raise BatchError(f"The cohort folder {root} holds no patient folders.{hint}")
@@ -262,8 +273,15 @@ def _discover(root: Path, each_series: bool, depth: int, progress: bool, say) ->
 def _unread_row(e: Unread, ids: bool) -> dict[str, Any]:
     status = K.STATUS_FAILED if e.failed else K.STATUS_SKIPPED
     msg = e.message if ids else K.scrub(e.message, e.folder)
-    return K.empty_row(e.id, status, msg, study_uid=e.study_uid or None, series_uid=e.series_uid or None,
-                       series_description=e.description or None, **({"source": e.source} if ids else {}))
+    return K.empty_row(
+        e.id,
+        status,
+        msg,
+        study_uid=e.study_uid or None,
+        series_uid=e.series_uid or None,
+        series_description=e.description or None,
+        **({"source": e.source} if ids else {}),
+    )
 
 
 def _skipped_row(marker: dict[str, Any], spec: StudySpec, ids: bool) -> dict[str, Any]:
@@ -297,8 +315,9 @@ def _n(rows: dict[int, dict[str, Any]], status: str) -> int:
 def _bar(total: int, enabled: bool, desc: str = "Reading studies", unit: str = "study"):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr, dynamic_ncols=True,
-                smoothing=0.1)
+    return tqdm(
+        total=total, desc=desc, unit=unit, disable=not enabled, file=sys.stderr, dynamic_ncols=True, smoothing=0.1
+    )
 
 
 # ----------------------------------------------------------------------------- staging
@@ -393,8 +412,9 @@ def _collect(fut, task: StudyTask) -> dict[str, Any]:
         row["model_version"] = task.model_version
         name = type(exc).__name__
         if isinstance(exc, KilledWorker):
-            row["message"] = ("The worker reading this study stopped unexpectedly (several times), for example "
-                              "for lack of memory.")
+            row["message"] = (
+                "The worker reading this study stopped unexpectedly (several times), for example for lack of memory."
+            )
         elif isinstance(exc, ModuleNotFoundError):
             row["message"] = "The worker could not run the reading: LungCT Viewer is not installed on it."
         else:
@@ -410,8 +430,10 @@ def _remote_client(scheduler: str, say) -> Iterator[Any]:
     try:
         client = Client(scheduler, timeout="15s")
     except (OSError, TimeoutError) as exc:
-        raise BatchError(f"The Dask scheduler at {scheduler} could not be reached ({type(exc).__name__}); "
-                         "check the address and that 'dask scheduler' is running there.") from None
+        raise BatchError(
+            f"The Dask scheduler at {scheduler} could not be reached ({type(exc).__name__}); "
+            "check the address and that 'dask scheduler' is running there."
+        ) from None
     try:
         _check_workers(client, scheduler)
         n = len(client.scheduler_info().get("workers", {}))
@@ -428,14 +450,24 @@ def _local_client(workers: int, n_tasks: int, say) -> Iterator[Any]:
 
     n = max(1, min(workers, n_tasks))
     threads = max(1, (os.cpu_count() or 1) // n)
-    env = {"TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": str(threads),
-           "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    env = {
+        "TF_NUM_INTRAOP_THREADS": str(threads),
+        "TF_NUM_INTEROP_THREADS": "1",
+        "OMP_NUM_THREADS": str(threads),
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+    }
     say(f"Starting {n} local worker process(es), {threads} thread(s) each")
     with _quiet_dask():
         # dashboard on a free port: never the 8787 another cluster on this machine may use
         with _workers_ignore_ctrl_c():
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                   silence_logs=logging.ERROR, env=env)
+            cluster = LocalCluster(
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",
+                silence_logs=logging.ERROR,
+                env=env,
+            )
         try:
             client = Client(cluster)
             try:
@@ -488,12 +520,17 @@ def _check_workers(client, scheduler: str) -> None:
     try:
         versions = client.run(_worker_version)
     except Exception as exc:  # noqa: BLE001 - whatever stops the workers from importing it
-        raise BatchError(f"The workers of the Dask cluster at {scheduler} cannot run LungCT Viewer "
-                         f"({type(exc).__name__}); install it on every worker.") from None
+        raise BatchError(
+            f"The workers of the Dask cluster at {scheduler} cannot run LungCT Viewer "
+            f"({type(exc).__name__}); install it on every worker."
+        ) from None
     if not versions:
-        raise BatchError(f"The Dask cluster at {scheduler} has no workers; start some with "
-                         f"'dask worker {scheduler} --nthreads 1'.")
+        raise BatchError(
+            f"The Dask cluster at {scheduler} has no workers; start some with 'dask worker {scheduler} --nthreads 1'."
+        )
     other = sorted({v for v in versions.values() if v != __version__})
     if other:
-        raise BatchError(f"Some workers of the Dask cluster run LungCT Viewer {', '.join(other)}, this machine "
-                         f"{__version__}; install the same version everywhere.")
+        raise BatchError(
+            f"Some workers of the Dask cluster run LungCT Viewer {', '.join(other)}, this machine "
+            f"{__version__}; install the same version everywhere."
+        )

@@ -94,8 +94,14 @@ def loads_in_this_process() -> int:
 # ------------------------------------------------------------------------- one study
 def base_row(spec: StudySpec, include_identifiers: bool) -> dict[str, Any]:
     extra = {"source": spec.source} if include_identifiers else {}
-    return K.empty_row(spec.id, K.STATUS_FAILED, study_uid=spec.study_uid, series_uid=spec.series_uid,
-                       series_description=spec.description, **extra)
+    return K.empty_row(
+        spec.id,
+        K.STATUS_FAILED,
+        study_uid=spec.study_uid,
+        series_uid=spec.series_uid,
+        series_description=spec.description,
+        **extra,
+    )
 
 
 def run_study(task: StudyTask) -> dict[str, Any]:
@@ -113,9 +119,11 @@ def run_study(task: StudyTask) -> dict[str, Any]:
     try:
         shutil.rmtree(stage, ignore_errors=True)
         reading = read_study(
-            spec.folder, stage,
+            spec.folder,
+            stage,
             lambda: shared_analyzer(task.model_path, task.model_digest, task.use_field_mask),
-            task.options, series_uid=spec.series_uid,
+            task.options,
+            series_uid=spec.series_uid,
         )
         row.update(reading.summary())
         row["series_description"] = reading.session.volume.description
@@ -124,9 +132,13 @@ def run_study(task: StudyTask) -> dict[str, Any]:
             row["message"] = f"No DICOM Segmentation or report was written: {reading.dicom_error}"
         row["total_s"] = round(time.perf_counter() - t0, 3)
         K.write_marker(
-            stage, fp=task.fingerprint, row=row, files=[p.name for p in reading.written],
+            stage,
+            fp=task.fingerprint,
+            row=row,
+            files=[p.name for p in reading.written],
             model={"version": reading.session.card.version, "sha256": task.model_digest},
-            options=task.options, use_field_mask=task.use_field_mask,
+            options=task.options,
+            use_field_mask=task.use_field_mask,
         )
         publish(stage, out / spec.id, task.fingerprint)
     except LungCTError as exc:
@@ -135,8 +147,13 @@ def run_study(task: StudyTask) -> dict[str, Any]:
         _fail(row, "There was not enough memory to read this study.", spec, ids)
     except Exception as exc:  # noqa: BLE001 - one bad study never stops the batch
         log.debug("unexpected error while reading a study", exc_info=True)
-        _fail(row, f"The study could not be read because of an unexpected problem ({type(exc).__name__}); "
-                   "run again with LUNGCT_LOG=DEBUG for the details.", spec, ids)
+        _fail(
+            row,
+            f"The study could not be read because of an unexpected problem ({type(exc).__name__}); "
+            "run again with LUNGCT_LOG=DEBUG for the details.",
+            spec,
+            ids,
+        )
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     if row["status"] == K.STATUS_FAILED:

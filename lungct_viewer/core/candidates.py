@@ -139,13 +139,20 @@ def find_seeds(sa: SliceAnalysis, floor_logit: float) -> list[Seed]:
         w = 1.0 / (1.0 + np.exp(-np.clip(g[i0:i1, j0:j1].astype(np.float64), -50, 50)))
         ii, jj = np.mgrid[i0:i1, j0:j1]
         ci, cj = float((w * ii).sum() / w.sum()), float((w * jj).sum() / w.sum())
-        out.append(Seed(int(sa.index), (ci * C.PATCH_STRIDE_PX + half) * fy,
-                        (cj * C.PATCH_STRIDE_PX + half) * fx, float(g[i, j])))
+        out.append(
+            Seed(
+                int(sa.index),
+                (ci * C.PATCH_STRIDE_PX + half) * fy,
+                (cj * C.PATCH_STRIDE_PX + half) * fx,
+                float(g[i, j]),
+            )
+        )
     return out
 
 
-def _bounds(centre: Sequence[float], half_mm: Sequence[float], spacing: Sequence[float],
-            shape: Sequence[int]) -> tuple[slice, slice, slice]:
+def _bounds(
+    centre: Sequence[float], half_mm: Sequence[float], spacing: Sequence[float], shape: Sequence[int]
+) -> tuple[slice, slice, slice]:
     return tuple(  # type: ignore[return-value]
         slice(max(int(np.floor(c - h / s)), 0), min(int(np.ceil(c + h / s)) + 1, n))
         for c, h, s, n in zip(centre, half_mm, spacing, shape)
@@ -162,12 +169,16 @@ def _edt(mask: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     return ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
 
 
-def find_core(seed: Seed, hu: np.ndarray, lung: LungRegion, spacing: Sequence[float]) -> tuple[tuple[int, int, int], float] | None:
+def find_core(
+    seed: Seed, hu: np.ndarray, lung: LungRegion, spacing: Sequence[float]
+) -> tuple[tuple[int, int, int], float] | None:
     """``((slice, row, col), in-plane radius mm)`` of the thickest dense point near ``seed``."""
     dz, dy, dx = spacing
     reach = SEARCH_MM + CUBE_MIN_MM
-    box = (slice(max(seed.slice_index - 1, 0), min(seed.slice_index + 2, hu.shape[0])),
-           *_bounds((seed.row, seed.col), (reach, reach), (dy, dx), hu.shape[1:]))
+    box = (
+        slice(max(seed.slice_index - 1, 0), min(seed.slice_index + 2, hu.shape[0])),
+        *_bounds((seed.row, seed.col), (reach, reach), (dy, dx), hu.shape[1:]),
+    )
     dense = _dense(hu, lung, box)
     if not dense.any():
         return None
@@ -185,8 +196,14 @@ def find_core(seed: Seed, hu: np.ndarray, lung: LungRegion, spacing: Sequence[fl
 
 
 def _faces(mask: np.ndarray) -> int:
-    return int(mask[0].any()) + int(mask[-1].any()) + int(mask[:, 0].any()) + int(mask[:, -1].any()) \
-        + int(mask[:, :, 0].any()) + int(mask[:, :, -1].any())
+    return (
+        int(mask[0].any())
+        + int(mask[-1].any())
+        + int(mask[:, 0].any())
+        + int(mask[:, -1].any())
+        + int(mask[:, :, 0].any())
+        + int(mask[:, :, -1].any())
+    )
 
 
 _SIX = ndimage.generate_binary_structure(3, 1)
@@ -203,8 +220,9 @@ def _grow_box(mask: np.ndarray, margin: Sequence[int]) -> tuple[slice, slice, sl
     )
 
 
-def segment_object(core: tuple[int, int, int], radius_mm: float, hu: np.ndarray, lung: LungRegion,
-                   spacing: Sequence[float]) -> tuple[tuple[slice, slice, slice], np.ndarray, dict[str, float]] | None:
+def segment_object(
+    core: tuple[int, int, int], radius_mm: float, hu: np.ndarray, lung: LungRegion, spacing: Sequence[float]
+) -> tuple[tuple[slice, slice, slice], np.ndarray, dict[str, float]] | None:
     """The object around ``core`` (module docstring, step 3): ``(cube, mask, features)``.
 
     The opening is grown from the core only: the eroded piece holding the core, dilated back
@@ -232,13 +250,29 @@ def segment_object(core: tuple[int, int, int], radius_mm: float, hu: np.ndarray,
         lab, _ = ndimage.label(grown, structure=_SIX)
         obj = lab == lab[local]
     mid = lung.midline_col[core[0]] if lung.midline_col is not None else np.nan
-    feats = _features(obj, full, dense, dist, hu[box], lung.crop(box), spacing,
-                      midline_local=float(mid) - box[2].start if np.isfinite(mid) else None)
+    feats = _features(
+        obj,
+        full,
+        dense,
+        dist,
+        hu[box],
+        lung.crop(box),
+        spacing,
+        midline_local=float(mid) - box[2].start if np.isfinite(mid) else None,
+    )
     return box, obj, feats
 
 
-def _features(obj: np.ndarray, full: np.ndarray, dense: np.ndarray, dist: np.ndarray, hu: np.ndarray,
-              lung: np.ndarray, spacing: Sequence[float], midline_local: float | None = None) -> dict[str, float]:
+def _features(
+    obj: np.ndarray,
+    full: np.ndarray,
+    dense: np.ndarray,
+    dist: np.ndarray,
+    hu: np.ndarray,
+    lung: np.ndarray,
+    spacing: Sequence[float],
+    midline_local: float | None = None,
+) -> dict[str, float]:
     """Shape features of ``obj`` within its cube; ``midline_local`` is the body's midline as a
     column of the cube (``None``: unknown)."""
     dz, dy, dx = spacing
@@ -294,12 +328,13 @@ def _inside(cand: Candidate, z: int, row: float, col: float, tol_px: int = 3) ->
     k, r, c = z - z0, int(round(row)) - y0, int(round(col)) - x0
     if not (0 <= k < z1 - z0 and -tol_px <= r < y1 - y0 + tol_px and -tol_px <= c < x1 - x0 + tol_px):
         return False
-    m = cand.mask[k, max(r - tol_px, 0): r + tol_px + 1, max(c - tol_px, 0): c + tol_px + 1]
+    m = cand.mask[k, max(r - tol_px, 0) : r + tol_px + 1, max(c - tol_px, 0) : c + tol_px + 1]
     return bool(m.any())
 
 
-def build_candidates(seeds: Iterable[Seed], hu: np.ndarray, lung: LungRegion,
-                     spacing: Sequence[float]) -> list[Candidate]:
+def build_candidates(
+    seeds: Iterable[Seed], hu: np.ndarray, lung: LungRegion, spacing: Sequence[float]
+) -> list[Candidate]:
     """Candidates from seeds (strongest first); a seed on an existing object joins it.
 
     ``spacing`` is ``(slice spacing, row spacing, col spacing)`` in mm. Candidates are

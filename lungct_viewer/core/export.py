@@ -70,10 +70,17 @@ def render_png(session: ReadingSession, index: int, options: ImageOptions = Imag
     vol = session.volume
     red = session.red_mask(index, options.roi_source, options.include_candidates)
     return render_slice(
-        vol, index, red, session.marks(index, options.include_candidates),
-        threshold=session.voting_threshold, model_version=session.card.version, heatmap=heat,
-        heatmap_opacity=options.heatmap_opacity, show_roi=options.show_roi,
-        patient_name=vol.patient_name if options.include_patient_name else None, **kwargs,
+        vol,
+        index,
+        red,
+        session.marks(index, options.include_candidates),
+        threshold=session.voting_threshold,
+        model_version=session.card.version,
+        heatmap=heat,
+        heatmap_opacity=options.heatmap_opacity,
+        show_roi=options.show_roi,
+        patient_name=vol.patient_name if options.include_patient_name else None,
+        **kwargs,
     )
 
 

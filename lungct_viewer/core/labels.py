@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Label(str, Enum):
+class Label(StrEnum):
     """What a patch, a lesion or a patient is called. The value is what JSON stores."""
 
     NOT_ROI = "not_roi"

@@ -115,8 +115,16 @@ def _core_counts(obj: np.ndarray, r0: int, c0: int, sa: SliceAnalysis) -> tuple[
     return ii, jj, acc[ii, jj]
 
 
-def read_lesion(cand: Candidate, volume: CTVolume, analysis: StudyAnalysis, *, min_roi_probability: float,
-                suspicion: float | None, suspicion_threshold: float | None, lesion_id: int) -> Lesion:
+def read_lesion(
+    cand: Candidate,
+    volume: CTVolume,
+    analysis: StudyAnalysis,
+    *,
+    min_roi_probability: float,
+    suspicion: float | None,
+    suspicion_threshold: float | None,
+    lesion_id: int,
+) -> Lesion:
     """The :class:`Lesion` of one candidate at the given settings (module docstring)."""
     dz, (dy, dx) = volume.slice_spacing_mm or 1.0, volume.pixel_spacing_mm
     findings: list[SliceFinding] = []
@@ -137,11 +145,18 @@ def read_lesion(cand: Candidate, volume: CTVolume, analysis: StudyAnalysis, *, m
         x0, x1 = int(cols.min()) + c0, int(cols.max()) + c0 + 1
         cy, cx = float(rows.mean()) + r0, float(cols.mean()) + c0
         area = float(len(rows)) * dy * dx
-        findings.append(SliceFinding(
-            lesion_id=lesion_id, slice_index=z, sop_instance_uid=volume.sop_instance_uids[z],
-            bbox_px=(x0, y0, x1, y1), centroid_px=(cy, cx), centroid_mm=volume.pixel_to_patient_mm(z, cy, cx),
-            area_mm2=area, diameter_mm=float(max((x1 - x0) * dx, (y1 - y0) * dy)),
-        ))
+        findings.append(
+            SliceFinding(
+                lesion_id=lesion_id,
+                slice_index=z,
+                sop_instance_uid=volume.sop_instance_uids[z],
+                bbox_px=(x0, y0, x1, y1),
+                centroid_px=(cy, cx),
+                centroid_mm=volume.pixel_to_patient_mm(z, cy, cx),
+                area_mm2=area,
+                diameter_mm=float(max((x1 - x0) * dx, (y1 - y0) * dy)),
+            )
+        )
         weighted += np.array(volume.pixel_to_patient_mm(z, cy, cx)) * area
         total += area
         sa = analysis.slices.get(z)
@@ -163,10 +178,18 @@ def read_lesion(cand: Candidate, volume: CTVolume, analysis: StudyAnalysis, *, m
     diameter = max(f.diameter_mm for f in findings)
     centroid = tuple(float(v) for v in weighted / max(total, 1e-9))
     return Lesion(
-        id=lesion_id, candidate=cand, suspicion=suspicion, passes=passes, votes_benign=b, votes_malignant=m,
-        p_benign=float(np.mean(pb)) if pb else 0.0, p_malignant=float(np.mean(pm)) if pm else 0.0,
-        findings=tuple(findings), centroid_mm=centroid,  # type: ignore[arg-type]
-        diameter_mm=diameter, volume_mm3=float(cand.mask.sum()) * dz * dy * dx,
+        id=lesion_id,
+        candidate=cand,
+        suspicion=suspicion,
+        passes=passes,
+        votes_benign=b,
+        votes_malignant=m,
+        p_benign=float(np.mean(pb)) if pb else 0.0,
+        p_malignant=float(np.mean(pm)) if pm else 0.0,
+        findings=tuple(findings),
+        centroid_mm=centroid,  # type: ignore[arg-type]
+        diameter_mm=diameter,
+        volume_mm3=float(cand.mask.sum()) * dz * dy * dx,
     )
 
 

@@ -162,12 +162,15 @@ def lung_region(hu: np.ndarray, pixel_spacing_mm: tuple[float, float], factor: i
                         region[z][sl] |= piece
                         continue
                     grow = int(np.ceil(CLOSE_MM / min(spacing)))
-                    big = tuple(slice(max(s.start - grow, 0), min(s.stop + grow, d)) for s, d in zip(sl, small.shape[1:]))
-                    sub = (pieces[big] == k)
+                    big = tuple(
+                        slice(max(s.start - grow, 0), min(s.stop + grow, d)) for s, d in zip(sl, small.shape[1:])
+                    )
+                    sub = pieces[big] == k
                     region[z][big] |= _close_piece(sub, spacing, CLOSE_MM) & side[big[1]][None, :]
         _drop_dome_caps(region, lungs)
-    return LungRegion(mask=region, factor=factor, native_shape=tuple(int(v) for v in hu.shape),
-                      midline_col=_midlines(region, factor))
+    return LungRegion(
+        mask=region, factor=factor, native_shape=tuple(int(v) for v in hu.shape), midline_col=_midlines(region, factor)
+    )
 
 
 def _drop_dome_caps(region: np.ndarray, lungs: np.ndarray) -> None:

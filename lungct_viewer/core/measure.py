@@ -33,8 +33,10 @@ class HUStats:
         """``mean -650 HU, SD 120, min -900, max 40, area 78.5 mm²`` (or why there is none)."""
         if self.n_pixels == 0:
             return "no pixel inside the circle"
-        return (f"mean {self.mean:.0f} HU, SD {self.sd:.0f}, min {self.min:.0f}, max {self.max:.0f}, "
-                f"area {self.area_mm2:.1f} mm\u00b2")
+        return (
+            f"mean {self.mean:.0f} HU, SD {self.sd:.0f}, min {self.min:.0f}, max {self.max:.0f}, "
+            f"area {self.area_mm2:.1f} mm\u00b2"
+        )
 
 
 def circle_mask(shape: tuple[int, int], centre: tuple[float, float], radius_px: float) -> np.ndarray:
@@ -62,11 +64,13 @@ def region_stats(hu: np.ndarray, mask: np.ndarray, pixel_spacing_mm: tuple[float
     area = float(values.size * pixel_spacing_mm[0] * pixel_spacing_mm[1])
     if values.size == 0:
         return HUStats(0, math.nan, math.nan, math.nan, math.nan, 0.0)
-    return HUStats(int(values.size), float(values.mean()), float(values.std()), float(values.min()),
-                   float(values.max()), area)
+    return HUStats(
+        int(values.size), float(values.mean()), float(values.std()), float(values.min()), float(values.max()), area
+    )
 
 
-def circle_stats(hu: np.ndarray, centre: tuple[float, float], radius_px: float,
-                 pixel_spacing_mm: tuple[float, float]) -> HUStats:
+def circle_stats(
+    hu: np.ndarray, centre: tuple[float, float], radius_px: float, pixel_spacing_mm: tuple[float, float]
+) -> HUStats:
     """HU statistics of the circle of ``radius_px`` around ``centre`` ``(row, col)`` on ``hu``."""
     return region_stats(hu, circle_mask(hu.shape, centre, radius_px), pixel_spacing_mm)

@@ -59,9 +59,7 @@ def build_model(seed: int | None = None):
     inp = keras.Input((C.PATCH_SIZE_PX, C.PATCH_SIZE_PX, 1), name="patch")
     x = inp
     for i, filters in enumerate(C.CONV_FILTERS):
-        x = layers.Conv2D(
-            filters, C.CONV_KERNEL, padding="valid", activation="relu", name=CONV_LAYER_NAMES[i]
-        )(x)
+        x = layers.Conv2D(filters, C.CONV_KERNEL, padding="valid", activation="relu", name=CONV_LAYER_NAMES[i])(x)
         if i == 1:
             x = layers.MaxPooling2D(2, name="pool1")(x)
             x = layers.Dropout(C.DROPOUT_CONV, name="drop1")(x)
@@ -177,13 +175,17 @@ def threshold_curve(card: ModelCard) -> ThresholdCurve | None:
     for p in raw:
         if not isinstance(p, dict) or _opt_float(p.get("threshold")) is None:
             return None
-        points.append(ThresholdPoint(float(p["threshold"]), _opt_float(p.get("sensitivity")),
-                                     _opt_float(p.get("specificity"))))
+        points.append(
+            ThresholdPoint(float(p["threshold"]), _opt_float(p.get("sensitivity")), _opt_float(p.get("specificity")))
+        )
     if not points:
         return None
     n = meta.get("n")
-    return ThresholdCurve(tuple(sorted(points, key=lambda p: p.threshold)), str(meta.get("split", "")),
-                          int(n) if isinstance(n, int) else None)
+    return ThresholdCurve(
+        tuple(sorted(points, key=lambda p: p.threshold)),
+        str(meta.get("split", "")),
+        int(n) if isinstance(n, int) else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -210,8 +212,15 @@ def operating_points(card: ModelCard) -> list[OperatingPoint]:
         d = m.get(key)
         if isinstance(d, dict) and (d.get("sensitivity") is not None or d.get("specificity") is not None):
             n = d.get("n")
-            out.append(OperatingPoint(name, t, _opt_float(d.get("sensitivity")), _opt_float(d.get("specificity")),
-                                      int(n) if isinstance(n, int) else None))
+            out.append(
+                OperatingPoint(
+                    name,
+                    t,
+                    _opt_float(d.get("sensitivity")),
+                    _opt_float(d.get("specificity")),
+                    int(n) if isinstance(n, int) else None,
+                )
+            )
     return out
 
 
@@ -257,8 +266,7 @@ def _check_architecture(model, path: Path) -> None:
     missing = [n for n in (*CONV_LAYER_NAMES, DENSE_HIDDEN_NAME, DENSE_OUT_NAME) if n not in names]
     if missing:
         raise ModelLoadError(
-            f"The model file {path.name} is not this viewer's CNN (missing layers: "
-            f"{', '.join(missing)})."
+            f"The model file {path.name} is not this viewer's CNN (missing layers: {', '.join(missing)})."
         )
     for name in CONV_LAYER_NAMES:
         layer = model.get_layer(name)
@@ -286,9 +294,7 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     if not path.is_file():
         raise ModelLoadError(f"No model file was found at {path}.")
     if not zipfile.is_zipfile(path):
-        raise ModelLoadError(
-            f"The model file {path.name} is damaged or is not a Keras model (.keras) file."
-        )
+        raise ModelLoadError(f"The model file {path.name} is damaged or is not a Keras model (.keras) file.")
     card = read_model_card(path)
     configure_tensorflow()
     import keras

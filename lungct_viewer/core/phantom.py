@@ -157,9 +157,7 @@ def _validate(seed: int, n_slices: int, size: int, ps: float, ss: float) -> None
             raise ValueError(f"{name} must be a positive number, got {v!r}")
 
 
-def default_nodules(
-    seed: int, n_slices: int, size: int, pixel_spacing_mm: float = 0.7
-) -> tuple[Nodule, ...]:
+def default_nodules(seed: int, n_slices: int, size: int, pixel_spacing_mm: float = 0.7) -> tuple[Nodule, ...]:
     """One benign-like nodule in the image-left lung and one malignant-like in the other."""
     rng = np.random.default_rng([seed, 101])
     lay = _Layout(size)
@@ -182,9 +180,7 @@ def default_nodules(
 # ------------------------------------------------------------------------------- vessels
 
 
-def _vessel_samples(
-    rng: np.random.Generator, lay: _Layout, n_slices: int, z_px_per_slice: float
-) -> np.ndarray:
+def _vessel_samples(rng: np.random.Generator, lay: _Layout, n_slices: int, z_px_per_slice: float) -> np.ndarray:
     """Points along straight vessel segments: (N, 4) array of (z_px, row, col, radius)."""
     s = lay.size
     per_lung = max(8, int(round(40 * s / 512)))
@@ -211,8 +207,7 @@ def _vessel_samples(
     return np.concatenate(pts, axis=0)
 
 
-def _draw_vessels(img: np.ndarray, samples: np.ndarray, z_px: float, half_px: float,
-                  allowed: np.ndarray) -> None:
+def _draw_vessels(img: np.ndarray, samples: np.ndarray, z_px: float, half_px: float, allowed: np.ndarray) -> None:
     sel = samples[np.abs(samples[:, 0] - z_px) <= half_px]
     if sel.size == 0:
         return
@@ -249,15 +244,17 @@ def _nodule_shape(rng: np.random.Generator, nod: Nodule) -> _NoduleShape:
             for k in (3, int(rng.integers(5, 8)))
         )
         n_sp = int(rng.integers(7, 12))
-        spicules = tuple(
-            (float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(0.5, 1.0))) for _ in range(n_sp)
-        )
+        spicules = tuple((float(rng.uniform(0, 2 * math.pi)), float(rng.uniform(0.5, 1.0))) for _ in range(n_sp))
         return _NoduleShape(lobes, spicules, 0.0)
     return _NoduleShape((), (), float(rng.uniform(0.45, 0.7)) if nod.calcified else 0.0)
 
 
 def _draw_nodule(
-    img: np.ndarray, labels: np.ndarray, nod: Nodule, shape: _NoduleShape, z: int,
+    img: np.ndarray,
+    labels: np.ndarray,
+    nod: Nodule,
+    shape: _NoduleShape,
+    z: int,
     z_px_per_slice: float,
 ) -> None:
     dz_px = (z - nod.center[0]) * z_px_per_slice
@@ -359,9 +356,7 @@ def phantom_volume(
     sy, sx, sr = lay.spine()
     spine = _ellipse(yy, xx, sy, sx, sr, sr * 1.1)
     spinous = _ellipse(yy, xx, sy + 1.6 * sr, sx, 0.8 * sr, 0.3 * sr)
-    table = (yy >= by + bry + 0.03 * size) & (yy <= by + bry + 0.045 * size) & (
-        np.abs(xx - bx) <= 0.4 * size
-    )
+    table = (yy >= by + bry + 0.03 * size) & (yy <= by + bry + 0.045 * size) & (np.abs(xx - bx) <= 0.4 * size)
     # low-frequency lung texture, shared by all slices but shifted per slice
     tex_rng = np.random.default_rng([seed, 3])
     coarse = tex_rng.normal(0.0, 1.0, size=(n_slices, max(4, size // 16), max(4, size // 16)))
@@ -393,10 +388,12 @@ def phantom_volume(
                 ly, lx, lry, lrx = lay.lung(side, 1.0)
                 gap = 0.03 * size
                 rib = _ellipse(
-                    yy, xx,
+                    yy,
+                    xx,
                     ly - (lry + gap) * math.cos(a),
                     lx + side * (lrx + gap) * math.sin(a),
-                    0.012 * size + 1, 0.02 * size + 1,
+                    0.012 * size + 1,
+                    0.02 * size + 1,
                 )
                 img[rib & ~lung] = BONE_HU
         img = ndimage.gaussian_filter(img, 0.6)
@@ -408,9 +405,7 @@ def phantom_volume(
 
     uids = _uids(seed, n_slices, size, ps, ss, nods)
     half = (size - 1) / 2.0 * ps
-    pos = np.stack(
-        [np.full(n_slices, -half), np.full(n_slices, -half), -ss * np.arange(n_slices)], axis=1
-    )
+    pos = np.stack([np.full(n_slices, -half), np.full(n_slices, -half), -ss * np.arange(n_slices)], axis=1)
     vol = CTVolume(
         hu=hu,
         pixel_spacing_mm=(ps, ps),
@@ -428,8 +423,7 @@ def phantom_volume(
 
 def _uids(seed: int, n: int, size: int, ps: float, ss: float, nods: Sequence[Nodule]) -> dict:
     key = json.dumps(
-        {"seed": seed, "n": n, "size": size, "ps": ps, "ss": ss,
-         "nodules": [asdict(x) for x in nods]},
+        {"seed": seed, "n": n, "size": size, "ps": ps, "ss": ss, "nodules": [asdict(x) for x in nods]},
         sort_keys=True,
     )
 
@@ -474,8 +468,12 @@ def write_phantom_dicom(
     vol = phantom.volume
     n, rows, cols = vol.shape
     uids = _uids(
-        phantom.seed, n, rows, vol.pixel_spacing_mm[0],
-        float(vol.slice_spacing_mm or 1.0), phantom.nodules,
+        phantom.seed,
+        n,
+        rows,
+        vol.pixel_spacing_mm[0],
+        float(vol.slice_spacing_mm or 1.0),
+        phantom.nodules,
     )
     ss = float(vol.slice_spacing_mm or 1.0)
     for i in range(n):
@@ -570,8 +568,7 @@ def read_masks(path: str | os.PathLike[str]) -> tuple[np.ndarray, tuple[str, ...
         labels = z["labels"]
         uids = tuple(str(u) for u in z["sop_instance_uids"])
         nods = tuple(
-            Nodule(d["cls"], tuple(d["center"]), d["radius_px"], d["calcified"])
-            for d in json.loads(str(z["nodules"]))
+            Nodule(d["cls"], tuple(d["center"]), d["radius_px"], d["calcified"]) for d in json.loads(str(z["nodules"]))
         )
     return labels, uids, nods
 
@@ -624,8 +621,13 @@ def ensure_phantom_study(cache_dir: str | os.PathLike[str] | None = None) -> Pat
         write_masks(phantom, masks)
         files = sorted(p.name for p in folder.iterdir())
         write_json_atomic(
-            marker, {"version": DEMO_VERSION, "seed": DEMO_SEED, "files": files,
-                     "sizes": [(folder / f).stat().st_size for f in files]}
+            marker,
+            {
+                "version": DEMO_VERSION,
+                "seed": DEMO_SEED,
+                "files": files,
+                "sizes": [(folder / f).stat().st_size for f in files],
+            },
         )
     finally:
         if tmp.exists():

@@ -194,18 +194,25 @@ class ExecutionPlan:
     jit_compile: bool = False
 
     @classmethod
-    def for_device(cls, device: str, batch_slices: int | None = None,
-                   jit_compile: bool | None = None) -> "ExecutionPlan":
+    def for_device(cls, device: str, batch_slices: int | None = None, jit_compile: bool | None = None) -> ExecutionPlan:
         if device not in ("CPU", "GPU"):
             raise ValueError(f"device must be 'CPU' or 'GPU', got {device!r}")
         if batch_slices is not None and int(batch_slices) < 1:
             raise ValueError(f"batch_slices must be at least 1, got {batch_slices!r}")
         if device == "GPU":
-            return cls("GPU", int(batch_slices or GPU_BATCH_SLICES), canvas_width=GPU_CANVAS_WIDTH,
-                       shape_quantum=GPU_SHAPE_QUANTUM, cells_quantum=GPU_CELLS_QUANTUM,
-                       jit_compile=bool(jit_compile) if jit_compile is not None else False)
-        return cls("CPU", int(batch_slices or CPU_BATCH_SLICES),
-                   jit_compile=bool(jit_compile) if jit_compile is not None else False)
+            return cls(
+                "GPU",
+                int(batch_slices or GPU_BATCH_SLICES),
+                canvas_width=GPU_CANVAS_WIDTH,
+                shape_quantum=GPU_SHAPE_QUANTUM,
+                cells_quantum=GPU_CELLS_QUANTUM,
+                jit_compile=bool(jit_compile) if jit_compile is not None else False,
+            )
+        return cls(
+            "CPU",
+            int(batch_slices or CPU_BATCH_SLICES),
+            jit_compile=bool(jit_compile) if jit_compile is not None else False,
+        )
 
 
 @dataclass
@@ -239,8 +246,15 @@ class Analyzer:
         Compile the network call with XLA (``None``: off; measured slower on CPUs).
     """
 
-    def __init__(self, model: LoadedModel, use_field_mask: bool = True, batch_slices: int | None = None,
-                 *, device: str | None = None, jit_compile: bool | None = None):
+    def __init__(
+        self,
+        model: LoadedModel,
+        use_field_mask: bool = True,
+        batch_slices: int | None = None,
+        *,
+        device: str | None = None,
+        jit_compile: bool | None = None,
+    ):
         has_gpu = gpu_available()
         self.model = model
         self.use_field_mask = use_field_mask

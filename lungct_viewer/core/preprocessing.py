@@ -43,14 +43,10 @@ def native_per_model_px(pixel_spacing_mm: tuple[float, float]) -> tuple[float, f
 
 def model_shape(native_shape: tuple[int, int], factors: tuple[float, float]) -> tuple[int, int]:
     """Shape of the model-space image for a native ``(rows, cols)`` image."""
-    return tuple(
-        int(np.floor((n - 1) / f + 1e-9)) + 1 for n, f in zip(native_shape, factors)
-    )  # type: ignore[return-value]
+    return tuple(int(np.floor((n - 1) / f + 1e-9)) + 1 for n, f in zip(native_shape, factors))  # type: ignore[return-value]
 
 
-def resample_to_model_spacing(
-    image: np.ndarray, pixel_spacing_mm: tuple[float, float], order: int = 1
-) -> np.ndarray:
+def resample_to_model_spacing(image: np.ndarray, pixel_spacing_mm: tuple[float, float], order: int = 1) -> np.ndarray:
     """Resample a 2-D native image to model spacing (bilinear for ``order=1``, nearest for 0).
 
     Returns the input unchanged (as float32 for ``order=1``) when no resampling is needed.

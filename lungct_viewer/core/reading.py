@@ -56,8 +56,11 @@ class ReadOptions:
 
     def detection_changes(self) -> dict[str, Any]:
         """The detection parameters these options set (those not left to the model)."""
-        pairs = (("min_roi_probability", self.min_roi_probability), ("min_votes", self.min_votes),
-                 ("suspicion_threshold", self.suspicion_threshold))
+        pairs = (
+            ("min_roi_probability", self.min_roi_probability),
+            ("min_votes", self.min_votes),
+            ("suspicion_threshold", self.suspicion_threshold),
+        )
         return {k: v for k, v in pairs if v is not None}
 
 
@@ -153,8 +156,10 @@ def read_study(
     t0 = time.perf_counter()
     volume, scan = load_study(src, series_uid=series_uid)
     load_s = time.perf_counter() - t0
-    say(f"Loaded {volume.num_slices} slices ({volume.description or 'no description'}) in {load_s:.2f} s"
-        + (f"; {len(scan.skipped)} file(s) skipped" if scan.skipped else ""))
+    say(
+        f"Loaded {volume.num_slices} slices ({volume.description or 'no description'}) in {load_s:.2f} s"
+        + (f"; {len(scan.skipped)} file(s) skipped" if scan.skipped else "")
+    )
     for w in volume.warnings:
         say(f"warning: {w}")
 
@@ -173,18 +178,29 @@ def read_study(
     # without identifiers a skipped file is named by its file name only, never by its path
     skipped = [f"{s.path}: {s.reason}" if options.include_identifiers else s.reason for s in scan.skipped]
     warnings = list(volume.warnings) + skipped[:50]
-    report = build_report(session, warnings=warnings, include_identifiers=options.include_identifiers,
-                          source=str(src.resolve()), model_path=str(Path(model.path).resolve()))
+    report = build_report(
+        session,
+        warnings=warnings,
+        include_identifiers=options.include_identifiers,
+        source=str(src.resolve()),
+        model_path=str(Path(model.path).resolve()),
+    )
     if options.dicom and not overwrite:
         from .dicom_out import SEG_FILENAME, SR_FILENAME
 
         clash = [n for n in (SEG_FILENAME, SR_FILENAME) if (out / n).exists()]
         if clash:
             raise ExportError(f"{clash[0]} already exists in {out}; use --overwrite or another --out.")
-    written = export_reading(session, out, indices, report=report, source_dir=src, overwrite=overwrite,
-                             options=ImageOptions(roi_source=options.red))
-    reading = StudyReading(session, report, written, len(indices), skipped_files=len(scan.skipped),
-                           warnings=warnings)
+    written = export_reading(
+        session,
+        out,
+        indices,
+        report=report,
+        source_dir=src,
+        overwrite=overwrite,
+        options=ImageOptions(roi_source=options.red),
+    )
+    reading = StudyReading(session, report, written, len(indices), skipped_files=len(scan.skipped), warnings=warnings)
     if options.dicom:
         _write_dicom(reading, scan, out, say)
     return reading
@@ -201,8 +217,9 @@ def _write_dicom(reading: StudyReading, scan: FolderScan, out: Path, say: Say) -
         files = [by_uid[u] for u in session.volume.sop_instance_uids]
         res = write_dicom_results(series_results(session, files), out)
     except (ExportError, KeyError) as exc:
-        reading.dicom_error = (str(exc) if isinstance(exc, ExportError)
-                               else "a slice's source file could not be found again")
+        reading.dicom_error = (
+            str(exc) if isinstance(exc, ExportError) else "a slice's source file could not be found again"
+        )
         return
     reading.written += [res.seg_path, res.sr_path]
     reading.dicom_segments = res.num_segments

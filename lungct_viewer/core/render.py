@@ -92,8 +92,12 @@ def render_slice(
     if patient_name:
         head += f"   {patient_name}"
     draw.text((6, 4), head, fill=(255, 255, 255), font=font)
-    draw.text((6, 22), f"voting threshold {threshold:.2f}   W{window[0]:.0f}/L{window[1]:.0f}   model {model_version}",
-              fill=(200, 200, 200), font=small)
+    draw.text(
+        (6, 22),
+        f"voting threshold {threshold:.2f}   W{window[0]:.0f}/L{window[1]:.0f}   model {model_version}",
+        fill=(200, 200, 200),
+        font=small,
+    )
     for mark in marks:
         colour = mark_rgb(mark)
         x0, y0, x1, y1 = mark_box(mark, (h, w))

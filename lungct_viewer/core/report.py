@@ -52,8 +52,14 @@ def _lesion(les: Lesion, threshold: float, call_min_mm: float) -> dict[str, Any]
     }
 
 
-def build_report(session: ReadingSession, *, warnings: list[str] | None = None, include_identifiers: bool = False,
-                 source: str | None = None, model_path: str | None = None) -> dict[str, Any]:
+def build_report(
+    session: ReadingSession,
+    *,
+    warnings: list[str] | None = None,
+    include_identifiers: bool = False,
+    source: str | None = None,
+    model_path: str | None = None,
+) -> dict[str, Any]:
     """The report of ``session`` at its current settings, as a JSON-ready dict."""
     vol, analysis, p = session.volume, session.analysis, session.params
     threshold = session.voting_threshold
@@ -66,20 +72,22 @@ def build_report(session: ReadingSession, *, warnings: list[str] | None = None, 
             continue
         lab = les.label(threshold)
         for f in les.findings:
-            findings.append({
-                "lesion_id": les.id,
-                "slice_number": f.slice_index + 1,
-                "slice_index": f.slice_index,
-                "sop_instance_uid": f.sop_instance_uid,
-                "bbox_px": list(f.bbox_px),
-                "centroid_px": [_r(v, 1) for v in f.centroid_px],
-                "centroid_mm": [_r(v, 2) for v in f.centroid_mm],
-                "area_mm2": _r(f.area_mm2, 1),
-                "diameter_mm": _r(f.diameter_mm, 1),
-                "label": lab.value,
-                "probability": _r(les.probability(threshold), 4),
-                "suspicion": None if les.suspicion is None else _r(les.suspicion, 4),
-            })
+            findings.append(
+                {
+                    "lesion_id": les.id,
+                    "slice_number": f.slice_index + 1,
+                    "slice_index": f.slice_index,
+                    "sop_instance_uid": f.sop_instance_uid,
+                    "bbox_px": list(f.bbox_px),
+                    "centroid_px": [_r(v, 1) for v in f.centroid_px],
+                    "centroid_mm": [_r(v, 2) for v in f.centroid_mm],
+                    "area_mm2": _r(f.area_mm2, 1),
+                    "diameter_mm": _r(f.diameter_mm, 1),
+                    "label": lab.value,
+                    "probability": _r(les.probability(threshold), 4),
+                    "suspicion": None if les.suspicion is None else _r(les.suspicion, 4),
+                }
+            )
     findings.sort(key=lambda f: (f["slice_index"], f["lesion_id"]))
     series: dict[str, Any] = {
         "study_uid": vol.study_uid,
@@ -107,7 +115,7 @@ def build_report(session: ReadingSession, *, warnings: list[str] | None = None, 
     return {
         "notice": RESEARCH_NOTICE,
         "software": {"name": "LungCT Viewer", "version": __version__},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "series": series,
         "model": model,
         "diagnosis": {
@@ -149,4 +157,3 @@ def write_report(out_dir: str | Path, report: dict[str, Any]) -> Path:
     target = Path(out_dir) / REPORT_NAME
     write_json_atomic(target, report)
     return target
-

@@ -102,7 +102,7 @@ class SecondReading:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SecondReading":
+    def from_dict(cls, d: dict[str, Any]) -> SecondReading:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 

@@ -59,9 +59,13 @@ class CandidateSet:
     slices: frozenset[int] = field(default_factory=frozenset)
 
 
-def find_candidates(volume: CTVolume, analysis: StudyAnalysis, second_reading: SecondReading | None,
-                    lung: LungRegion | None = None,
-                    floor: float = C.CANDIDATE_MIN_ROI_PROBABILITY) -> tuple[CandidateSet, LungRegion]:
+def find_candidates(
+    volume: CTVolume,
+    analysis: StudyAnalysis,
+    second_reading: SecondReading | None,
+    lung: LungRegion | None = None,
+    floor: float = C.CANDIDATE_MIN_ROI_PROBABILITY,
+) -> tuple[CandidateSet, LungRegion]:
     """Candidates of every analysed slice and their suspicion (the costly step after the
     network: a second or two per study on two cores)."""
     t0 = time.perf_counter()
@@ -87,16 +91,23 @@ class ReadingSession:
         The second reading, or ``None`` (every candidate is then a lesion).
     """
 
-    def __init__(self, volume: CTVolume, card: ModelCard, second_reading: SecondReading | None = None,
-                 *, params: DetectionParams | None = None, voting_threshold: float | None = None) -> None:
+    def __init__(
+        self,
+        volume: CTVolume,
+        card: ModelCard,
+        second_reading: SecondReading | None = None,
+        *,
+        params: DetectionParams | None = None,
+        voting_threshold: float | None = None,
+    ) -> None:
         self.volume = volume
         self.card = card
         self.second_reading = second_reading
-        self.analysis = StudyAnalysis(series_uid=volume.series_uid, num_slices=volume.num_slices,
-                                      model_version=card.version)
+        self.analysis = StudyAnalysis(
+            series_uid=volume.series_uid, num_slices=volume.num_slices, model_version=card.version
+        )
         self.default_params = DetectionParams.from_operating_point(card.operating_point, second_reading)
-        self.default_voting_threshold = float(card.operating_point.get("voting_threshold",
-                                                                       C.DEFAULT_VOTING_THRESHOLD))
+        self.default_voting_threshold = float(card.operating_point.get("voting_threshold", C.DEFAULT_VOTING_THRESHOLD))
         self._params = params or self.default_params
         self._threshold = self.default_voting_threshold if voting_threshold is None else float(voting_threshold)
         self._listeners: list[Listener] = []
@@ -200,8 +211,9 @@ class ReadingSession:
         """A copy of the reading for another thread (an export, a report): the same study,
         results, candidates and settings, with its own caches and no listeners; later
         changes to either do not reach the other."""
-        copy = ReadingSession(self.volume, self.card, self.second_reading, params=self._params,
-                              voting_threshold=self._threshold)
+        copy = ReadingSession(
+            self.volume, self.card, self.second_reading, params=self._params, voting_threshold=self._threshold
+        )
         copy.default_params = self.default_params
         copy.default_voting_threshold = self.default_voting_threshold
         copy.analysis = replace(self.analysis, slices=dict(self.analysis.slices))
@@ -248,7 +260,7 @@ class ReadingSession:
             sm = les.candidate.slice_mask(index)
             if sm is not None:
                 m, r0, c0 = sm
-                mask[r0:r0 + m.shape[0], c0:c0 + m.shape[1]] |= m
+                mask[r0 : r0 + m.shape[0], c0 : c0 + m.shape[1]] |= m
         return mask
 
     def red_mask(self, index: int, source: str = "lesions", include_candidates: bool = False) -> np.ndarray | None:
@@ -325,12 +337,22 @@ class ReadingSession:
                 if cand.max_roi_logit < floor:
                     continue
                 s = None if cs.suspicion is None else float(cs.suspicion[k])
-                out.append(read_lesion(cand, self.volume, self.analysis, min_roi_probability=p.min_roi_probability,
-                                       suspicion=s, suspicion_threshold=p.suspicion_threshold, lesion_id=0))
+                out.append(
+                    read_lesion(
+                        cand,
+                        self.volume,
+                        self.analysis,
+                        min_roi_probability=p.min_roi_probability,
+                        suspicion=s,
+                        suspicion_threshold=p.suspicion_threshold,
+                        lesion_id=0,
+                    )
+                )
             out = _cap(out, p.max_lesions)
             # findings first (L1, L2, ... top to bottom), then the candidates below the threshold
             ordered = reading_order([les for les in out if les.passes]) + reading_order(
-                [les for les in out if not les.passes])
+                [les for les in out if not les.passes]
+            )
             self._lesions = [_renumber(les, i + 1) for i, les in enumerate(ordered)]
         return self._lesions
 
@@ -351,8 +373,14 @@ class ReadingSession:
                 continue
             for f in les.findings:
                 if f.slice_index == index:
-                    out.append(Mark(les.id, f, les.label(self._threshold) if les.passes else None,
-                                    lesion_text(les, self._threshold)))
+                    out.append(
+                        Mark(
+                            les.id,
+                            f,
+                            les.label(self._threshold) if les.passes else None,
+                            lesion_text(les, self._threshold),
+                        )
+                    )
         return out
 
     def slice_label(self, index: int) -> Label | None:

@@ -160,11 +160,7 @@ class CTVolume:
     def pixel_to_patient_mm(self, index: int, row: float, col: float) -> tuple[float, float, float]:
         """Patient (LPS) coordinates in mm of a (fractional) pixel of slice ``index``."""
         dy, dx = self.pixel_spacing_mm
-        p = (
-            self.image_positions_mm[index]
-            + self.orientation[:3] * dx * col
-            + self.orientation[3:] * dy * row
-        )
+        p = self.image_positions_mm[index] + self.orientation[:3] * dx * col + self.orientation[3:] * dy * row
         return float(p[0]), float(p[1]), float(p[2])
 
     @classmethod

@@ -27,8 +27,19 @@ MAX_SCREEN_SHARE = 0.8
 def _words(key: str) -> str:
     """``not_roi_specificity`` -> ``Not ROI specificity``; ``auc`` -> ``AUC``."""
     words = str(key).replace("_", " ").split()
-    upper = {"auc": "AUC", "roi": "ROI", "cpm": "CPM", "fp": "FP", "tp": "TP", "tn": "TN", "fn": "FN",
-             "mm": "mm", "hu": "HU", "lidc": "LIDC", "ct": "CT"}
+    upper = {
+        "auc": "AUC",
+        "roi": "ROI",
+        "cpm": "CPM",
+        "fp": "FP",
+        "tp": "TP",
+        "tn": "TN",
+        "fn": "FN",
+        "mm": "mm",
+        "hu": "HU",
+        "lidc": "LIDC",
+        "ct": "CT",
+    }
     out = [upper.get(w.lower(), w) for w in words]
     if out and out[0] == out[0].lower():
         out[0] = out[0][:1].upper() + out[0][1:]
@@ -52,7 +63,8 @@ def _tidy(text: str) -> str:
         if isinstance(value, dict):
             words = ", ".join(
                 f"{str(key).replace('_', ' ')} {' / '.join(map(_num, v)) if isinstance(v, (list, tuple)) else _num(v)}"
-                for key, v in value.items())
+                for key, v in value.items()
+            )
             out.append(text[k:a] + words)
         else:
             out.append(text[k : b + 1])
@@ -97,8 +109,11 @@ def _level(title: str, m: Mapping[str, Any] | None, threshold: float | None) -> 
     if m.get("auc") is not None:
         parts.append(f"AUC {_num(m['auc'])}")
     at = f" at the voting threshold {threshold:.2f}" if threshold is not None else ""
-    stats = [f"{name} {m[k]:.2f}" for k, name in (("sensitivity", "sensitivity"), ("specificity", "specificity"),
-                                                   ("accuracy", "accuracy")) if isinstance(m.get(k), (int, float))]
+    stats = [
+        f"{name} {m[k]:.2f}"
+        for k, name in (("sensitivity", "sensitivity"), ("specificity", "specificity"), ("accuracy", "accuracy"))
+        if isinstance(m.get(k), (int, float))
+    ]
     if stats:
         parts.append(", ".join(stats) + at)
     n = f" (n = {m['n']})" if m.get("n") is not None else ""
@@ -107,12 +122,14 @@ def _level(title: str, m: Mapping[str, Any] | None, threshold: float | None) -> 
 
 def about_html(card: ModelCard | None, model_path: str | None, second_reading: Any = None) -> str:
     """The About document (HTML)."""
-    p = [f"<h2>LungCT Viewer {esc(__version__)}</h2>",
-         f"<p style='color:#ff8080'><b>{esc(RESEARCH_NOTICE)}.</b></p>",
-         "<p>A sliding-window CNN classifies 50 x 50 patches of every slice as Not ROI, benign or malignant; the "
-         "red overlay shows where enough patches vote ROI. Localised 3-D candidates are read as lesions, a second "
-         "reading scores how nodule-like each one is in 3-D, and the patient-level call is the majority vote of "
-         "the lesions that pass.</p>"]
+    p = [
+        f"<h2>LungCT Viewer {esc(__version__)}</h2>",
+        f"<p style='color:#ff8080'><b>{esc(RESEARCH_NOTICE)}.</b></p>",
+        "<p>A sliding-window CNN classifies 50 x 50 patches of every slice as Not ROI, benign or malignant; the "
+        "red overlay shows where enough patches vote ROI. Localised 3-D candidates are read as lesions, a second "
+        "reading scores how nodule-like each one is in 3-D, and the patient-level call is the majority vote of "
+        "the lesions that pass.</p>",
+    ]
     if card is None:
         p.append("<p><i>No model card could be read.</i></p>")
     else:
@@ -120,8 +137,13 @@ def about_html(card: ModelCard | None, model_path: str | None, second_reading: A
         op = card.operating_point or {}
         t = op.get("voting_threshold")
         p.append(f"<h3>Model: {esc(card.name)}, version {esc(card.version)}</h3>")
-        facts = [("Created", card.created), ("File", model_path or ""), ("Intended use", card.intended_use),
-                 ("Architecture", card.architecture), ("Input", card.preprocessing)]
+        facts = [
+            ("Created", card.created),
+            ("File", model_path or ""),
+            ("Intended use", card.intended_use),
+            ("Architecture", card.architecture),
+            ("Input", card.preprocessing),
+        ]
         rows = "".join(f"<tr><td valign='top'><b>{esc(k)}</b></td><td>{esc(str(v))}</td></tr>" for k, v in facts if v)
         p.append(f"<table cellpadding='2'>{rows}</table>")
         if op:
@@ -129,8 +151,11 @@ def about_html(card: ModelCard | None, model_path: str | None, second_reading: A
             if t is not None:
                 why = f" ({op['voting_threshold_reason']})" if op.get("voting_threshold_reason") else ""
                 p.append(f"<li>Voting threshold {float(t):.2f}{esc(why)}</li>")
-            p.extend(f"<li>{esc(_words(k))}: {esc(_num(v))}</li>" for k, v in op.items()
-                     if k not in ("voting_threshold", "voting_threshold_reason"))
+            p.extend(
+                f"<li>{esc(_words(k))}: {esc(_num(v))}</li>"
+                for k, v in op.items()
+                if k not in ("voting_threshold", "voting_threshold_reason")
+            )
             p.append("</ul>")
         if m:
             split = m.get("held_back_split", "test")
@@ -138,18 +163,34 @@ def about_html(card: ModelCard | None, model_path: str | None, second_reading: A
             thr = float(t) if t is not None else None
             p.append(_level("Nodules", m.get("nodule_level"), thr))
             p.append(_level(f"Patients ({split})", m.get("patient_level"), thr))
-            p.append(_level("Patients (validation; the threshold was chosen on them)",
-                            m.get("validation_patient_level"), thr))
+            p.append(
+                _level(
+                    "Patients (validation; the threshold was chosen on them)", m.get("validation_patient_level"), thr
+                )
+            )
             patch = m.get("patch_level") or {}
             if patch:
-                p.append(f"<li><b>Patches</b> (n = {esc(_num(patch.get('n')))}): "
-                         f"accuracy {esc(_num(patch.get('accuracy')))}; "
-                         f"recall per class: {_value_html(patch.get('per_class_recall'), 1)}</li>")
+                p.append(
+                    f"<li><b>Patches</b> (n = {esc(_num(patch.get('n')))}): "
+                    f"accuracy {esc(_num(patch.get('accuracy')))}; "
+                    f"recall per class: {_value_html(patch.get('per_class_recall'), 1)}</li>"
+                )
             p.append("</ul>")
             if m.get("whole_studies"):
                 p.append("<h4>Whole studies</h4>" + _value_html(m["whole_studies"]))
-            rest = {k: v for k, v in m.items() if k not in ("held_back_split", "nodule_level", "patient_level",
-                                                            "validation_patient_level", "patch_level", "whole_studies")}
+            rest = {
+                k: v
+                for k, v in m.items()
+                if k
+                not in (
+                    "held_back_split",
+                    "nodule_level",
+                    "patient_level",
+                    "validation_patient_level",
+                    "patch_level",
+                    "whole_studies",
+                )
+            }
             if rest:
                 p.append("<h4>More figures</h4>" + _value_html(rest))
         if card.training_data:
@@ -162,9 +203,11 @@ def about_html(card: ModelCard | None, model_path: str | None, second_reading: A
             p.append("<h3>Notes and limits</h3>" + _value_html(card.notes))
     if second_reading is not None:
         sr = second_reading
-        p.append(f"<h3>Second reading, version {esc(str(sr.version))}</h3>"
-                 f"<p>A logistic regression over the 3-D shape of each candidate ({esc(', '.join(sr.features))}); "
-                 f"a candidate is a finding when its suspicion reaches {float(sr.threshold):.2f}.</p>")
+        p.append(
+            f"<h3>Second reading, version {esc(str(sr.version))}</h3>"
+            f"<p>A logistic regression over the 3-D shape of each candidate ({esc(', '.join(sr.features))}); "
+            f"a candidate is a finding when its suspicion reaches {float(sr.threshold):.2f}.</p>"
+        )
         if sr.evaluation:
             p.append("<h4>Evaluation</h4>" + _value_html(sr.evaluation))
         if sr.training:

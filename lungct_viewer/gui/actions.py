@@ -53,8 +53,15 @@ class SubmenuSpec:
 
 
 _PRESETS = tuple(
-    ActionSpec(f"preset_{k}", "View", f"{name} window (W{w:g} / L{lvl:g})", "display.apply_preset", (str(k),),
-               Scope.VIEW, args=(name,))
+    ActionSpec(
+        f"preset_{k}",
+        "View",
+        f"{name} window (W{w:g} / L{lvl:g})",
+        "display.apply_preset",
+        (str(k),),
+        Scope.VIEW,
+        args=(name,),
+    )
     for k, (name, (w, lvl)) in enumerate(C.WINDOW_PRESETS.items(), start=1)
 )
 
@@ -62,44 +69,93 @@ ACTIONS: tuple[ActionSpec | SubmenuSpec, ...] = (
     ActionSpec("open", "File", "&Open folder\u2026", "open_folder_dialog", ("Ctrl+O",)),
     SubmenuSpec("recent", "File", "Open &recent"),
     ActionSpec("demo", "File", "Open &demo study", "open_demo"),
-    ActionSpec("export_current", "File/&Export annotated PNGs", "&Current slice\u2026", "export_slices", ("Ctrl+E",),
-               args=("current",), separator=True),
-    ActionSpec("export_findings", "File/&Export annotated PNGs", "Slices with &findings\u2026", "export_slices",
-               args=("findings",)),
+    ActionSpec(
+        "export_current",
+        "File/&Export annotated PNGs",
+        "&Current slice\u2026",
+        "export_slices",
+        ("Ctrl+E",),
+        args=("current",),
+        separator=True,
+    ),
+    ActionSpec(
+        "export_findings",
+        "File/&Export annotated PNGs",
+        "Slices with &findings\u2026",
+        "export_slices",
+        args=("findings",),
+    ),
     ActionSpec("export_all", "File/&Export annotated PNGs", "&All slices\u2026", "export_slices", args=("all",)),
-    ActionSpec("identifiers", "File/&Export annotated PNGs", "Include patient &name and ID in exports",
-               "set_include_identifiers", checkable=True, separator=True,
-               tip="Off by default: PNGs and report.json carry no patient name, ID or file path unless you ask"),
+    ActionSpec(
+        "identifiers",
+        "File/&Export annotated PNGs",
+        "Include patient &name and ID in exports",
+        "set_include_identifiers",
+        checkable=True,
+        separator=True,
+        tip="Off by default: PNGs and report.json carry no patient name, ID or file path unless you ask",
+    ),
     ActionSpec("quit", "File", "&Quit", "close", ("Ctrl+Q",), separator=True),
     *_PRESETS,
     ActionSpec("invert", "View", "&Invert grey scale", "display.invert_check.toggle", ("I",), Scope.VIEW),
     ActionSpec("reset_view", "View", "&Reset zoom and pan", "view.reset_view", ("Space",), Scope.VIEW),
-    ActionSpec("toggle_roi", "View", "Toggle the &red overlay", "display.toggle", ("R",), Scope.VIEW,
-               args=("roi",), separator=True),
-    ActionSpec("toggle_marks", "View", "Toggle lesion &outlines and labels", "display.toggle", ("O",), Scope.VIEW,
-               args=("marks",)),
+    ActionSpec(
+        "toggle_roi",
+        "View",
+        "Toggle the &red overlay",
+        "display.toggle",
+        ("R",),
+        Scope.VIEW,
+        args=("roi",),
+        separator=True,
+    ),
+    ActionSpec(
+        "toggle_marks",
+        "View",
+        "Toggle lesion &outlines and labels",
+        "display.toggle",
+        ("O",),
+        Scope.VIEW,
+        args=("marks",),
+    ),
     ActionSpec("toggle_heat", "View", "Toggle the &heatmap", "display.toggle", ("H",), Scope.VIEW, args=("heat",)),
-    ActionSpec("next_finding", "View", "&Next finding", "next_finding", ("N",), Scope.VIEW, args=(1,),
-               separator=True),
+    ActionSpec("next_finding", "View", "&Next finding", "next_finding", ("N",), Scope.VIEW, args=(1,), separator=True),
     ActionSpec("prev_finding", "View", "&Previous finding", "next_finding", ("P",), Scope.VIEW, args=(-1,)),
-    ActionSpec("slice_up", "View", "Previous slice (towards the head)", "viewer.step", ("Up",), Scope.VIEW,
-               args=(-1,), separator=True),
-    ActionSpec("slice_down", "View", "Next slice (towards the feet)", "viewer.step", ("Down",), Scope.VIEW,
-               args=(1,)),
+    ActionSpec(
+        "slice_up",
+        "View",
+        "Previous slice (towards the head)",
+        "viewer.step",
+        ("Up",),
+        Scope.VIEW,
+        args=(-1,),
+        separator=True,
+    ),
+    ActionSpec("slice_down", "View", "Next slice (towards the feet)", "viewer.step", ("Down",), Scope.VIEW, args=(1,)),
     ActionSpec("page_up", "View", "Back 10 slices", "viewer.step", ("PgUp",), Scope.VIEW, args=(-10,)),
     ActionSpec("page_down", "View", "Forward 10 slices", "viewer.step", ("PgDown",), Scope.VIEW, args=(10,)),
     ActionSpec("first_slice", "View", "First slice", "viewer.go_to_end", ("Home",), Scope.VIEW, args=(-1,)),
     ActionSpec("last_slice", "View", "Last slice", "viewer.go_to_end", ("End",), Scope.VIEW, args=(1,)),
     ActionSpec("analyze", "Analysis", "&Analyse study", "start_analysis", ("F5",)),
     ActionSpec("cancel", "Analysis", "&Cancel loading, analysis or export", "cancel_work", ("Esc",)),
-    ActionSpec("defaults", "Analysis", "Detection controls to the &model defaults", "reading.reset_to_defaults",
-               separator=True),
-    ActionSpec("auto", "Analysis", "Analyse &automatically after loading", "set_auto_analyze", checkable=True,
-               separator=True),
-    ActionSpec("ruler", "Tools", "Measure a &length (drag a ruler)", "viewer.arm_tool", ("L",), Scope.VIEW,
-               args=("ruler",)),
-    ActionSpec("circle", "Tools", "HU statistics of a &circle (drag from its centre)", "viewer.arm_tool", ("C",),
-               Scope.VIEW, args=("circle",)),
+    ActionSpec(
+        "defaults", "Analysis", "Detection controls to the &model defaults", "reading.reset_to_defaults", separator=True
+    ),
+    ActionSpec(
+        "auto", "Analysis", "Analyse &automatically after loading", "set_auto_analyze", checkable=True, separator=True
+    ),
+    ActionSpec(
+        "ruler", "Tools", "Measure a &length (drag a ruler)", "viewer.arm_tool", ("L",), Scope.VIEW, args=("ruler",)
+    ),
+    ActionSpec(
+        "circle",
+        "Tools",
+        "HU statistics of a &circle (drag from its centre)",
+        "viewer.arm_tool",
+        ("C",),
+        Scope.VIEW,
+        args=("circle",),
+    ),
     ActionSpec("clear_tools", "Tools", "C&lear measurements", "viewer.tools.clear", ("Del",), Scope.VIEW),
     ActionSpec("shortcuts", "Help", "&Keyboard shortcuts and mouse\u2026", "help.show_shortcuts", ("F1",)),
     ActionSpec("performance", "Help", "Model &performance\u2026", "help.show_performance"),
@@ -118,8 +174,9 @@ MOUSE = (
 )
 
 
-def build_actions(window: QtWidgets.QMainWindow, view_area: QtWidgets.QWidget,
-                  specs: Sequence[ActionSpec | SubmenuSpec] = ACTIONS) -> tuple[dict, dict]:
+def build_actions(
+    window: QtWidgets.QMainWindow, view_area: QtWidgets.QWidget, specs: Sequence[ActionSpec | SubmenuSpec] = ACTIONS
+) -> tuple[dict, dict]:
     """Create the menus and actions of ``specs`` on ``window``; :attr:`Scope.VIEW` shortcuts
     belong to ``view_area``. Returns ``(actions by key, submenus by key)``."""
     menus: dict[str, QtWidgets.QMenu] = {}
@@ -127,8 +184,11 @@ def build_actions(window: QtWidgets.QMainWindow, view_area: QtWidgets.QWidget,
     def menu_for(path: str) -> QtWidgets.QMenu:
         if path not in menus:
             parent, _, name = path.rpartition("/")
-            menus[path] = (menu_for(parent).addMenu(name) if parent
-                           else window.menuBar().addMenu(f"&{name}" if "&" not in name else name))
+            menus[path] = (
+                menu_for(parent).addMenu(name)
+                if parent
+                else window.menuBar().addMenu(f"&{name}" if "&" not in name else name)
+            )
         return menus[path]
 
     actions: dict[str, QtGui.QAction] = {}
@@ -170,8 +230,9 @@ def shortcut_rows(specs: Sequence[ActionSpec | SubmenuSpec] = ACTIONS) -> list[t
     rows = []
     for spec in specs:
         if isinstance(spec, ActionSpec) and spec.shortcuts:
-            keys = ", ".join(QtGui.QKeySequence(s).toString(QtGui.QKeySequence.SequenceFormat.NativeText)
-                             for s in spec.shortcuts)
+            keys = ", ".join(
+                QtGui.QKeySequence(s).toString(QtGui.QKeySequence.SequenceFormat.NativeText) for s in spec.shortcuts
+            )
             what = spec.text.replace("&", "").rstrip("\u2026")
             if "/" in spec.menu:  # "Export annotated PNGs: current slice"
                 what = f"{spec.menu.rpartition('/')[2].replace('&', '')}: {what[:1].lower()}{what[1:]}"
@@ -196,8 +257,11 @@ class ShortcutsDialog(QtWidgets.QDialog):
                 self.table.setItem(r, c, QtWidgets.QTableWidgetItem(v))
         self.table.resizeColumnsToContents()
         self.table.horizontalHeader().setStretchLastSection(True)
-        lay.addWidget(QtWidgets.QLabel("Single keys act in the slice view (click the image first), never while you "
-                                       "type into a field."))
+        lay.addWidget(
+            QtWidgets.QLabel(
+                "Single keys act in the slice view (click the image first), never while you type into a field."
+            )
+        )
         lay.addWidget(self.table)
         buttons = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.close)

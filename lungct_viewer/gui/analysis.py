@@ -245,8 +245,12 @@ class AnalysisController(QtCore.QObject):
         session = self._session
         if session is None:
             return
-        session.finish_analysis(inference_s=w.seconds, device=self._model.analyzer.device, cancelled=cancelled,
-                                model_path=str(self._model.path))
+        session.finish_analysis(
+            inference_s=w.seconds,
+            device=self._model.analyzer.device,
+            cancelled=cancelled,
+            model_path=str(self._model.path),
+        )
         if self._restart is not None:
             self._end(session.analysis)
             return
@@ -300,4 +304,3 @@ class AnalysisController(QtCore.QObject):
             session, current = self._restart
             self._restart = None
             self.start(session, current)
-

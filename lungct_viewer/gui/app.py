@@ -154,4 +154,3 @@ def run_gui(
     log.info("%s", RESEARCH_NOTICE)
     rc = app.exec()
     return int(state["rc"] or rc)
-

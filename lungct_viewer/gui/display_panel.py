@@ -20,8 +20,12 @@ from .widgets import HeatmapLegend
 HEATMAP_KINDS = (("P(malignant)", "malignant"), ("P(benign)", "benign"), ("P(ROI)", "roi"))
 #: What the red overlay shows: (menu text, source for the session's ``red_mask``); the first is
 #: what the PNG export paints by default.
-RED_SOURCES = tuple(sorted((("the findings' objects", "lesions"), ("the vote map (ROI patches)", "votes")),
-                           key=lambda item: item[1] != ImageOptions().roi_source))
+RED_SOURCES = tuple(
+    sorted(
+        (("the findings' objects", "lesions"), ("the vote map (ROI patches)", "votes")),
+        key=lambda item: item[1] != ImageOptions().roi_source,
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -81,8 +85,10 @@ class DisplayPanel(QtWidgets.QWidget):
         self.red_combo = _no_focus(QtWidgets.QComboBox())
         for text, source in RED_SOURCES:
             self.red_combo.addItem(text, source)
-        self.red_combo.setToolTip("Red: the findings as segmented (as the exported PNGs by default), or the "
-                                  "method's ROI vote map (pixels covered by enough ROI patches)")
+        self.red_combo.setToolTip(
+            "Red: the findings as segmented (as the exported PNGs by default), or the "
+            "method's ROI vote map (pixels covered by enough ROI patches)"
+        )
         self.marks_check = _no_focus(QtWidgets.QCheckBox("Lesion outlines and labels (O)"))
         self.marks_check.setChecked(True)
         self.heat_check = _no_focus(QtWidgets.QCheckBox("Heatmap (H)"))
@@ -93,9 +99,14 @@ class DisplayPanel(QtWidgets.QWidget):
         self.opacity_slider.setRange(5, 100)
         self.opacity_slider.setValue(40)
         self.legend = HeatmapLegend()
-        for sig in (self.roi_check.toggled, self.red_combo.currentIndexChanged, self.marks_check.toggled,
-                    self.heat_check.toggled,
-                    self.heat_combo.currentIndexChanged, self.opacity_slider.valueChanged):
+        for sig in (
+            self.roi_check.toggled,
+            self.red_combo.currentIndexChanged,
+            self.marks_check.toggled,
+            self.heat_check.toggled,
+            self.heat_combo.currentIndexChanged,
+            self.opacity_slider.valueChanged,
+        ):
             sig.connect(self._on_overlay_changed)
         ol.addWidget(self.roi_check, 0, 0)
         ol.addWidget(self.red_combo, 0, 1, 1, 2)

@@ -42,9 +42,15 @@ def export_indices(session: ReadingSession, mode: str, current: int) -> list[int
 
 def image_options(display: DisplayOptions, include_candidates: bool, include_identifiers: bool) -> ImageOptions:
     """The PNGs drawn as the screen is: window, heatmap, ROI overlay, candidates."""
-    return ImageOptions(window=display.window, heatmap_kind=display.heat_kind, heatmap_opacity=display.heat_opacity,
-                        show_roi=display.show_roi, roi_source=display.red, include_candidates=include_candidates,
-                        include_patient_name=include_identifiers)
+    return ImageOptions(
+        window=display.window,
+        heatmap_kind=display.heat_kind,
+        heatmap_opacity=display.heat_opacity,
+        show_roi=display.show_roi,
+        roi_source=display.red,
+        include_candidates=include_candidates,
+        include_patient_name=include_identifiers,
+    )
 
 
 class ExportController(QtCore.QObject):
@@ -55,8 +61,9 @@ class ExportController(QtCore.QObject):
     finished = Signal(object)  # list[Path] written, or None (cancelled, refused or failed)
     failed = Signal(str, str)  # title, message
 
-    def __init__(self, pool: WorkerPool, dialogs: Dialogs, settings: ViewerSettings,
-                 parent_widget: QtWidgets.QWidget) -> None:
+    def __init__(
+        self, pool: WorkerPool, dialogs: Dialogs, settings: ViewerSettings, parent_widget: QtWidgets.QWidget
+    ) -> None:
         super().__init__(parent_widget)
         self._pool = pool
         self._dialogs = dialogs
@@ -72,8 +79,17 @@ class ExportController(QtCore.QObject):
         if self._worker is not None:
             self._worker.cancel()
 
-    def export(self, session: ReadingSession, indices: Sequence[int], out_dir: str | Path | None, *,
-               options: ImageOptions, source_dir: str | None, warnings: Sequence[str], model_path: str) -> None:
+    def export(
+        self,
+        session: ReadingSession,
+        indices: Sequence[int],
+        out_dir: str | Path | None,
+        *,
+        options: ImageOptions,
+        source_dir: str | None,
+        warnings: Sequence[str],
+        model_path: str,
+    ) -> None:
         """Export ``indices`` of ``session`` (asks for the folder when ``out_dir`` is None)."""
         if self.is_running():
             self.failed.emit("Export running", "An export is already running; wait for it or cancel it (Esc).")
@@ -87,16 +103,20 @@ class ExportController(QtCore.QObject):
                 return
         out = Path(out_dir)
         if source_dir and is_within(out, source_dir):
-            self._refuse("Choose another folder", "The viewer never writes into the study's folder; "
-                         "please choose another one.")
+            self._refuse(
+                "Choose another folder", "The viewer never writes into the study's folder; please choose another one."
+            )
             return
         self._settings.export_dir = str(out)
         existing = existing_outputs(out, session.volume, indices, report=True)
         overwrite = False
         if existing:
             names = ", ".join(p.name for p in existing[:3]) + (" \u2026" if len(existing) > 3 else "")
-            if not self._dialogs.question(self._parent, "Replace existing files?",
-                                          f"{len(existing)} file(s) already exist in {out} ({names}). Replace them?"):
+            if not self._dialogs.question(
+                self._parent,
+                "Replace existing files?",
+                f"{len(existing)} file(s) already exist in {out} ({names}). Replace them?",
+            ):
                 self.finished.emit(None)
                 return
             overwrite = True
@@ -105,13 +125,27 @@ class ExportController(QtCore.QObject):
         indices = list(indices)
 
         def run(control: WorkerControl):
-            report = build_report(snap, warnings=list(warnings), include_identifiers=ident,
-                                  source=str(Path(source_dir).resolve()) if ident and source_dir else None,
-                                  model_path=str(Path(model_path).resolve()) if ident else None)
-            return export_reading(snap, out, indices, report=report, source_dir=source_dir, overwrite=overwrite,
-                                  options=options, progress=control.progress, should_cancel=control.cancelled)
+            report = build_report(
+                snap,
+                warnings=list(warnings),
+                include_identifiers=ident,
+                source=str(Path(source_dir).resolve()) if ident and source_dir else None,
+                model_path=str(Path(model_path).resolve()) if ident else None,
+            )
+            return export_reading(
+                snap,
+                out,
+                indices,
+                report=report,
+                source_dir=source_dir,
+                overwrite=overwrite,
+                options=options,
+                progress=control.progress,
+                should_cancel=control.cancelled,
+            )
 
         self.started.emit(len(indices))
+
         def connect(w: Worker) -> None:
             w.progressed.connect(self.progressed)
             w.returned.connect(lambda paths: self._done([Path(p) for p in paths]))

@@ -20,8 +20,9 @@ from .performance import PerformanceDialog
 class HelpWindows(QtCore.QObject):
     """Opens the Help dialogs for ``parent``; ``threshold()`` is the voting threshold on screen."""
 
-    def __init__(self, parent: QtWidgets.QWidget, model: ModelLoader, dialogs: Dialogs,
-                 threshold: Callable[[], float | None]) -> None:
+    def __init__(
+        self, parent: QtWidgets.QWidget, model: ModelLoader, dialogs: Dialogs, threshold: Callable[[], float | None]
+    ) -> None:
         super().__init__(parent)
         self._parent = parent
         self._model = model

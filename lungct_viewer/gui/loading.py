@@ -149,8 +149,9 @@ class LoadController(QtCore.QObject):
         series = list(scan.series)
         self._choosing = True
         try:
-            k = self._dialogs.choose_series(self._parent, [s.summary() for s in series],
-                                            series.index(scan.default_series()))
+            k = self._dialogs.choose_series(
+                self._parent, [s.summary() for s in series], series.index(scan.default_series())
+            )
         finally:
             self._choosing = False
         return None if k is None else series[k]
@@ -172,11 +173,16 @@ class LoadController(QtCore.QObject):
                 except LungCTError:
                     log.debug("preview slice failed", exc_info=True)
             volume = load_series(info, progress=control.progress, cancel=control.cancelled)
-            return LoadedStudy(scanned.folder, demo, scanned.scan, info, volume,
-                               scanned.seconds + time.perf_counter() - t0)
+            return LoadedStudy(
+                scanned.folder, demo, scanned.scan, info, volume, scanned.seconds + time.perf_counter() - t0
+            )
 
-        self._start("load", load, lambda w, study: self._is(w) and self._end(lambda: self.loaded.emit(study)),
-                    on_yielded=self.preview.emit)
+        self._start(
+            "load",
+            load,
+            lambda w, study: self._is(w) and self._end(lambda: self.loaded.emit(study)),
+            on_yielded=self.preview.emit,
+        )
 
 
 def dropped_folder(mime: QtCore.QMimeData) -> str | None:

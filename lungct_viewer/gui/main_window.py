@@ -48,8 +48,15 @@ class MainWindow(QtWidgets.QMainWindow):
     indexChanged = Signal(int)
     previewShown = Signal(int)
 
-    def __init__(self, *, model_path: str | None = None, settings: QtCore.QSettings | None = None,
-                 dialogs: Dialogs | None = None, auto_analyze: bool | None = None, preload_model: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        model_path: str | None = None,
+        settings: QtCore.QSettings | None = None,
+        dialogs: Dialogs | None = None,
+        auto_analyze: bool | None = None,
+        preload_model: bool = True,
+    ) -> None:
         super().__init__()
         self.dialogs = dialogs or Dialogs()
         self.settings = ViewerSettings(settings)
@@ -66,8 +73,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.loader = LoadController(self.workers, self.dialogs, self)
         self.analysis = AnalysisController(self.workers, self.model, self)
         self.exporter = ExportController(self.workers, self.dialogs, self.settings, self)
-        self.help = HelpWindows(self, self.model, self.dialogs,
-                                lambda: self.session.voting_threshold if self.session else None)
+        self.help = HelpWindows(
+            self, self.model, self.dialogs, lambda: self.session.voting_threshold if self.session else None
+        )
         self._build_ui()
         self.actions_by_key, submenus = build_actions(self, self.viewer)
         self.recent_menu = submenus["recent"]
@@ -269,8 +277,11 @@ class MainWindow(QtWidgets.QMainWindow):
             return  # a study no longer on screen
         if analysis is not None:
             state = "cancelled" if analysis.cancelled else "finished"
-            self.statusBar().showMessage(f"Analysis {state}: {len(analysis.slices)} of {analysis.num_slices} slices, "
-                                         f"network {analysis.inference_s:.1f} s on {analysis.device}.", 15000)
+            self.statusBar().showMessage(
+                f"Analysis {state}: {len(analysis.slices)} of {analysis.num_slices} slices, "
+                f"network {analysis.inference_s:.1f} s on {analysis.device}.",
+                15000,
+            )
         self._refresh_reading()
         self._update_enabled()
         self.analysisFinished.emit(analysis)
@@ -298,9 +309,15 @@ class MainWindow(QtWidgets.QMainWindow):
         self.reading.apply_pending()
         options = image_options(self.display.options, self.reading.show_candidates, self.include_identifiers)
         warnings = self.study.warnings() if self.study else list(s.volume.warnings)
-        self.exporter.export(s, export_indices(s, mode, self.viewer.index), out_dir, options=options,
-                             source_dir=self.study.path if self.study else None, warnings=warnings,
-                             model_path=str(self.model.path))
+        self.exporter.export(
+            s,
+            export_indices(s, mode, self.viewer.index),
+            out_dir,
+            options=options,
+            source_dir=self.study.path if self.study else None,
+            warnings=warnings,
+            model_path=str(self.model.path),
+        )
 
     def set_include_identifiers(self, on: bool) -> None:
         self.include_identifiers = bool(on)

@@ -45,17 +45,28 @@ class PerformanceDialog(QtWidgets.QDialog):
         self.plot.addLegend(offset=(-10, 10))
         if self.curve is not None:
             xs = [p.threshold for p in self.curve.points]
-            for key, name, rgb in (("sensitivity", "sensitivity (malignant patients called malignant)", SENS_RGB),
-                                   ("specificity", "specificity (benign patients called benign)", SPEC_RGB)):
+            for key, name, rgb in (
+                ("sensitivity", "sensitivity (malignant patients called malignant)", SENS_RGB),
+                ("specificity", "specificity (benign patients called benign)", SPEC_RGB),
+            ):
                 ys = [getattr(p, key) for p in self.curve.points]
                 keep = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
                 self.plot.plot([x for x, _ in keep], [y for _, y in keep], pen=pg.mkPen(rgb, width=2), name=name)
         for op, symbol in zip(self.points, ("o", "t", "s", "d"), strict=False):
-            for value, rgb, what in ((op.sensitivity, SENS_RGB, "sensitivity"),
-                                     (op.specificity, SPEC_RGB, "specificity")):
+            for value, rgb, what in (
+                (op.sensitivity, SENS_RGB, "sensitivity"),
+                (op.specificity, SPEC_RGB, "specificity"),
+            ):
                 if value is not None:
-                    self.plot.plot([op.threshold], [value], pen=None, symbol=symbol, symbolBrush=rgb, symbolSize=10,
-                                   name=f"{what}, {op.name}" if self.curve is None else None)
+                    self.plot.plot(
+                        [op.threshold],
+                        [value],
+                        pen=None,
+                        symbol=symbol,
+                        symbolBrush=rgb,
+                        symbolSize=10,
+                        name=f"{what}, {op.name}" if self.curve is None else None,
+                    )
         self.marker = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen((255, 220, 60), width=2))
         self.plot.addItem(self.marker)
         self.text = QtWidgets.QLabel()
@@ -77,14 +88,20 @@ class PerformanceDialog(QtWidgets.QDialog):
         if self.curve is not None:
             at = self.curve.at(self.threshold)
             who = f"{self.curve.split or 'held-back'} patients" + (f", n = {self.curve.n}" if self.curve.n else "")
-            lines.append(f"Sensitivity {_f(at.sensitivity)}, specificity {_f(at.specificity)} at the curve point "
-                         f"{at.threshold:.2f} ({who}).")
+            lines.append(
+                f"Sensitivity {_f(at.sensitivity)}, specificity {_f(at.specificity)} at the curve point "
+                f"{at.threshold:.2f} ({who})."
+            )
         else:
-            lines.append("This model card records no threshold curve, only its operating point: the figures at "
-                         "other thresholds are not known.")
+            lines.append(
+                "This model card records no threshold curve, only its operating point: the figures at "
+                "other thresholds are not known."
+            )
         for op in self.points:
             n = f", n = {op.n}" if op.n else ""
-            lines.append(f"Operating point {op.threshold:.2f} ({op.name}{n}): sensitivity {_f(op.sensitivity)}, "
-                         f"specificity {_f(op.specificity)}.")
+            lines.append(
+                f"Operating point {op.threshold:.2f} ({op.name}{n}): sensitivity {_f(op.sensitivity)}, "
+                f"specificity {_f(op.specificity)}."
+            )
         lines.append("Lower thresholds call more patients malignant: more sensitive, less specific.")
         self.text.setText("<br>".join(lines))

@@ -20,12 +20,18 @@ from .widgets import qcolor
 
 #: Findings list columns.
 COLUMNS = ("#", "Slices", "mm", "Call", "P", "Susp.")
-COLUMN_TIPS = ("Lesion number (as on the image: L for a finding, C for a candidate)", "Slices it spans (1 = top)",
-               "Largest in-plane size in mm", "The lesion's call at the voting threshold",
-               "Mean probability of that call over the lesion's ROI patches",
-               "Suspicion from the second reading (3-D shape), 0-1")
-NO_SECOND_READING = ("This model has no second reading (second_reading.json beside the model): every "
-                     "candidate is a finding and there is no suspicion threshold.")
+COLUMN_TIPS = (
+    "Lesion number (as on the image: L for a finding, C for a candidate)",
+    "Slices it spans (1 = top)",
+    "Largest in-plane size in mm",
+    "The lesion's call at the voting threshold",
+    "Mean probability of that call over the lesion's ROI patches",
+    "Suspicion from the second reading (3-D shape), 0-1",
+)
+NO_SECOND_READING = (
+    "This model has no second reading (second_reading.json beside the model): every "
+    "candidate is a finding and there is no suspicion threshold."
+)
 
 
 def _slider(lo: int, hi: int, tip: str) -> QtWidgets.QSlider:
@@ -61,18 +67,28 @@ class ReadingPanel(QtWidgets.QWidget):
         self.diag_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.diag_detail = QtWidgets.QLabel("")
         self.diag_detail.setWordWrap(True)
-        self.threshold_slider = _slider(0, 100, "Voting threshold: the call is malignant when the malignant share "
-                                        "of the votes reaches it. Lower = more sensitive for malignancy.")
+        self.threshold_slider = _slider(
+            0,
+            100,
+            "Voting threshold: the call is malignant when the malignant share "
+            "of the votes reaches it. Lower = more sensitive for malignancy.",
+        )
         self.threshold_value = QtWidgets.QLabel()
-        self.sens_slider = _slider(5, 95, "Detection sensitivity: minimum P(benign) + P(malignant) of a patch to vote "
-                                   "ROI. Right = more sensitive (more findings, more false positives).")
+        self.sens_slider = _slider(
+            5,
+            95,
+            "Detection sensitivity: minimum P(benign) + P(malignant) of a patch to vote "
+            "ROI. Right = more sensitive (more findings, more false positives).",
+        )
         self.sens_slider.setInvertedAppearance(True)
         self.sens_value = QtWidgets.QLabel()
         self.votes_spin = QtWidgets.QSpinBox()
         self.votes_spin.setRange(1, (C.PATCH_SIZE_PX // C.PATCH_STRIDE_PX) ** 2)
         self.votes_spin.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # typing goes into the box
-        self.votes_spin.setToolTip("Minimum votes: in the vote map, a pixel is ROI when at least this many ROI "
-                                   "patches cover it (of 25). Higher = a tighter vote map.")
+        self.votes_spin.setToolTip(
+            "Minimum votes: in the vote map, a pixel is ROI when at least this many ROI "
+            "patches cover it (of 25). Higher = a tighter vote map."
+        )
         self.susp_slider = _slider(0, 100, "")
         self.susp_value = QtWidgets.QLabel()
         self.defaults_button = QtWidgets.QPushButton("Model defaults")
@@ -82,10 +98,12 @@ class ReadingPanel(QtWidgets.QWidget):
         self.candidates_check.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.analyse_button = QtWidgets.QPushButton("Analyse study (F5)")
         self.analyse_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        rows = (("Voting threshold", self.threshold_slider, self.threshold_value),
-                ("Sensitivity", self.sens_slider, self.sens_value),
-                ("Minimum votes", self.votes_spin, None),
-                ("Suspicion", self.susp_slider, self.susp_value))
+        rows = (
+            ("Voting threshold", self.threshold_slider, self.threshold_value),
+            ("Sensitivity", self.sens_slider, self.sens_value),
+            ("Minimum votes", self.votes_spin, None),
+            ("Suspicion", self.susp_slider, self.susp_value),
+        )
         g.addWidget(self.diag_label, 0, 0, 1, 3)
         g.addWidget(self.diag_detail, 1, 0, 1, 3)
         for r, (name, w, value) in enumerate(rows, start=2):
@@ -139,8 +157,11 @@ class ReadingPanel(QtWidgets.QWidget):
         self.candidates_check.setEnabled(second)
         tip = "Second reading: a candidate is a finding when its suspicion (3-D shape) reaches this threshold."
         self.susp_slider.setToolTip(tip if second or not has else NO_SECOND_READING)
-        self.candidates_check.setToolTip("Also list and outline, in grey, the candidates the second reading "
-                                         "set aside" if second or not has else NO_SECOND_READING)
+        self.candidates_check.setToolTip(
+            "Also list and outline, in grey, the candidates the second reading set aside"
+            if second or not has
+            else NO_SECOND_READING
+        )
         self.refresh()
 
     def _on_threshold(self, v: int) -> None:
@@ -218,9 +239,12 @@ class ReadingPanel(QtWidgets.QWidget):
         if s is None:
             return
         p = s.params
-        for w, v in ((self.threshold_slider, round(s.voting_threshold * 100)),
-                     (self.sens_slider, round(p.min_roi_probability * 100)), (self.votes_spin, p.min_votes),
-                     (self.susp_slider, round((p.suspicion_threshold or 0.0) * 100))):
+        for w, v in (
+            (self.threshold_slider, round(s.voting_threshold * 100)),
+            (self.sens_slider, round(p.min_roi_probability * 100)),
+            (self.votes_spin, p.min_votes),
+            (self.susp_slider, round((p.suspicion_threshold or 0.0) * 100)),
+        ):
             if w.value() != v and not (w is self.sens_slider and self._sens_timer.isActive()):
                 w.blockSignals(True)
                 w.setValue(int(v))
@@ -246,9 +270,14 @@ class ReadingPanel(QtWidgets.QWidget):
             lab = row["label"]
             a, b = row["slices"]
             susp = row["suspicion"]
-            values = (str(row["id"]), str(a) if a == b else f"{a}\u2013{b}", f"{row['diameter_mm']:.1f}",
-                      lab.display if lab is not None else "candidate", f"{row['probability']:.2f}",
-                      "\u2013" if susp is None else f"{susp:.2f}")
+            values = (
+                str(row["id"]),
+                str(a) if a == b else f"{a}\u2013{b}",
+                f"{row['diameter_mm']:.1f}",
+                lab.display if lab is not None else "candidate",
+                f"{row['probability']:.2f}",
+                "\u2013" if susp is None else f"{susp:.2f}",
+            )
             colour = qcolor(LABEL_RGB[lab] if lab is not None else CANDIDATE_RGB)
             for c, v in enumerate(values):
                 item = t.item(r, c)

@@ -44,8 +44,11 @@ class PatientBanner(QtWidgets.QLabel):
             return f"<span style='color:#9fb4d0'>{name}</span> <b>{esc(value)}</b>" if value else ""
 
         name = volume.patient_name.replace("^", " ").strip() or "(no name)"
-        first = [field("Patient", name), field("ID", volume.patient_id or "(none)"),
-                 field("Born", volume.patient_birth_date)]
+        first = [
+            field("Patient", name),
+            field("ID", volume.patient_id or "(none)"),
+            field("Born", volume.patient_birth_date),
+        ]
         study = " ".join(v for v in (volume.study_date, volume.study_description) if v)
         second = [field("Study", study), field("Series", series or volume.description or "(no description)")]
         dot = " &nbsp;\u00b7&nbsp; "
@@ -69,8 +72,10 @@ class FindingsStrip(QtWidgets.QWidget):
         self._marks: dict[int, Label] = {}
         self._current = 0
         self.setFixedHeight(12)
-        self.setToolTip(f"Slices with findings ({Label.MALIGNANT.display.lower()}: red, "
-                        f"{Label.BENIGN.display.lower()}: blue); grey: analysed")
+        self.setToolTip(
+            f"Slices with findings ({Label.MALIGNANT.display.lower()}: red, "
+            f"{Label.BENIGN.display.lower()}: blue); grey: analysed"
+        )
 
     def set_count(self, n: int) -> None:
         self._n = int(n)

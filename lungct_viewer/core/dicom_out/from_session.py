@@ -31,19 +31,31 @@ def series_results(session: ReadingSession, source_files: Sequence[str | os.Path
     found = session.findings()
     d = session.diagnosis()
     if not found:
-        raise ExportError("There are no findings at the current settings, so there is no DICOM Segmentation "
-                          "or measurement report to write.")
+        raise ExportError(
+            "There are no findings at the current settings, so there is no DICOM Segmentation "
+            "or measurement report to write."
+        )
     threshold = session.voting_threshold
     records = [
-        LesionRecord(id=les.id, label=les.label(threshold).value,
-                     malignant_fraction=les.malignant_fraction if les.malignant_fraction is not None else 0.0,
-                     suspicion=les.suspicion, diameter_mm=les.diameter_mm, volume_mm3=les.volume_mm3,
-                     mask=lesion_mask(session, les))
+        LesionRecord(
+            id=les.id,
+            label=les.label(threshold).value,
+            malignant_fraction=les.malignant_fraction if les.malignant_fraction is not None else 0.0,
+            suspicion=les.suspicion,
+            diameter_mm=les.diameter_mm,
+            volume_mm3=les.volume_mm3,
+            mask=lesion_mask(session, les),
+        )
         for les in found
     ]
     if d.label is Label.NO_FINDINGS:  # only lesions below the call's size: reported as benign-appearing
         call = PatientCall(Label.BENIGN.value, 0.0, threshold)
     else:
         call = PatientCall(d.label.value, d.malignant_fraction or 0.0, threshold)
-    return SeriesResults(source_files=source_files, call=call, algorithm=AlgorithmInfo(model_version=session.card.version),
-                         lesions=records, source_sop_instance_uids=session.volume.sop_instance_uids)
+    return SeriesResults(
+        source_files=source_files,
+        call=call,
+        algorithm=AlgorithmInfo(model_version=session.card.version),
+        lesions=records,
+        source_sop_instance_uids=session.volume.sop_instance_uids,
+    )

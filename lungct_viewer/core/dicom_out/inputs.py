@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -61,10 +61,7 @@ def _mask(mask: object, what: str) -> np.ndarray:
             raise ExportError(f"The mask of {what} must hold only 0/1 or True/False values.")
         arr = arr.astype(bool)
     if not arr.any():
-        raise ExportError(
-            f"The mask of {what} is empty (no voxel), so it cannot be drawn in a DICOM "
-            "Segmentation."
-        )
+        raise ExportError(f"The mask of {what} is empty (no voxel), so it cannot be drawn in a DICOM Segmentation.")
     return arr
 
 
@@ -94,13 +91,10 @@ class LesionRecord:
             raise ExportError(f"A lesion number must be a whole number from 1, not {self.id!r}.")
         what = f"lesion {self.id}"
         if self.label not in LABELS:
-            raise ExportError(
-                f"The call of {what} must be 'benign' or 'malignant', not {self.label!r}."
-            )
+            raise ExportError(f"The call of {what} must be 'benign' or 'malignant', not {self.label!r}.")
         set_ = object.__setattr__
         set_(self, "id", int(self.id))
-        set_(self, "malignant_fraction",
-             _fraction(self.malignant_fraction, f"malignant vote fraction of {what}"))
+        set_(self, "malignant_fraction", _fraction(self.malignant_fraction, f"malignant vote fraction of {what}"))
         set_(self, "suspicion", _fraction(self.suspicion, f"suspicion score of {what}", True))
         set_(self, "diameter_mm", _positive(self.diameter_mm, f"diameter of {what}"))
         set_(self, "volume_mm3", _positive(self.volume_mm3, f"volume of {what}"))
@@ -120,9 +114,7 @@ class SuspiciousRegion:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mask", _mask(self.mask, "the suspicious region"))
-        object.__setattr__(
-            self, "volume_mm3", _positive(self.volume_mm3, "volume of the suspicious region")
-        )
+        object.__setattr__(self, "volume_mm3", _positive(self.volume_mm3, "volume of the suspicious region"))
 
 
 @dataclass(frozen=True)
@@ -141,7 +133,8 @@ class PatientCall:
                 "(a study without findings has nothing to export)."
             )
         object.__setattr__(
-            self, "malignant_fraction",
+            self,
+            "malignant_fraction",
             _fraction(self.malignant_fraction, "patient's malignant vote fraction"),
         )
         object.__setattr__(self, "threshold", _fraction(self.threshold, "voting threshold"))
@@ -156,8 +149,11 @@ class AlgorithmInfo:
     version: str = __version__
 
     def __post_init__(self) -> None:
-        for what, v in (("model version", self.model_version), ("algorithm name", self.name),
-                        ("software version", self.version)):
+        for what, v in (
+            ("model version", self.model_version),
+            ("algorithm name", self.name),
+            ("software version", self.version),
+        ):
             if not isinstance(v, str) or not v.strip():
                 raise ExportError(f"The {what} must be given for the DICOM export.")
             if len(v) > 64 or "\\" in v:
@@ -190,17 +186,11 @@ class SeriesResults:
         lesions = tuple(self.lesions)
         for les in lesions:
             if not isinstance(les, LesionRecord):
-                raise ExportError(
-                    f"Lesions must be LesionRecord objects, not {type(les).__name__}."
-                )
+                raise ExportError(f"Lesions must be LesionRecord objects, not {type(les).__name__}.")
         if self.region is not None and not isinstance(self.region, SuspiciousRegion):
-            raise ExportError(
-                f"The region must be a SuspiciousRegion, not {type(self.region).__name__}."
-            )
+            raise ExportError(f"The region must be a SuspiciousRegion, not {type(self.region).__name__}.")
         if lesions and self.region is not None:
-            raise ExportError(
-                "Give either the lesions or one suspicious region for the DICOM export, not both."
-            )
+            raise ExportError("Give either the lesions or one suspicious region for the DICOM export, not both.")
         if not lesions and self.region is None:
             raise ExportError(
                 "There is no lesion to export: a DICOM Segmentation needs at least one lesion "
@@ -226,9 +216,7 @@ class SeriesResults:
         if not isinstance(self.call, PatientCall):
             raise ExportError(f"The call must be a PatientCall, not {type(self.call).__name__}.")
         if not isinstance(self.algorithm, AlgorithmInfo):
-            raise ExportError(
-                f"The algorithm must be an AlgorithmInfo, not {type(self.algorithm).__name__}."
-            )
+            raise ExportError(f"The algorithm must be an AlgorithmInfo, not {type(self.algorithm).__name__}.")
 
     @property
     def masks(self) -> list[tuple[str, np.ndarray]]:

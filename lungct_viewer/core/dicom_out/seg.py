@@ -122,9 +122,7 @@ def build_segmentation(
             anatomic_regions=[codes.LUNG],
             display_color=hd.color.CIELabColor.from_rgb(*_COLOURS[kind]),
         )
-        for k, (label, (kind, prop_type), tuid, tid) in enumerate(
-            zip(labels, kinds, tracking_uids, ids), start=1
-        )
+        for k, (label, (kind, prop_type), tuid, tid) in enumerate(zip(labels, kinds, tracking_uids, ids), start=1)
     ]
     alg = results.algorithm
     try:
@@ -143,7 +141,8 @@ def build_segmentation(
             device_serial_number=DEVICE_SERIAL_NUMBER,
             content_label="LUNGCT_LESIONS" if results.region is None else "LUNGCT_REGION",
             content_description=(
-                f"{alg.name} lesions (research use only)" if results.region is None
+                f"{alg.name} lesions (research use only)"
+                if results.region is None
                 else f"{alg.name} suspicious region (research use only)"
             ),
             series_description=f"{alg.name} segmentation (research use only)"[:64],

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -48,8 +49,15 @@ _CANNOT = "The series cannot carry a DICOM Segmentation"
 #: Patient and study attributes a derived object carries over; DICOM lets a source leave them
 #: out (Type 2), and an absent one is written empty.
 CARRIED_OVER = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-    "StudyID", "AccessionNumber", "ReferringPhysicianName",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
 )
 
 
@@ -85,16 +93,13 @@ def _read_header(path: str) -> Any:
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
     except FileNotFoundError:
-        raise ExportError(
-            f"Slice file {name} is no longer there, so the DICOM export cannot refer to it."
-        ) from None
+        raise ExportError(f"Slice file {name} is no longer there, so the DICOM export cannot refer to it.") from None
     except PermissionError:
         raise ExportError(f"Slice file {name} could not be opened (permission denied).") from None
     except Exception as exc:  # noqa: BLE001 - pydicom raises many types for damaged files
         logger.debug("source header read failed: %s", type(exc).__name__)
         raise ExportError(
-            f"Slice file {name} could not be read as DICOM, so the DICOM export cannot refer "
-            "to it."
+            f"Slice file {name} could not be read as DICOM, so the DICOM export cannot refer to it."
         ) from None
 
 
@@ -104,9 +109,7 @@ def _floats(ds: Any, keyword: str, n: int, name: str, path: str) -> np.ndarray:
     except (TypeError, ValueError):
         arr = np.empty(0)
     if arr.shape != (n,) or not np.isfinite(arr).all():
-        raise ExportError(
-            f"{_CANNOT}: slice file {os.path.basename(path)} has an unreadable {name}."
-        )
+        raise ExportError(f"{_CANNOT}: slice file {os.path.basename(path)} has an unreadable {name}.")
     return arr
 
 
@@ -174,13 +177,15 @@ def read_source_series(
         seen[uid] = p
 
     first, name0 = datasets[0], os.path.basename(paths[0])
-    for kw, what in (("StudyInstanceUID", "study"), ("SeriesInstanceUID", "series"),
-                     ("FrameOfReferenceUID", "frame of reference")):
+    for kw, what in (
+        ("StudyInstanceUID", "study"),
+        ("SeriesInstanceUID", "series"),
+        ("FrameOfReferenceUID", "frame of reference"),
+    ):
         for ds, p in zip(datasets[1:], paths[1:]):
             if str(ds.get(kw)) != str(first.get(kw)):
                 raise ExportError(
-                    f"{_CANNOT}: slice file {os.path.basename(p)} belongs to another {what} "
-                    f"than {name0}."
+                    f"{_CANNOT}: slice file {os.path.basename(p)} belongs to another {what} than {name0}."
                 )
     rows, cols = int(first.Rows), int(first.Columns)
     spacing0 = _floats(first, "PixelSpacing", 2, "pixel spacing", paths[0])
@@ -195,15 +200,10 @@ def read_source_series(
             )
         sp = _floats(ds, "PixelSpacing", 2, "pixel spacing", p)
         if np.any(np.abs(sp - spacing0) > PIXEL_SPACING_TOLERANCE * np.abs(spacing0)):
-            raise ExportError(
-                f"{_CANNOT}: slice file {name} has another pixel spacing than {name0}."
-            )
+            raise ExportError(f"{_CANNOT}: slice file {name} has another pixel spacing than {name0}.")
         o = _floats(ds, "ImageOrientationPatient", 6, "slice orientation", p)
         if np.max(np.abs(o - orient0)) > ORIENTATION_TOLERANCE:
-            raise ExportError(
-                f"{_CANNOT}: its slices are not parallel (slice file {name} is tilted "
-                f"against {name0})."
-            )
+            raise ExportError(f"{_CANNOT}: its slices are not parallel (slice file {name} is tilted against {name0}).")
         positions.append(_floats(ds, "ImagePositionPatient", 3, "slice position", p))
     pos = np.stack(positions)
     normal = np.cross(orient0[:3], orient0[3:])
@@ -219,20 +219,16 @@ def read_source_series(
             i = int(bad[0])
             a, b = os.path.basename(paths[i]), os.path.basename(paths[i + 1])
             if abs(gaps[i]) <= DUPLICATE_TOLERANCE_MM:
-                raise ExportError(
-                    f"{_CANNOT}: slice files {a} and {b} are at the same position."
-                )
+                raise ExportError(f"{_CANNOT}: slice files {a} and {b} are at the same position.")
             raise ExportError(
-                f"The source files are not in the analysed order (head to feet): slice file {b} "
-                f"lies above {a}."
+                f"The source files are not in the analysed order (head to feet): slice file {b} lies above {a}."
             )
         median = float(np.median(gaps))
         tol = max(UNEVEN_MIN_MM, UNEVEN_RELATIVE_TOLERANCE * median)
         uneven = np.flatnonzero(np.abs(gaps - median) > tol)
         if uneven.size:
             i = int(uneven[0])
-            more = f" and {uneven.size - 1} more uneven gap{'s' if uneven.size > 2 else ''}" \
-                if uneven.size > 1 else ""
+            more = f" and {uneven.size - 1} more uneven gap{'s' if uneven.size > 2 else ''}" if uneven.size > 1 else ""
             missing = " (a slice may be missing)" if np.any(gaps[uneven] > median) else ""
             raise ExportError(
                 f"{_CANNOT}: its slices are not evenly spaced. Most are {median:.2f} mm apart, "

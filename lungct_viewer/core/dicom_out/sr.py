@@ -21,7 +21,7 @@ The document is complete and unverified (no person has checked it).
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import highdicom as hd
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
@@ -59,8 +59,7 @@ PATIENT_CALL_ID = "Patient-level call"
 def device_observer_uid(results: SeriesResults) -> str:
     """A UID for the algorithm as an observer: the same for the same name, version and model."""
     alg = results.algorithm
-    return generate_uid(prefix=None, entropy_srcs=["lungct-viewer-device", alg.name, alg.version,
-                                                   alg.model_version])
+    return generate_uid(prefix=None, entropy_srcs=["lungct-viewer-device", alg.name, alg.version, alg.model_version])
 
 
 def _algorithm_id(results: SeriesResults) -> AlgorithmIdentification:
@@ -99,17 +98,13 @@ def _referenced_segment(segmentation, number: int, mask, series: SourceSeries) -
         sop_instance_uid=segmentation.SOPInstanceUID,
         segment_number=number,
         source_images=[
-            SourceImageForSegmentation(
-                str(series.datasets[i].SOPClassUID), str(series.datasets[i].SOPInstanceUID)
-            )
+            SourceImageForSegmentation(str(series.datasets[i].SOPClassUID), str(series.datasets[i].SOPInstanceUID))
             for i in slices
         ],
     )
 
 
-def _groups(
-    results: SeriesResults, series: SourceSeries, segmentation, tracking_uids: Sequence[str]
-) -> list:
+def _groups(results: SeriesResults, series: SourceSeries, segmentation, tracking_uids: Sequence[str]) -> list:
     alg_id = _algorithm_id(results)
     ids = tracking_ids(results)
     groups: list = []
@@ -122,9 +117,7 @@ def _groups(
                 finding_category=codes.SEGMENT_CATEGORY,
                 finding_sites=[FindingSite(codes.LUNG)],
                 algorithm_id=alg_id,
-                measurements=[
-                    _measurement(codes.VOLUME, results.region.volume_mm3, codes.CUBIC_MILLIMETER)
-                ],
+                measurements=[_measurement(codes.VOLUME, results.region.volume_mm3, codes.CUBIC_MILLIMETER)],
             )
         )
     for k, les in enumerate(results.lesions, start=1):
@@ -137,17 +130,14 @@ def _groups(
             measurements.append(_measurement(codes.SUSPICION_SCORE, les.suspicion, codes.SCORE))
         groups.append(
             VolumetricROIMeasurementsAndQualitativeEvaluations(
-                tracking_identifier=TrackingIdentifier(uid=tracking_uids[k - 1],
-                                                       identifier=ids[k - 1]),
+                tracking_identifier=TrackingIdentifier(uid=tracking_uids[k - 1], identifier=ids[k - 1]),
                 referenced_segment=_referenced_segment(segmentation, k, les.mask, series),
                 finding_type=codes.LESION_TYPE,
                 finding_category=codes.SEGMENT_CATEGORY,
                 finding_sites=[FindingSite(codes.LUNG)],
                 algorithm_id=alg_id,
                 measurements=measurements,
-                qualitative_evaluations=[
-                    QualitativeEvaluation(codes.CALL, codes.LABEL_CODES[les.label])
-                ],
+                qualitative_evaluations=[QualitativeEvaluation(codes.CALL, codes.LABEL_CODES[les.label])],
             )
         )
     call = results.call

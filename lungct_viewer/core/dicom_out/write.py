@@ -85,12 +85,12 @@ def write_dicom_results(
             with atomic_path(out / name, suffix=".dcm.tmp") as tmp:
                 ds.save_as(tmp, enforce_file_format=True)
     except OSError as exc:
-        raise ExportError(
-            f"The DICOM results could not be written to {out} ({exc.strerror or exc})."
-        ) from exc
+        raise ExportError(f"The DICOM results could not be written to {out} ({exc.strerror or exc}).") from exc
     logger.info(
         "DICOM SEG (%d segments, %d frames) and SR written in %.2f s",
-        len(seg.SegmentSequence), int(seg.NumberOfFrames), time.perf_counter() - t0,
+        len(seg.SegmentSequence),
+        int(seg.NumberOfFrames),
+        time.perf_counter() - t0,
     )
     return DicomResultFiles(
         seg_path=out / seg_name,
