@@ -251,8 +251,10 @@ def stage_first_result() -> None:
     first = marks.get("first slice on screen")
     result = marks.get("current slice's result")
     if first is not None and result is not None:
-        print(f"  first result {result - first:.2f} s after the first slice (targets: first slice <= 1.0 s "
-              "after the viewer's start, first result <= 1.5 s after it)")
+        print(
+            f"  first result {result - first:.2f} s after the first slice (targets: first slice <= 1.0 s "
+            "after the viewer's start, first result <= 1.5 s after it)"
+        )
     w.close()
 
 

@@ -22,24 +22,22 @@ from .core.errors import LungCTError
 log = logging.getLogger("lungct_viewer")
 
 
-def _threshold(text: str) -> float:
+def _fraction(text: str, what: str) -> float:
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError("the voting threshold must be between 0 and 1")
+        raise argparse.ArgumentTypeError(f"{what} must be between 0 and 1")
     return v
+
+
+def _threshold(text: str) -> float:
+    return _fraction(text, "the voting threshold")
 
 
 def _probability(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError("the value must be between 0 and 1")
-    return v
+    return _fraction(text, "the value")
 
 
 def _add_reading_options(p: argparse.ArgumentParser) -> None:

@@ -8,13 +8,13 @@ from scipy import ndimage
 
 from lungct_viewer.core import constants as C
 from lungct_viewer.core.field import (
-    BODY_HU,
-    LUNG_HU,
     LUNG_MARGIN_PX,
     MIN_LUNG_AREA_PX,
     field_grid,
     lung_mask,
 )
+from lungct_viewer.core.lung import AIR_HU as LUNG_HU
+from lungct_viewer.core.lung import BODY_HU
 from lungct_viewer.core.patches import grid_shape
 from lungct_viewer.core.preprocessing import prepare_slice
 

@@ -6,15 +6,15 @@ annotated nodule or within 5 mm of another reader's mark.
 
 **Positives** are the LIDC nodule crops, *pasted into the lungs of the whole studies* and found
 there by the same core and object steps a CNN seed starts
-(:mod:`lungct_viewer.core.candidates`); a nodule counts when the object found is that nodule (:data:`MIN_PASTE_OVERLAP`).
-A crop is 30-60 mm wide and holds one nodule slice above and below it: features computed on the
-crop itself would tell crops from whole studies (borders, padding, noise, pixel size) instead
-of nodules from vessels. Pasted, each nodule sits in a real lung of a real scanner, between
-real vessels and against real pleura, resampled to that scanner's voxels: only the nodule's own
-voxels (its mask, softly edged) come from the crop and the brighter of host and nodule is kept,
-so vessels it touches stay. Crops of the whole studies' own patients are never pasted, nor
-calcified nodules (benign-appearing; not what the reading looks for). The annotated nodules of
-the training studies join the positives.
+(:mod:`lungct_viewer.core.candidates`); a nodule counts when the object found is that nodule
+(:data:`MIN_PASTE_OVERLAP`). A crop is 30-60 mm wide and holds one nodule slice above and below
+it: features computed on the crop itself would tell crops from whole studies (borders, padding,
+noise, pixel size) instead of nodules from vessels. Pasted, each nodule sits in a real lung of
+a real scanner, between real vessels and against real pleura, resampled to that scanner's
+voxels: only the nodule's own voxels (its mask, softly edged) come from the crop and the
+brighter of host and nodule is kept, so vessels it touches stay. Crops of the whole studies'
+own patients are never pasted, nor calcified nodules (benign-appearing; not what the reading
+looks for). The annotated nodules of the training studies join the positives.
 
 **Regression**: :class:`lungct_viewer.core.second_reading.SecondReading` (standardised
 features, L2 penalty, classes weighted equally). **Operating point**: the suspicion at which

@@ -2,12 +2,14 @@
 
 Everything here works on a model-space HU slice (see :mod:`.preprocessing`). The rule:
 
-1. body = largest connected region above -500 HU, holes filled;
+1. body = largest connected region above -500 HU, holes filled (:func:`.lung.body_box`);
 2. lungs = air (< -400 HU) inside the body, components of at least ``MIN_LUNG_AREA_PX``;
 3. a patch is *in the field* when its central 30 x 30 px core contains a lung pixel
    after dilating the lungs by ``LUNG_MARGIN_PX`` (juxtapleural nodules stay in).
 
-Patches outside the field are reported as skipped, not hidden.
+Patches outside the field are reported as skipped, not hidden. This is a per-slice rule, so
+that the network can start on the current slice at once; the 3-D lung region in which
+candidates are sought is :mod:`.lung`'s.
 """
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ import numpy as np
 from scipy import ndimage
 
 from . import constants as C
+from .lung import AIR_HU, body_box
 from .patches import grid_shape
 
-BODY_HU = -500.0
-LUNG_HU = -400.0
 MIN_LUNG_AREA_PX = 150  # ~75 mm^2 at 0.7 mm/px
 LUNG_MARGIN_PX = 4
 
@@ -30,35 +31,16 @@ def _bbox_slices(mask: np.ndarray) -> tuple[slice, slice]:
     return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
-def _fill_holes(mask: np.ndarray) -> np.ndarray:
-    """``ndimage.binary_fill_holes(mask)`` of a mask that touches all four sides of its array
-    (a bounding-box crop), computed by labelling the background: holes are the 4-connected
-    background components that do not touch the border."""
-    lab, n = ndimage.label(~mask)
-    if n == 0:
-        return mask.copy()
-    edge = np.zeros(n + 1, dtype=bool)
-    for side in (lab[0], lab[-1], lab[:, 0], lab[:, -1]):
-        edge[side] = True
-    edge[0] = True  # label 0 is the mask itself
-    return mask | ~edge[lab]
-
-
 def _lungs_in_body_box(hu_model: np.ndarray) -> tuple[np.ndarray, tuple[slice, slice]] | None:
     """The lung mask inside the body's bounding box, and that box (None without a body).
 
     Everything outside the body's bounding box is background reaching the border, so filling
     holes inside the box equals filling them in the whole slice; lungs lie inside the body."""
-    body = hu_model > BODY_HU
-    lab, n = ndimage.label(body)
-    if n == 0:
+    found = body_box(hu_model)
+    if found is None:
         return None
-    sizes = np.bincount(lab.ravel())
-    sizes[0] = 0
-    k = int(np.argmax(sizes))
-    box = ndimage.find_objects(lab, max_label=k)[k - 1]
-    body = _fill_holes(lab[box] == k)
-    lungs = body & (hu_model[box] < LUNG_HU)
+    body, box = found
+    lungs = body & (hu_model[box] < AIR_HU)
     lab, n = ndimage.label(lungs)
     if n == 0:
         return lungs, box

@@ -89,14 +89,28 @@ def fill_holes(mask: np.ndarray, max_hole_px: float | None = None) -> np.ndarray
     return mask | ~keep_open[lab]
 
 
-def _body(hu: np.ndarray) -> np.ndarray:
-    body = hu > BODY_HU
-    lab, n = ndimage.label(body)
+def body_box(hu: np.ndarray) -> tuple[np.ndarray, tuple[slice, slice]] | None:
+    """The body on a 2-D HU slice, within its bounding box: ``(mask, box)``, the largest
+    connected region above :data:`BODY_HU` with its holes filled (``None``: no body).
+
+    Everything outside the box is background that reaches the border, so filling holes
+    inside the box equals filling them in the whole slice."""
+    lab, n = ndimage.label(hu > BODY_HU)
     if n == 0:
-        return body
+        return None
     sizes = np.bincount(lab.ravel())
     sizes[0] = 0
-    return fill_holes(lab == int(np.argmax(sizes)))
+    k = int(np.argmax(sizes))
+    box = ndimage.find_objects(lab, max_label=k)[k - 1]
+    return fill_holes(lab[box] == k), box
+
+
+def _body(hu: np.ndarray) -> np.ndarray:
+    out = np.zeros(hu.shape, dtype=bool)
+    found = body_box(hu)
+    if found is not None:
+        out[found[1]] = found[0]
+    return out
 
 
 def _close_piece(piece: np.ndarray, spacing: tuple[float, float], radius_mm: float) -> np.ndarray:
