@@ -1168,3 +1168,38 @@ def test_settings_persist_between_windows(make_window, qtbot, tmp_path, phantom_
     w2.settings.export_dir = str(tmp_path / "exports")
     w3 = make_window()
     assert w3.settings.export_dir == str(tmp_path / "exports")
+
+
+def test_dicom_export_writes_a_segmentation_of_the_findings(window, qtbot, tmp_path, dialogs, phantom_dir):
+    """File > Export > DICOM SEG + SR on a loaded series: one segment per finding, on the
+    series' grid; refused (with a reason) while there is no finding."""
+    import pydicom
+
+    from lungct_viewer.core.session import CandidateSet, ReadingSession
+
+    with qtbot.waitSignal(window.studyLoaded, timeout=60_000):
+        window.open_path(str(phantom_dir))
+    vol = window.session.volume
+    analysis = synth_analysis(vol, BLOBS)
+    cand = disk_candidate(2, 5, (95.0, 75.0), 7.0)
+    cand.id = 1
+    window.set_session(ReadingSession(vol, CARD, SECOND), window.study)
+    window.set_analysis(analysis, CandidateSet([cand], np.array([0.1]), 0.0, slices=frozenset(analysis.slices)))
+    dialogs.folder = str(tmp_path / "dicom")
+    window.actions_by_key["export_dicom"].trigger()  # suspicion 0.1 < 0.5: no finding
+    assert dialogs.errors and "no findings" in dialogs.errors[-1][1]
+    assert not (tmp_path / "dicom").exists()
+    window.set_analysis(analysis, CandidateSet([cand], np.array([0.9]), 0.0, slices=frozenset(analysis.slices)))
+    with qtbot.waitSignal(window.exportFinished, timeout=60_000) as sig:
+        window.actions_by_key["export_dicom"].trigger()
+    paths = sig.args[0]
+    assert sorted(p.name for p in paths) == ["lesions_seg.dcm", "lesions_sr.dcm"]
+    seg = pydicom.dcmread(tmp_path / "dicom" / "lesions_seg.dcm")
+    assert seg.Modality == "SEG" and len(seg.SegmentSequence) == 1
+    assert seg.NumberOfFrames == 3  # the lesion's three slices
+    refs = {
+        r.ReferencedSOPInstanceUID
+        for f in seg.PerFrameFunctionalGroupsSequence
+        for r in f.DerivationImageSequence[0].SourceImageSequence
+    }
+    assert refs == {vol.sop_instance_uids[z] for z in (2, 3, 4)}

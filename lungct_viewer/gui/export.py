@@ -154,6 +154,61 @@ class ExportController(QtCore.QObject):
 
         self._worker = self._pool.start("export", run, connect)
 
+    def export_dicom(
+        self, session: ReadingSession, info, out_dir: str | Path | None, *, source_dir: str | None
+    ) -> None:
+        """The findings as a DICOM Segmentation and a TID 1500 measurement report
+        (:mod:`lungct_viewer.core.dicom_out`); ``info`` is the series' ``SeriesInfo``."""
+        if self.is_running():
+            self.failed.emit("Export running", "An export is already running; wait for it or cancel it (Esc).")
+            return
+        if info is None or not session.findings():
+            self._refuse(
+                "Nothing to export",
+                "There are no findings at the current settings, so there is no "
+                "DICOM Segmentation or measurement report to write.",
+            )
+            return
+        by_uid = {h.sop_uid: h.path for h in info.headers}
+        missing = [u for u in session.volume.sop_instance_uids if u not in by_uid]
+        if missing:
+            self._refuse("Cannot export DICOM", "The source files of this series could not be found again.")
+            return
+        if out_dir is None:
+            out_dir = self._dialogs.export_folder(self._parent, self._settings.export_dir)
+            if not out_dir:
+                return
+        out = Path(out_dir)
+        if source_dir and is_within(out, source_dir):
+            self._refuse(
+                "Choose another folder", "The viewer never writes into the study's folder; please choose another one."
+            )
+            return
+        self._settings.export_dir = str(out)
+        from lungct_viewer.core.dicom_out import SEG_FILENAME, SR_FILENAME, series_results, write_dicom_results
+
+        existing = [out / n for n in (SEG_FILENAME, SR_FILENAME) if (out / n).exists()]
+        if existing and not self._dialogs.question(
+            self._parent, "Replace existing files?", f"{existing[0].name} already exists in {out}. Replace it?"
+        ):
+            self.finished.emit(None)
+            return
+        snap = session.snapshot()
+        files = [by_uid[u] for u in session.volume.sop_instance_uids]
+
+        def run(control: WorkerControl):
+            res = write_dicom_results(series_results(snap, files), out)
+            return [res.seg_path, res.sr_path]
+
+        self.started.emit(2)
+
+        def connect(w: Worker) -> None:
+            w.returned.connect(lambda paths: self._done([Path(p) for p in paths]))
+            w.cancelled.connect(lambda _e: self._done(None))
+            w.errored.connect(self._failed)
+
+        self._worker = self._pool.start("export-dicom", run, connect)
+
     def _refuse(self, title: str, text: str) -> None:
         self.failed.emit(title, text)
         self.finished.emit(None)

@@ -300,13 +300,16 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ------------------------------------------------------------------ export
     def export_slices(self, mode: str, out_dir: str | Path | None = None) -> None:
-        """Export annotated PNGs and report.json: ``mode`` is "current", "findings" or "all"."""
+        """Export PNGs + report.json ("current", "findings", "all") or DICOM SEG + SR ("dicom")."""
         s = self.session
         if s is None or not s.candidates_ready:
             self._error("Nothing to export", "Open a study and let the analysis finish (or cancel it) first.")
             self.exportFinished.emit(None)
             return
         self.reading.apply_pending()
+        info, source = (self.study.info, self.study.path) if self.study else (None, None)
+        if mode == "dicom":
+            return self.exporter.export_dicom(s, info, out_dir, source_dir=source)
         options = image_options(self.display.options, self.reading.show_candidates, self.include_identifiers)
         warnings = self.study.warnings() if self.study else list(s.volume.warnings)
         self.exporter.export(
@@ -314,7 +317,7 @@ class MainWindow(QtWidgets.QMainWindow):
             export_indices(s, mode, self.viewer.index),
             out_dir,
             options=options,
-            source_dir=self.study.path if self.study else None,
+            source_dir=source,
             warnings=warnings,
             model_path=str(self.model.path),
         )
@@ -362,7 +365,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.reading.analyse_button.setEnabled(can_run)
         self.actions_by_key["analyze"].setEnabled(can_run)
         ready = has and self.session.candidates_ready
-        for key in ("export_current", "export_findings", "export_all"):
+        for key in ("export_current", "export_findings", "export_all", "export_dicom"):
             self.actions_by_key[key].setEnabled(ready)
 
     def _error(self, title: str, text: str) -> None:
