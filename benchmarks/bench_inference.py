@@ -248,6 +248,7 @@ def main() -> int:
     )
 
     # exactness against patch-by-patch classification, on in-field cells of real slices
+    from lungct_viewer.core.detection import roi_probability
     from lungct_viewer.core.inference import classify_patches_reference
     from lungct_viewer.core.preprocessing import prepare_slice
 
@@ -259,7 +260,7 @@ def main() -> int:
         rp = classify_patches_reference(model.keras_model, img, where=f)
         rl = classify_patches_reference(model.keras_model, img, logits=True, where=f)
         ref_s = time.perf_counter() - t
-        p_roi = sa.probs[..., 1] + sa.probs[..., 2]
+        p_roi = roi_probability(sa.probs)
         print(
             f"exactness, {study.name} slice {i} ({int(f.sum())} in-field patches): max |logits - reference| "
             f"{np.abs(sa.logits[f] - rl[f]).max():.1e}, "

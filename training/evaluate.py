@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from lungct_viewer.core import constants as C
+from lungct_viewer.core.detection import roi_probability
 from lungct_viewer.core.errors import DataError
 
 from . import layout as L
@@ -49,7 +50,7 @@ def predict(keras_model, x: np.ndarray, batch: int = 512) -> np.ndarray:
 
 
 def _votes(probs: np.ndarray, min_roi: float) -> tuple[int, int]:
-    roi = probs[:, C.BENIGN] + probs[:, C.MALIGNANT] >= min_roi
+    roi = roi_probability(probs) >= min_roi
     mal = probs[:, C.MALIGNANT] > probs[:, C.BENIGN]
     return int((roi & ~mal).sum()), int((roi & mal).sum())
 
@@ -67,7 +68,7 @@ def nodule_table(data: dict, probs: np.ndarray, sel: np.ndarray, min_roi: float)
     for key, ii in sorted(groups.items()):
         p = probs[ii]
         b, m = _votes(p, min_roi)
-        share = p[:, C.MALIGNANT] / np.maximum(p[:, C.BENIGN] + p[:, C.MALIGNANT], 1e-9)
+        share = p[:, C.MALIGNANT] / np.maximum(roi_probability(p), 1e-9)
         rows.append(
             {
                 "nodule": key,
@@ -210,17 +211,17 @@ def evaluate(
         "per_class_recall": {
             C.CLASS_NAMES[c]: float((pred[yv == c] == c).mean()) if (yv == c).any() else None for c in range(3)
         },
-        "roi_detection_recall": float(((probs[sel_eval][:, 1] + probs[sel_eval][:, 2]) >= min_roi)[yv > 0].mean())
+        "roi_detection_recall": float((roi_probability(probs[sel_eval]) >= min_roi)[yv > 0].mean())
         if (yv > 0).any()
         else None,
-        "not_roi_specificity": float(((probs[sel_eval][:, 1] + probs[sel_eval][:, 2]) < min_roi)[yv == 0].mean())
+        "not_roi_specificity": float((roi_probability(probs[sel_eval]) < min_roi)[yv == 0].mean())
         if (yv == 0).any()
         else None,
     }
     # Not-ROI specificity by where the patch came from: whole-study background vs the
     # nodule-free slices of other patients' crops (many patients and scanners)
     org = data["origin"][sel_eval]
-    neg_roi = (probs[sel_eval][:, 1] + probs[sel_eval][:, 2]) >= min_roi
+    neg_roi = roi_probability(probs[sel_eval]) >= min_roi
     patch["not_roi_specificity_by_origin"] = {
         ORIGINS[o]: {
             "n": int(((yv == 0) & (org == o)).sum()),

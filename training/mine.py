@@ -17,6 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from lungct_viewer.core import constants as C
+from lungct_viewer.core.detection import roi_probability
 from lungct_viewer.core.patches import label_grid, patch_windows
 from lungct_viewer.core.preprocessing import prepare_slice, resample_to_model_spacing
 
@@ -61,7 +62,7 @@ def mine_negatives(
                 n0 = len(mined)
                 for k, sa in analysis.slices.items():
                     p = sa.probs
-                    roi = sa.in_field & ((p[..., C.BENIGN] + p[..., C.MALIGNANT]) >= C.DEFAULT_MIN_ROI_PROBABILITY)
+                    roi = sa.in_field & (roi_probability(p) >= C.DEFAULT_MIN_ROI_PROBABILITY)
                     if not roi.any():
                         continue
                     prep = prepare_slice(vol.hu[k], vol.pixel_spacing_mm)
@@ -75,7 +76,7 @@ def mine_negatives(
                     cand = np.argwhere(roi & free)
                     if not len(cand):
                         continue
-                    score = p[cand[:, 0], cand[:, 1], C.BENIGN] + p[cand[:, 0], cand[:, 1], C.MALIGNANT]
+                    score = roi_probability(p[cand[:, 0], cand[:, 1]])
                     top = cand[np.argsort(-score)[:per_slice]]
                     win = patch_windows(prep.image)
                     for i, j in top:

@@ -27,6 +27,7 @@ import numpy as np
 
 from . import constants as C
 from .candidates import Candidate
+from .detection import roi_probability
 from .labels import Label
 from .results import SliceAnalysis, StudyAnalysis
 from .study import CTVolume
@@ -168,7 +169,7 @@ def read_lesion(
         need = min(float(C.ROI_MIN_CORE_PIXELS), 0.999 * float(counts.max()))
         keep = (counts >= need) & sa.in_field[ii, jj]
         p = sa.probs[ii[keep], jj[keep]]
-        roi = (p[:, C.BENIGN] + p[:, C.MALIGNANT]) >= min_roi_probability
+        roi = roi_probability(p) >= min_roi_probability
         mal = p[:, C.MALIGNANT] > p[:, C.BENIGN]
         b += int((roi & ~mal).sum())
         m += int((roi & mal).sum())
