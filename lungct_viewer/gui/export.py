@@ -97,17 +97,9 @@ class ExportController(QtCore.QObject):
         if not indices:
             self._refuse("Nothing to export", "No slice has a finding at the current settings.")
             return
-        if out_dir is None:
-            out_dir = self._dialogs.export_folder(self._parent, self._settings.export_dir)
-            if not out_dir:
-                return
-        out = Path(out_dir)
-        if source_dir and is_within(out, source_dir):
-            self._refuse(
-                "Choose another folder", "The viewer never writes into the study's folder; please choose another one."
-            )
+        out = self._folder(out_dir, source_dir)
+        if out is None:
             return
-        self._settings.export_dir = str(out)
         existing = existing_outputs(out, session.volume, indices, report=True)
         overwrite = False
         if existing:
@@ -174,17 +166,9 @@ class ExportController(QtCore.QObject):
         if missing:
             self._refuse("Cannot export DICOM", "The source files of this series could not be found again.")
             return
-        if out_dir is None:
-            out_dir = self._dialogs.export_folder(self._parent, self._settings.export_dir)
-            if not out_dir:
-                return
-        out = Path(out_dir)
-        if source_dir and is_within(out, source_dir):
-            self._refuse(
-                "Choose another folder", "The viewer never writes into the study's folder; please choose another one."
-            )
+        out = self._folder(out_dir, source_dir)
+        if out is None:
             return
-        self._settings.export_dir = str(out)
         from lungct_viewer.core.dicom_out import SEG_FILENAME, SR_FILENAME, series_results, write_dicom_results
 
         existing = [out / n for n in (SEG_FILENAME, SR_FILENAME) if (out / n).exists()]
@@ -208,6 +192,22 @@ class ExportController(QtCore.QObject):
             w.errored.connect(self._failed)
 
         self._worker = self._pool.start("export-dicom", run, connect)
+
+    def _folder(self, out_dir: str | Path | None, source_dir: str | None) -> Path | None:
+        """The export folder: ``out_dir``, else asked; ``None`` when the reader gave none or it
+        lies inside the study's folder (refused, with the reason)."""
+        if out_dir is None:
+            out_dir = self._dialogs.export_folder(self._parent, self._settings.export_dir)
+            if not out_dir:
+                return None
+        out = Path(out_dir)
+        if source_dir and is_within(out, source_dir):
+            self._refuse(
+                "Choose another folder", "The viewer never writes into the study's folder; please choose another one."
+            )
+            return None
+        self._settings.export_dir = str(out)
+        return out
 
     def _refuse(self, title: str, text: str) -> None:
         self.failed.emit(title, text)
