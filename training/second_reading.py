@@ -6,7 +6,8 @@ annotated nodule or within 5 mm of another reader's mark.
 
 **Positives** are the LIDC nodule crops, *pasted into the lungs of the whole studies* and found
 there by the same core and object steps a CNN seed starts
-(:mod:`lungct_viewer.core.candidates`); a nodule counts when the object found is that nodule (:data:`MIN_PASTE_OVERLAP`).
+(:mod:`lungct_viewer.core.candidates`); a nodule counts when the object found is that nodule
+(:data:`MIN_PASTE_OVERLAP`).
 A crop is 30-60 mm wide and holds one nodule slice above and below it: features computed on the
 crop itself would tell crops from whole studies (borders, padding, noise, pixel size) instead
 of nodules from vessels. Pasted, each nodule sits in a real lung of a real scanner, between
