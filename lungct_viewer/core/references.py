@@ -168,7 +168,12 @@ def _crop(masks: Mapping[int, np.ndarray]) -> dict[int, tuple[np.ndarray, int, i
 
 
 def make_reference(
-    name: str, kind: ReferenceKind, path: str | os.PathLike[str], reader: str, masks: Mapping[int, np.ndarray], volume
+    name: str,
+    kind: ReferenceKind,
+    path: str | os.PathLike[str],
+    reader: str,
+    masks: Mapping[int, np.ndarray],
+    volume: CTVolume,
 ) -> Reference | None:
     """A :class:`Reference` from full-size ``(rows, cols)`` bool masks per slice index of
     ``volume`` (None when every mask is empty)."""
@@ -211,9 +216,7 @@ class _Grid:
 
     def parallel(self, orientation: np.ndarray) -> bool:
         o = np.asarray(orientation, np.float64)
-        return abs(float(o[:3] @ self.normal)) < PARALLEL_TOLERANCE and abs(float(o[3:] @ self.normal)) < (
-            PARALLEL_TOLERANCE
-        )
+        return max(abs(float(o[:3] @ self.normal)), abs(float(o[3:] @ self.normal))) < PARALLEL_TOLERANCE
 
 
 def _seq(ds: Any, keyword: str) -> list[Any]:
