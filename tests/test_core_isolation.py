@@ -1,9 +1,12 @@
-"""The core layer never imports Qt; light core modules do not import TensorFlow."""
+"""The core layer never imports Qt; light core modules do not import TensorFlow; neither the
+core nor the viewer imports the training package."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 
 def test_core_imports_without_qt_or_tensorflow():
@@ -13,6 +16,7 @@ def test_core_imports_without_qt_or_tensorflow():
         "import lungct_viewer.core.voting, lungct_viewer.core.render, lungct_viewer.core.export\n"
         "import lungct_viewer.core.report, lungct_viewer.core.preprocessing, lungct_viewer.core.phantom\n"
         "import lungct_viewer.core.model, lungct_viewer.core.pipeline, lungct_viewer.cli\n"
+        "import lungct_viewer.core.references, lungct_viewer.core.lidc\n"
         "bad = [m for m in sys.modules if m.startswith(('PySide6', 'pyqtgraph', 'tensorflow', 'keras'))]\n"
         "print(bad)\n"
         "sys.exit(1 if bad else 0)\n"
@@ -31,3 +35,10 @@ def test_full_core_including_inference_never_imports_qt():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_core_and_viewer_never_import_training():
+    package = Path(__file__).resolve().parents[1] / "lungct_viewer"
+    pattern = re.compile(r"^\s*(from|import)\s+training\b", re.MULTILINE)
+    offenders = [str(p.relative_to(package)) for p in package.rglob("*.py") if pattern.search(p.read_text())]
+    assert offenders == []

@@ -44,6 +44,7 @@ class FakeDialogs:
         self.questions: list[str] = []
         self.answer = False
         self.folder: str | None = None
+        self.file: str | None = None
         self.series_choice: int | None = 0
         self.series_offered: list[str] = []
         self.about_html: str | None = None
@@ -57,6 +58,9 @@ class FakeDialogs:
 
     def open_folder(self, parent, start=""):
         return self.folder
+
+    def open_file(self, parent, start=""):
+        return self.file
 
     def export_folder(self, parent, start=""):
         return self.folder
@@ -1203,3 +1207,154 @@ def test_dicom_export_writes_a_segmentation_of_the_findings(window, qtbot, tmp_p
         for r in f.DerivationImageSequence[0].SourceImageSequence
     }
     assert refs == {vol.sop_instance_uids[z] for z in (2, 3, 4)}
+
+
+# ----------------------------------------------------------------------------- reference annotations
+def _block(shape, r0, r1, c0, c1) -> np.ndarray:
+    m = np.zeros(shape, bool)
+    m[r0:r1, c0:c1] = True
+    return m
+
+
+def _view_pixel(view, row: float, col: float) -> tuple[int, int, int]:
+    """The colour the slice view shows at the centre of native pixel ``(row, col)``."""
+    img = view.viewport().grab().toImage()
+    p = view.mapFromScene(view.vb.mapViewToScene(QtCore.QPointF(col + 0.5, row + 0.5)))
+    c = img.pixelColor(p.x(), p.y())
+    return c.red(), c.green(), c.blue()
+
+
+def _grab_count(view, rgb) -> int:
+    img = view.viewport().grab().toImage().convertToFormat(QtGui.QImage.Format.Format_RGB888)
+    arr = np.frombuffer(img.constBits(), np.uint8).reshape(img.height(), img.bytesPerLine())
+    arr = arr[:, : img.width() * 3].reshape(img.height(), img.width(), 3)
+    return int(np.all(arr == rgb, axis=2).sum())
+
+
+def test_reference_outlines_on_screen_in_the_lists_and_in_the_png(analysed, qtbot, tmp_path):
+    from lungct_viewer.core.labels import REFERENCE_RGB
+    from lungct_viewer.core.references import ReferenceKind, make_reference
+    from lungct_viewer.core.render import HEADER_PX
+    from lungct_viewer.gui.reading_panel import OVERLAP_MARK
+
+    w = analysed
+    s = w.session
+    shape = s.volume.hu.shape[1:]
+    near = _block(shape, 90, 101, 70, 81)  # inside lesion L1 (slices 2-4, centred at row 95, col 75)
+    far = _block(shape, 180, 191, 180, 191)  # beside everything
+    refs = [
+        make_reference("Nodule 1", ReferenceKind.LIDC_XML, "/x/069.xml", "Reader 1", {3: near, 4: near}, s.volume),
+        make_reference("Vessel", ReferenceKind.SEG, "/x/seg.dcm", "", {3: far}, s.volume),
+    ]
+    w.set_index(3)
+    assert not w.view.ref_item.isVisible() and _grab_count(w.view, REFERENCE_RGB) == 0
+    assert w.reading.lists.tabText(1) == "References" and not w.reading.references.none_label.isHidden()
+    s.add_references(refs)
+    # drawn: the outline in the reference colour, the inside left as it was
+    assert w.view.ref_item.isVisible() and np.array_equal(w.view.reference_mask, s.reference_outline(3))
+    assert _view_pixel(w.view, 90, 75) == REFERENCE_RGB == _view_pixel(w.view, 185, 180)
+    assert _view_pixel(w.view, 95, 75) != REFERENCE_RGB
+    assert _grab_count(w.view, REFERENCE_RGB) > 4 * 40
+    press(qtbot, w, Qt.Key.Key_A)
+    assert not w.display.refs_check.isChecked() and not w.view.ref_item.isVisible()
+    assert _grab_count(w.view, REFERENCE_RGB) == 0
+    press(qtbot, w, Qt.Key.Key_A)
+    assert _view_pixel(w.view, 90, 75) == REFERENCE_RGB
+    # the findings list marks L1, not L2; the references list names the lesions on each
+    t = w.reading.table
+    marks = {t.item(r, 0).text(): t.item(r, t.columnCount() - 1).text() for r in range(t.rowCount())}
+    assert marks == {"1": OVERLAP_MARK, "2": ""}
+    assert "Nodule 1 (Reader 1)" in t.item(0, t.columnCount() - 1).toolTip()
+    assert w.reading.lists.tabText(1) == "References (2)"
+    rt = w.reading.references.table
+    rows = [[rt.item(r, c).text() for c in range(rt.columnCount())] for r in range(rt.rowCount())]
+    assert rows == [
+        ["Nodule 1", "Reader 1", "4\u20135", f"{11 * 0.7:.1f}", "L1"],
+        ["Vessel", "\u2013", "4", f"{11 * 0.7:.1f}", "none"],
+    ]
+    w.set_index(7)
+    w.reading.references.activate_row(1)
+    assert w.index == 3
+    # the PNG draws what the screen shows; without the overlay on screen, it does not
+    with qtbot.waitSignal(w.exportFinished, timeout=30_000):
+        w.export_slices("current", tmp_path / "with")
+    png = next((tmp_path / "with").glob("*.png"))
+    px = np.asarray(Image.open(png).convert("RGB"))
+    assert tuple(px[HEADER_PX + 90, 75]) == REFERENCE_RGB and tuple(px[HEADER_PX + 95, 75]) != REFERENCE_RGB
+    press(qtbot, w, Qt.Key.Key_A)
+    with qtbot.waitSignal(w.exportFinished, timeout=30_000):
+        w.export_slices("current", tmp_path / "without")
+    px2 = np.asarray(Image.open(next((tmp_path / "without").glob("*.png"))).convert("RGB"))
+    assert not np.all(px2[HEADER_PX:] == REFERENCE_RGB, axis=2).any()
+
+
+def _seg_on_phantom(folder: Path, out: Path, mask: np.ndarray) -> Path:
+    from lungct_viewer.core.dicom import load_series, scan_folder, select_series
+    from lungct_viewer.core.dicom_out import (
+        AlgorithmInfo,
+        LesionRecord,
+        PatientCall,
+        SeriesResults,
+        write_dicom_results,
+    )
+
+    vol = load_series(select_series(scan_folder(folder)))
+    les = LesionRecord(
+        id=1, label="malignant", malignant_fraction=1.0, suspicion=None, diameter_mm=5.0, volume_mm3=1.0, mask=mask
+    )
+    results = SeriesResults(
+        source_files=sorted(str(p) for p in folder.glob("*.dcm")),
+        call=PatientCall("malignant", 1.0, 0.1),
+        algorithm=AlgorithmInfo(model_version="test"),
+        lesions=[les],
+        source_sop_instance_uids=vol.sop_instance_uids,
+    )
+    return write_dicom_results(results, out).seg_path
+
+
+def test_a_folders_references_load_with_it_and_a_chosen_file_from_the_menu(
+    window, qtbot, phantom_dir, tmp_path, dialogs
+):
+    import shutil
+
+    import pydicom
+
+    mask = np.zeros((12, 256, 256), bool)
+    mask[5:8, 100:120, 60:90] = True
+    seg = _seg_on_phantom(phantom_dir, tmp_path / "seg-out", mask)
+    study = tmp_path / "study"
+    shutil.copytree(phantom_dir, study)
+    shutil.copy(seg, study / "seg.dcm")
+    other = pydicom.dcmread(seg)  # a segmentation of a series that is not in the folder
+    other.FrameOfReferenceUID = "2.25.5"
+    other.ReferencedSeriesSequence[0].SeriesInstanceUID = "2.25.6"
+    for item in other.ReferencedSeriesSequence[0].ReferencedInstanceSequence:
+        item.ReferencedSOPInstanceUID = "2.25.7"
+    for fr in other.PerFrameFunctionalGroupsSequence:
+        del fr.DerivationImageSequence
+    other.save_as(study / "other.dcm")
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in study.iterdir())
+    with qtbot.waitSignal(window.studyLoaded, timeout=60_000):
+        window.open_path(str(study))
+    qtbot.waitUntil(lambda: not window.references.is_running() and bool(window.session.references), timeout=30_000)
+    (ref,) = window.session.references
+    assert ref.source == "seg.dcm" and ref.slices == (5, 6, 7)
+    warnings = window.warnings_button.warnings
+    assert any(x.startswith("other.dcm belongs to another series") for x in warnings), warnings
+    assert not any("seg.dcm" in x for x in warnings) and not dialogs.errors  # no dialog for the folder's files
+    # File > Open reference annotations: the same file again replaces it; a wrong one says why
+    for path in (study / "seg.dcm", seg):
+        dialogs.file = str(path)
+        window.actions_by_key["open_references"].trigger()
+        qtbot.waitUntil(lambda: not window.references.is_running(), timeout=30_000)
+    refs = window.session.references
+    assert [r.source for r in refs] == ["seg.dcm", Path(seg).name] and refs[0] is not ref
+    (tmp_path / "notes.xml").write_text("<notes/>")
+    dialogs.file = str(tmp_path / "notes.xml")
+    window.actions_by_key["open_references"].trigger()
+    qtbot.waitUntil(lambda: bool(dialogs.errors), timeout=30_000)
+    assert dialogs.errors[-1] == (
+        "Cannot show the reference annotations",
+        "notes.xml is an XML file but not an LIDC reading file (LidcReadMessage).",
+    )
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in study.iterdir()) == before  # nothing written there

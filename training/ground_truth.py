@@ -3,7 +3,7 @@
 Sources (read straight from the study folders, no import step):
 
 * **LIDC reading XML** (found inside the study folder): the readers' outlines are grouped into
-  nodules by 3-D overlap (:func:`training.lidc.cluster_nodules`). A nodule to find is one
+  nodules by 3-D overlap (:func:`lungct_viewer.core.lidc.cluster_nodules`). A nodule to find is one
   outlined by at least ``min_readers`` (2) readers (so >= 3 mm); its box on each slice is the
   union of its readers' outlines. Its class is the median malignancy rating: malignant (> 3),
   benign (< 3) or indeterminate (= 3). Nodules outlined by one reader, nodules < 3 mm and
@@ -64,7 +64,7 @@ def _union(a: Box | None, b: Box) -> Box:
 
 
 def lidc_truth(study_dir: Path, volume: CTVolume, min_readers: int = 2) -> StudyTruth:
-    from .lidc import cluster_nodules, find_xml, malignancy_label, parse_reading
+    from lungct_viewer.core.lidc import cluster_nodules, find_xml, malignancy_label, parse_reading
 
     reading = parse_reading(find_xml(study_dir), volume)
     nodules: list[TruthNodule] = []

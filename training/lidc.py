@@ -1,6 +1,7 @@
 """LIDC-IDRI reading XML -> per-slice ROI masks and per-nodule malignancy.
 
-Rules (documented in training/README.md):
+The XML is parsed by :mod:`lungct_viewer.core.lidc` (the one parser, shared with the
+viewer's reference annotations). Rules (documented in training/README.md):
 
 * Each ``readingSession`` is one radiologist. Each ``unblindedReadNodule`` with an outline
   (``roi`` with more than one ``edgeMap`` point) is filled slice by slice: the polygon
@@ -17,14 +18,19 @@ Rules (documented in training/README.md):
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 from lungct_viewer.core.errors import DataError
+from lungct_viewer.core.lidc import (  # one parser, in core (the viewer draws the same outlines)
+    ReaderNodule,
+    Reading,
+    cluster_nodules,
+    find_xml,
+    malignancy_label,
+    parse_reading,
+)
 from lungct_viewer.core.study import CTVolume
 
 from . import layout as L
@@ -32,167 +38,19 @@ from . import layout as L
 #: Radius (mm) of the keep-away disc around single-point marks (nodules < 3 mm, non-nodules).
 POINT_KEEP_AWAY_MM = 6.0
 
-
-@dataclass
-class ReaderNodule:
-    reader: int
-    nodule_id: str
-    malignancy: int | None
-    outlines: dict[int, np.ndarray] = field(default_factory=dict)  # slice index -> bool mask
-    points: list[tuple[int, float, float]] = field(default_factory=list)  # (slice, x, y)
-
-
-@dataclass
-class Reading:
-    readers: int
-    nodules: list[ReaderNodule]  # outlined nodules (>= 3 mm)
-    points: list[tuple[int, float, float]]  # small nodules and non-nodules
-
-
-def _tag(el: ET.Element) -> str:
-    return el.tag.rsplit("}", 1)[-1]
-
-
-def _child(el: ET.Element, name: str) -> ET.Element | None:
-    for c in el:
-        if _tag(c) == name:
-            return c
-    return None
-
-
-def _children(el: ET.Element, name: str) -> list[ET.Element]:
-    return [c for c in el if _tag(c) == name]
-
-
-def _text(el: ET.Element | None) -> str:
-    return (el.text or "").strip() if el is not None else ""
-
-
-def find_xml(study_dir: Path) -> Path:
-    """The LIDC reading XML of a study folder (the one with ``LidcReadMessage``)."""
-    cands = sorted(Path(study_dir).rglob("*.xml"))
-    for c in cands:
-        try:
-            with open(c, "rb") as fh:
-                head = fh.read(4096)
-        except OSError:
-            continue
-        if b"LidcReadMessage" in head:
-            return c
-    raise DataError(f"No LIDC reading XML (LidcReadMessage) was found in {study_dir}: this study has no masks.")
-
-
-def parse_reading(xml_path: Path, vol: CTVolume) -> Reading:
-    """Parse an LIDC XML against a loaded volume (slices matched by SOP UID, else by z)."""
-    try:
-        root = ET.parse(xml_path).getroot()
-    except (ET.ParseError, OSError) as exc:
-        raise DataError(f"The LIDC reading file {xml_path} is not valid XML: {exc}") from exc
-    if _tag(root) != "LidcReadMessage":
-        raise DataError(f"The file {xml_path} is not an LIDC reading file (LidcReadMessage).")
-    uid_to_index = {u: i for i, u in enumerate(vol.sop_instance_uids)}
-    zs = vol.image_positions_mm[:, 2]
-    tol = 0.5 * (vol.slice_spacing_mm or 1.0)
-
-    def slice_of(el: ET.Element) -> int | None:
-        uid = _text(_child(el, "imageSOP_UID"))
-        if uid in uid_to_index:
-            return uid_to_index[uid]
-        z = _text(_child(el, "imageZposition"))
-        if z:
-            k = int(np.argmin(np.abs(zs - float(z))))
-            if abs(zs[k] - float(z)) <= tol:
-                return k
-        return None
-
-    rows, cols = vol.shape[1:]
-    nodules: list[ReaderNodule] = []
-    points: list[tuple[int, float, float]] = []
-    sessions = _children(root, "readingSession")
-    if not sessions:
-        raise DataError(f"The LIDC reading file {xml_path} holds no readingSession.")
-    try:
-        for r, sess in enumerate(sessions):
-            for nod in _children(sess, "unblindedReadNodule"):
-                ch = _child(nod, "characteristics")
-                mal = _text(_child(ch, "malignancy")) if ch is not None else ""
-                rn = ReaderNodule(r, _text(_child(nod, "noduleID")), int(mal) if mal else None)
-                for roi in _children(nod, "roi"):
-                    k = slice_of(roi)
-                    if k is None:
-                        continue
-                    pts = [
-                        (float(_text(_child(e, "xCoord"))), float(_text(_child(e, "yCoord"))))
-                        for e in _children(roi, "edgeMap")
-                    ]
-                    if not pts:
-                        continue
-                    if len(pts) == 1:
-                        rn.points.append((k, *pts[0]))
-                        continue
-                    m = _fill(pts, rows, cols)
-                    incl = _text(_child(roi, "inclusion")).upper() != "FALSE"
-                    cur = rn.outlines.get(k, np.zeros((rows, cols), bool))
-                    rn.outlines[k] = (cur | m) if incl else (cur & ~_interior(pts, rows, cols))
-                if rn.outlines:
-                    nodules.append(rn)
-                points.extend(rn.points)
-            for nn in _children(sess, "nonNodule"):
-                k = slice_of(nn)
-                loc = _child(nn, "locus")
-                if k is None or loc is None:
-                    continue
-                points.append((k, float(_text(_child(loc, "xCoord"))), float(_text(_child(loc, "yCoord")))))
-    except ValueError as exc:
-        raise DataError(f"The LIDC reading file {xml_path} has an unreadable value: {exc}") from exc
-    return Reading(readers=len(sessions), nodules=nodules, points=points)
-
-
-def _fill(pts: list[tuple[float, float]], rows: int, cols: int) -> np.ndarray:
-    img = Image.new("1", (cols, rows), 0)
-    ImageDraw.Draw(img).polygon([(x, y) for x, y in pts], fill=1, outline=1)
-    return np.array(img, dtype=bool)
-
-
-def _interior(pts: list[tuple[float, float]], rows: int, cols: int) -> np.ndarray:
-    img = Image.new("1", (cols, rows), 0)
-    ImageDraw.Draw(img).polygon([(x, y) for x, y in pts], fill=1, outline=0)
-    return np.array(img, dtype=bool)
-
-
-def malignancy_label(median: float | None) -> str:
-    """``malignant`` for median rating > 3, ``benign`` for < 3, else ``indeterminate``."""
-    if median is None:
-        return "indeterminate"
-    if median > 3:
-        return "malignant"
-    if median < 3:
-        return "benign"
-    return "indeterminate"
-
-
-def _overlap(a: ReaderNodule, b: ReaderNodule) -> bool:
-    return any(k in b.outlines and np.any(a.outlines[k] & b.outlines[k]) for k in a.outlines)
-
-
-def cluster_nodules(nodules: list[ReaderNodule]) -> list[list[ReaderNodule]]:
-    """Group the readers' outlines into physical nodules (3-D overlap, transitive)."""
-    parent = list(range(len(nodules)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i in range(len(nodules)):
-        for j in range(i + 1, len(nodules)):
-            if find(i) != find(j) and _overlap(nodules[i], nodules[j]):
-                parent[find(i)] = find(j)
-    groups: dict[int, list[ReaderNodule]] = {}
-    for i, n in enumerate(nodules):
-        groups.setdefault(find(i), []).append(n)
-    return sorted(groups.values(), key=lambda g: min(min(n.outlines) for n in g))
+__all__ = [
+    "POINT_KEEP_AWAY_MM",
+    "ReaderNodule",
+    "Reading",
+    "build_masks",
+    "cluster_nodules",
+    "dice",
+    "find_xml",
+    "import_lidc",
+    "malignancy_label",
+    "parse_reading",
+    "reference_mask_to_volume",
+]
 
 
 def build_masks(

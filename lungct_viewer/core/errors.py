@@ -11,6 +11,11 @@ class StudyLoadError(LungCTError):
     """A folder or file could not be read as a CT study."""
 
 
+class ReferenceLoadError(StudyLoadError):
+    """A reference annotation file (DICOM SEG, RT structure set, LIDC reading XML) could not
+    be read onto the series on screen: unreadable, of another kind, or of another series."""
+
+
 class ModelLoadError(LungCTError):
     """The model file is missing, corrupt or does not have the expected shape."""
 

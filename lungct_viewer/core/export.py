@@ -57,6 +57,8 @@ class ImageOptions:
     roi_source: str = "lesions"
     include_candidates: bool = False
     include_patient_name: bool = False
+    #: draw the session's reference annotations (a reader's outlines), as the screen does
+    show_references: bool = False
 
 
 def render_png(session: ReadingSession, index: int, options: ImageOptions = ImageOptions()):
@@ -80,6 +82,7 @@ def render_png(session: ReadingSession, index: int, options: ImageOptions = Imag
         heatmap_opacity=options.heatmap_opacity,
         show_roi=options.show_roi,
         patient_name=vol.patient_name if options.include_patient_name else None,
+        reference_outline=session.reference_outline(index) if options.show_references else None,
         **kwargs,
     )
 

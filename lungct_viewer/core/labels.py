@@ -48,6 +48,9 @@ LABEL_RGB = {
     Label.NOT_ROI: (200, 200, 200),
 }
 CANDIDATE_RGB = (170, 170, 170)
+#: Reference annotations (a reader's outlines: DICOM SEG, RTSTRUCT, LIDC XML) are drawn as
+#: opaque one-pixel outlines in this green, which no other overlay, call or heatmap uses.
+REFERENCE_RGB = (40, 255, 140)
 #: The heatmap colour map (black -> red -> yellow -> white), as stops in [0, 1].
 HEAT_STOPS = ((0.0, (0, 0, 0)), (0.35, (180, 0, 0)), (0.7, (255, 200, 0)), (1.0, (255, 255, 255)))
 

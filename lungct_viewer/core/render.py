@@ -1,8 +1,9 @@
 """Annotated slice images (Pillow, Qt-free): the PNGs both the viewer and ``analyze`` export.
 
 Layout: a header bar, the slice at its native pixel size, a footer bar. Inside the image
-only the ROI pixels (red, semi-transparent), the optional heatmap, the lesion boxes and
-their labels are drawn; every other pixel is the windowed grey value, untouched. Colours and
+only the ROI pixels (red, semi-transparent), the optional heatmap, the optional reference
+outlines (opaque, in the reference colour), the lesion boxes and their labels are drawn;
+every other pixel is the windowed grey value, untouched. Colours and
 texts come from :mod:`.labels` and :class:`~.session.Mark`, exactly as on screen.
 """
 
@@ -16,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .. import RESEARCH_NOTICE
 from . import constants as C
-from .labels import CANDIDATE_RGB, LABEL_RGB, ROI_ALPHA, ROI_RGB, Label, heat_colours, heat_lut
+from .labels import CANDIDATE_RGB, LABEL_RGB, REFERENCE_RGB, ROI_ALPHA, ROI_RGB, Label, heat_colours, heat_lut
 from .session import Mark
 from .study import CTVolume
 
@@ -67,11 +68,13 @@ def render_slice(
     heatmap_opacity: float = 0.4,
     show_roi: bool = True,
     patient_name: str | None = None,
+    reference_outline: np.ndarray | None = None,
 ) -> Image.Image:
     """The annotated RGB image of slice ``index`` (see module docstring).
 
     ``heatmap`` is ``(values (H, W) in [0, 1], kind)``; ``patient_name`` is drawn only when
-    given (never by default).
+    given (never by default); ``reference_outline`` (``(H, W)`` bool) is painted in the
+    reference colour and named in the legend when given.
     """
     grey = window_to_uint8(volume.hu[index], window)
     h, w = grey.shape
@@ -83,6 +86,8 @@ def render_slice(
         rgb[cov] = rgb[cov] * (1 - a) + col[cov] * a
     if show_roi and roi_mask is not None and roi_mask.any():
         rgb[roi_mask] = rgb[roi_mask] * (1 - ROI_ALPHA) + np.array(ROI_RGB, np.float32) * ROI_ALPHA
+    if reference_outline is not None:
+        rgb[reference_outline] = np.array(REFERENCE_RGB, np.float32)
     canvas = Image.new("RGB", (max(w, 420), h + HEADER_PX + FOOTER_PX), (0, 0, 0))
     canvas.paste(Image.fromarray(np.rint(rgb).astype(np.uint8), "RGB"), (0, HEADER_PX))
     draw = ImageDraw.Draw(canvas)
@@ -108,10 +113,13 @@ def render_slice(
     draw.rectangle((6, fy + 2, 16, fy + 12), fill=ROI_RGB)
     draw.text((20, fy), "ROI", fill=(255, 255, 255), font=small)
     x = 90
-    for lab in (Label.MALIGNANT, Label.BENIGN):
-        draw.rectangle((x, fy + 2, x + 10, fy + 12), outline=LABEL_RGB[lab])
-        draw.text((x + 14, fy), lab.display.lower(), fill=(255, 255, 255), font=small)
-        x += 80
+    swatches = [(LABEL_RGB[lab], lab.display.lower()) for lab in (Label.MALIGNANT, Label.BENIGN)]
+    if reference_outline is not None:
+        swatches.append((REFERENCE_RGB, "reference"))
+    for colour, word in swatches:
+        draw.rectangle((x, fy + 2, x + 10, fy + 12), outline=colour)
+        draw.text((x + 14, fy), word, fill=(255, 255, 255), font=small)
+        x += 14 + int(draw.textlength(word, font=small)) + 12
     if heatmap is not None:
         bar = heat_lut(80)[None].repeat(8, axis=0)
         canvas.paste(Image.fromarray(bar, "RGB"), (x, fy + 3))

@@ -10,7 +10,10 @@ The reading flows one way::
 :class:`ReadingSession` owns that chain and its parameters. Changing a parameter recomputes
 only what depends on it and never re-runs the network; listeners registered with
 :meth:`ReadingSession.subscribe` hear what changed (``"analysis"``, ``"candidates"``,
-``"params"``, ``"threshold"``), as a Qt view listens to a plain model.
+``"params"``, ``"threshold"``, ``"references"``), as a Qt view listens to a plain model.
+
+Beside the reading, a session holds the reference annotations shown with it (a reader's
+outlines, :mod:`.references`) and says which lesions overlap them.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from .labels import Label
 from .lesions import Lesion, SliceFinding, read_lesion, reading_order
 from .lung import LungRegion, lung_region
 from .model import ModelCard
+from .references import Overlaps, Reference, outline_mask, reference_overlaps
 from .results import SliceAnalysis, StudyAnalysis
 from .second_reading import SecondReading
 from .study import CTVolume
@@ -116,6 +120,8 @@ class ReadingSession:
         self._lesions: list[Lesion] | None = None
         self._roi_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._heat_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._references: tuple[Reference, ...] = ()
+        self._overlaps: tuple[list[Lesion], Overlaps] | None = None
         self.load_s = 0.0
 
     # -------------------------------------------------------------------------- events
@@ -220,6 +226,7 @@ class ReadingSession:
         copy._lung = self._lung
         if self._candidates is not None:
             copy._candidates = replace(self._candidates)
+        copy._references = self._references
         copy.load_s = self.load_s
         return copy
 
@@ -408,6 +415,46 @@ class ReadingSession:
             return found[0] if step > 0 else found[-1]
         return found[(ids.index(current) + step) % len(found)]
 
+    # ----------------------------------------------------------------------- references
+    @property
+    def references(self) -> tuple[Reference, ...]:
+        """The reference annotations shown with this reading, in the order they came."""
+        return self._references
+
+    def add_references(self, references: Sequence[Reference]) -> None:
+        """Show ``references`` too; those read from the same files before are replaced."""
+        for ref in references:
+            if not isinstance(ref, Reference):
+                raise TypeError(f"references must be Reference objects, not {type(ref).__name__}")
+        files = {ref.path for ref in references}
+        self._references = tuple(r for r in self._references if r.path not in files) + tuple(references)
+        self._overlaps = None
+        self._emit("references")
+
+    def clear_references(self) -> None:
+        if self._references:
+            self._references = ()
+            self._overlaps = None
+            self._emit("references")
+
+    def reference_overlaps(self) -> Overlaps | None:
+        """Which lesions (findings and candidates, by their current numbers) share voxels
+        with which references (:class:`~.references.Overlaps`); None before the candidates
+        are found."""
+        if not self.candidates_ready:
+            return None
+        lesions = self.lesions()
+        if self._overlaps is None or self._overlaps[0] is not lesions:
+            self._overlaps = (lesions, reference_overlaps(lesions, self._references))
+        return self._overlaps[1]
+
+    def reference_outline(self, index: int) -> np.ndarray | None:
+        """Native ``(H, W)`` bool: the outlines of the references on slice ``index`` (what
+        the screen and, on request, the PNGs draw); None when there is no reference."""
+        if not self._references:
+            return None
+        return outline_mask(self._references, index, self.volume.hu.shape[1:])
+
 
 def _cap(lesions: list[Lesion], max_lesions: int | None) -> list[Lesion]:
     """At most ``max_lesions`` passing lesions, the most suspicious; the rest stop passing."""
@@ -427,18 +474,26 @@ def _renumber(les: Lesion, new_id: int) -> Lesion:
     return replace(les, id=new_id, findings=tuple(replace(f, lesion_id=new_id) for f in les.findings))
 
 
+def lesion_name(les: Lesion) -> str:
+    """``L2`` for a lesion that passes the second reading (a finding), ``C7`` for a
+    candidate below the suspicion threshold."""
+    return f"{'L' if les.passes else 'C'}{les.id}"
+
+
 def lesion_text(les: Lesion, threshold: float) -> str:
     """``L2 Malignant 0.81`` for a passing lesion (the probability of its own label),
     ``C7 0.12`` (suspicion) for a candidate below the threshold."""
     if not les.passes:
-        return f"C{les.id} {les.suspicion:.2f}" if les.suspicion is not None else f"C{les.id}"
+        return f"{lesion_name(les)} {les.suspicion:.2f}" if les.suspicion is not None else lesion_name(les)
     lab = les.label(threshold)
-    return f"L{les.id} {lab.display} {les.probability(threshold):.2f}"
+    return f"{lesion_name(les)} {lab.display} {les.probability(threshold):.2f}"
 
 
-def lesions_table(lesions: Sequence[Lesion], threshold: float) -> list[dict]:
+def lesions_table(lesions: Sequence[Lesion], threshold: float, overlaps: Overlaps | None = None) -> list[dict]:
     """Rows for a findings list: number, slices (1-based), size, call, probability, suspicion,
-    and where to show the lesion (its central slice and the centre ``(row, col)`` there)."""
+    where to show the lesion (its central slice and the centre ``(row, col)`` there), and the
+    indices of the references it overlaps (``references``, empty without ``overlaps``)."""
+    hits = overlaps.by_lesion if overlaps is not None else {}
     return [
         {
             "id": les.id,
@@ -450,6 +505,7 @@ def lesions_table(lesions: Sequence[Lesion], threshold: float) -> list[dict]:
             "probability": les.probability(threshold),
             "suspicion": les.suspicion,
             "passes": les.passes,
+            "references": tuple(hits.get(les.id, ())),
         }
         for les in lesions
     ]

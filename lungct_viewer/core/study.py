@@ -27,6 +27,9 @@ class SkippedFile:
 
     path: str
     reason: str
+    #: SOPClassUID of a DICOM file that was read but is not a CT slice ("" otherwise): what
+    #: finds the segmentations and RT structure sets among the skipped files
+    sop_class: str = ""
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,7 @@ class CTVolume:
     study_date: str = ""  # YYYY-MM-DD, "" when unknown
     study_description: str = ""
     study_uid: str = ""
+    frame_of_reference_uid: str = ""  # "" when the slices do not say
     warnings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

@@ -35,6 +35,9 @@ class HeadlessDialogs(Dialogs):
     def open_folder(self, parent, start=""):
         return None
 
+    def open_file(self, parent, start=""):
+        return None
+
     def export_folder(self, parent, start=""):
         return None
 
@@ -79,9 +82,10 @@ def run_gui(
     """Open the viewer on ``path`` (or the demo study) and run the event loop.
 
     The model starts loading in the background at once. With ``screenshot``, the analysis
-    always runs; when it has finished (or failed) the window is saved to that PNG file and the
-    application exits (exit code 1 on failure); it shows slice ``slice_number`` (1-based) when
-    given, else the central slice of the largest finding.
+    always runs; when it has finished (or failed) and the folder's reference annotations are
+    read, the window is saved to that PNG file and the application exits (exit code 1 on
+    failure); it shows slice ``slice_number`` (1-based) when given, else the central slice of
+    the largest finding.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
@@ -140,7 +144,10 @@ def run_gui(
                 win.set_index(slice_number - 1)
             elif ok and session is not None and session.largest_finding() is not None:
                 win.set_index(session.largest_finding().central.slice_index)
-            QtCore.QTimer.singleShot(300, lambda: save(ok))
+            if win.references.is_running():  # the folder's reference annotations are on screen too
+                win.references.idle.connect(lambda: QtCore.QTimer.singleShot(300, lambda: save(ok)))
+            else:
+                QtCore.QTimer.singleShot(300, lambda: save(ok))
 
         win.analysisFinished.connect(when_done)
         win.loadFailed.connect(lambda _m: QtCore.QTimer.singleShot(100, lambda: save(False)))

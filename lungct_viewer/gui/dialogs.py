@@ -27,6 +27,16 @@ class Dialogs:
         path = QtWidgets.QFileDialog.getExistingDirectory(parent, "Open a CT study folder", start)
         return path or None
 
+    def open_file(self, parent: QtWidgets.QWidget | None, start: str = "") -> str | None:
+        """A reference annotation file (DICOM SEG, RT structure set, LIDC reading XML)."""
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(
+            parent,
+            "Open reference annotations",
+            start,
+            "Reference annotations (*.dcm *.DCM *.xml *.XML);;All files (*)",
+        )
+        return path or None
+
     def export_folder(self, parent: QtWidgets.QWidget | None, start: str = "") -> str | None:
         path = QtWidgets.QFileDialog.getExistingDirectory(parent, "Export annotated slices to", start)
         return path or None

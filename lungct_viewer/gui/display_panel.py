@@ -39,6 +39,7 @@ class DisplayOptions:
     show_marks: bool
     heat_kind: str | None  # None: heatmap off
     heat_opacity: float
+    show_references: bool = True  # a reader's outlines (reference annotations), when loaded
 
 
 def _no_focus(w: QtWidgets.QWidget) -> QtWidgets.QWidget:
@@ -48,7 +49,8 @@ def _no_focus(w: QtWidgets.QWidget) -> QtWidgets.QWidget:
 
 
 class DisplayPanel(QtWidgets.QWidget):
-    """Display (window, invert, reset) and Overlays (ROI, outlines, heatmap, opacity)."""
+    """Display (window, invert, reset) and Overlays (ROI, outlines, reference outlines,
+    heatmap, opacity)."""
 
     changed = Signal()  # any option (read them from :attr:`options`)
     resetRequested = Signal()
@@ -91,6 +93,12 @@ class DisplayPanel(QtWidgets.QWidget):
         )
         self.marks_check = _no_focus(QtWidgets.QCheckBox("Lesion outlines and labels (O)"))
         self.marks_check.setChecked(True)
+        self.refs_check = _no_focus(QtWidgets.QCheckBox("Reference outlines (A)"))
+        self.refs_check.setChecked(True)
+        self.refs_check.setToolTip(
+            "A reader's outlines (DICOM SEG, RT structure set or LIDC reading file), in green, "
+            "when the study folder holds them or File › Open reference annotations loaded them"
+        )
         self.heat_check = _no_focus(QtWidgets.QCheckBox("Heatmap (H)"))
         self.heat_combo = _no_focus(QtWidgets.QComboBox())
         for text, kind in HEATMAP_KINDS:
@@ -103,6 +111,7 @@ class DisplayPanel(QtWidgets.QWidget):
             self.roi_check.toggled,
             self.red_combo.currentIndexChanged,
             self.marks_check.toggled,
+            self.refs_check.toggled,
             self.heat_check.toggled,
             self.heat_combo.currentIndexChanged,
             self.opacity_slider.valueChanged,
@@ -111,11 +120,12 @@ class DisplayPanel(QtWidgets.QWidget):
         ol.addWidget(self.roi_check, 0, 0)
         ol.addWidget(self.red_combo, 0, 1, 1, 2)
         ol.addWidget(self.marks_check, 1, 0, 1, 3)
-        ol.addWidget(self.heat_check, 2, 0)
-        ol.addWidget(self.heat_combo, 2, 1, 1, 2)
-        ol.addWidget(QtWidgets.QLabel("Opacity"), 3, 0)
-        ol.addWidget(self.opacity_slider, 3, 1, 1, 2)
-        ol.addWidget(self.legend, 4, 0, 1, 3)
+        ol.addWidget(self.refs_check, 2, 0, 1, 3)
+        ol.addWidget(self.heat_check, 3, 0)
+        ol.addWidget(self.heat_combo, 3, 1, 1, 2)
+        ol.addWidget(QtWidgets.QLabel("Opacity"), 4, 0)
+        ol.addWidget(self.opacity_slider, 4, 1, 1, 2)
+        ol.addWidget(self.legend, 5, 0, 1, 3)
         lay.addWidget(ov)
         self._show_window()
         self._on_overlay_changed()
@@ -131,6 +141,7 @@ class DisplayPanel(QtWidgets.QWidget):
             show_marks=self.marks_check.isChecked(),
             heat_kind=self.heat_combo.currentData() if self.heat_check.isChecked() else None,
             heat_opacity=self.opacity_slider.value() / 100.0,
+            show_references=self.refs_check.isChecked(),
         )
 
     def set_window(self, width: float, level: float) -> None:
@@ -142,8 +153,10 @@ class DisplayPanel(QtWidgets.QWidget):
         self.set_window(*C.WINDOW_PRESETS[name])
 
     def toggle(self, which: str) -> None:
-        """Switch an overlay on or off: "roi", "marks" or "heat"."""
-        {"roi": self.roi_check, "marks": self.marks_check, "heat": self.heat_check}[which].toggle()
+        """Switch an overlay on or off: "roi", "marks", "references" or "heat"."""
+        checks = {"roi": self.roi_check, "marks": self.marks_check, "references": self.refs_check}
+        checks["heat"] = self.heat_check
+        checks[which].toggle()
 
     def preset_name(self) -> str | None:
         """The preset the window matches (None: custom)."""

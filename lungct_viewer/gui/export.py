@@ -41,7 +41,8 @@ def export_indices(session: ReadingSession, mode: str, current: int) -> list[int
 
 
 def image_options(display: DisplayOptions, include_candidates: bool, include_identifiers: bool) -> ImageOptions:
-    """The PNGs drawn as the screen is: window, heatmap, ROI overlay, candidates."""
+    """The PNGs drawn as the screen is: window, heatmap, ROI overlay, candidates, reference
+    outlines."""
     return ImageOptions(
         window=display.window,
         heatmap_kind=display.heat_kind,
@@ -50,6 +51,7 @@ def image_options(display: DisplayOptions, include_candidates: bool, include_ide
         roi_source=display.red,
         include_candidates=include_candidates,
         include_patient_name=include_identifiers,
+        show_references=display.show_references,
     )
 
 

@@ -56,10 +56,15 @@ class LoadedStudy:
     info: SeriesInfo
     volume: CTVolume
     seconds: float
+    #: files of the folder that may hold reference annotations (read after the series, on a
+    #: worker, by :mod:`.references`; any that cannot be shown is reported then)
+    reference_files: tuple[str, ...] = ()
 
     def warnings(self) -> list[str]:
-        """Load warnings for the reader: the volume's repairs, then the skipped files (by name)."""
-        skipped = [f"{Path(s.path).name}: {s.reason}" for s in self.scan.skipped]
+        """Load warnings for the reader: the volume's repairs, then the skipped files (by name)
+        that are not reference annotations."""
+        refs = set(self.reference_files)
+        skipped = [f"{Path(s.path).name}: {s.reason}" for s in self.scan.skipped if s.path not in refs]
         if len(skipped) > 200:
             skipped = skipped[:200] + [f"\u2026 and {len(skipped) - 200} more skipped files"]
         return [*self.volume.warnings, *skipped]
@@ -161,6 +166,7 @@ class LoadController(QtCore.QObject):
 
         def load(control: WorkerControl):
             from lungct_viewer.core.dicom import load_series
+            from lungct_viewer.core.references import reference_files
 
             t0 = time.perf_counter()
             if info.num_slices > 1 and len(info.files) == info.num_slices:
@@ -173,9 +179,9 @@ class LoadController(QtCore.QObject):
                 except LungCTError:
                     log.debug("preview slice failed", exc_info=True)
             volume = load_series(info, progress=control.progress, cancel=control.cancelled)
-            return LoadedStudy(
-                scanned.folder, demo, scanned.scan, info, volume, scanned.seconds + time.perf_counter() - t0
-            )
+            seconds = scanned.seconds + time.perf_counter() - t0
+            refs = tuple(reference_files(scanned.scan))
+            return LoadedStudy(scanned.folder, demo, scanned.scan, info, volume, seconds, refs)
 
         self._start(
             "load",

@@ -1,10 +1,10 @@
 """The main window: composes the reading area, the panels, the actions and the background work.
 
 One :class:`~lungct_viewer.core.session.ReadingSession` per opened series holds the reading;
-the window listens to it and asks the reading area and the panels to draw. Opening
-(:mod:`.loading`), the network (:mod:`.analysis`) and exporting (:mod:`.export`) run on
-workers; menus and shortcuts come from the table in :mod:`.actions`; settings persist through
-:mod:`.settings`. The window owns no reading logic.
+the window listens to it and asks the reading area and the panels to draw. Opening (:mod:`.loading`),
+reference annotations (:mod:`.references`), the network (:mod:`.analysis`) and exporting
+(:mod:`.export`) run on workers; menus and shortcuts come from the table in :mod:`.actions`;
+settings persist through :mod:`.settings`. The window owns no reading logic.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from .export import ExportController, export_indices, image_options
 from .help import HelpWindows
 from .loading import LoadController, LoadedStudy, dropped_folder
 from .reading_panel import ReadingPanel
+from .references import ReferenceLoader
 from .settings import ViewerSettings, restore_window, save_window
 from .viewer import SliceViewer
 from .widgets import StatusBar, research_notice, side_panel
@@ -77,6 +78,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self, self.model, self.dialogs, lambda: self.session.voting_threshold if self.session else None
         )
         self._build_ui()
+        self.references = ReferenceLoader(self.workers, self.dialogs, self.warnings_button, self)
         self.actions_by_key, submenus = build_actions(self, self.viewer)
         self.recent_menu = submenus["recent"]
         self._connect()
@@ -105,8 +107,7 @@ class MainWindow(QtWidgets.QMainWindow):
         splitter.setStretchFactor(0, 1)
         splitter.setChildrenCollapsible(False)
         self.setCentralWidget(splitter)
-        sb = StatusBar()
-        self.setStatusBar(sb)
+        self.setStatusBar(sb := StatusBar())
         self.cursor_label, self.warnings_button, self.status_notice = sb.cursor_label, sb.warnings_button, sb.notice
         self.load_progress, self.analysis_progress, self.export_progress = sb.load, sb.analysis, sb.export
 
@@ -121,6 +122,8 @@ class MainWindow(QtWidgets.QMainWindow):
         r.showCandidatesChanged.connect(lambda _on: self._apply_display())
         r.analyseRequested.connect(self.start_analysis)
         r.lesionActivated.connect(self.show_lesion)
+        r.references.referenceActivated.connect(lambda k, centre: self.show_lesion(None, k, centre))
+        self.references.failed.connect(self._error)
         r.editingDone.connect(lambda: self.view.setFocus())
         ld, lp = self.loader, self.load_progress
         ld.busy.connect(lp.busy)
@@ -230,6 +233,7 @@ class MainWindow(QtWidgets.QMainWindow):
         session = ReadingSession(study.volume, self.model.card(), self.model.second_reading())
         session.load_s = study.seconds
         self.set_session(session, study)
+        self.references.find(study, session)
         if not study.demo:
             self.settings.remember_folder(study.path)
             self._rebuild_recent_menu()
@@ -312,14 +316,9 @@ class MainWindow(QtWidgets.QMainWindow):
             return self.exporter.export_dicom(s, info, out_dir, source_dir=source)
         options = image_options(self.display.options, self.reading.show_candidates, self.include_identifiers)
         warnings = self.study.warnings() if self.study else list(s.volume.warnings)
+        indices = export_indices(s, mode, self.viewer.index)
         self.exporter.export(
-            s,
-            export_indices(s, mode, self.viewer.index),
-            out_dir,
-            options=options,
-            source_dir=source,
-            warnings=warnings,
-            model_path=str(self.model.path),
+            s, indices, out_dir, options=options, source_dir=source, warnings=warnings, model_path=str(self.model.path)
         )
 
     def set_include_identifiers(self, on: bool) -> None:
@@ -341,8 +340,8 @@ class MainWindow(QtWidgets.QMainWindow):
     def index(self) -> int:
         return self.viewer.index
 
-    def show_lesion(self, lesion_id: int, slice_index: int, centre) -> None:
-        """Go to a lesion's central slice and centre it."""
+    def show_lesion(self, lesion_id: int | None, slice_index: int, centre) -> None:
+        """Go to a lesion's (or a reference's: ``lesion_id`` None) central slice, centred."""
         self._current_lesion = lesion_id
         self.viewer.set_index(slice_index)
         self.viewer.centre_on(*centre)
@@ -364,9 +363,8 @@ class MainWindow(QtWidgets.QMainWindow):
         can_run = has and not self.analysis.is_running() and not done
         self.reading.analyse_button.setEnabled(can_run)
         self.actions_by_key["analyze"].setEnabled(can_run)
-        ready = has and self.session.candidates_ready
         for key in ("export_current", "export_findings", "export_all", "export_dicom"):
-            self.actions_by_key[key].setEnabled(ready)
+            self.actions_by_key[key].setEnabled(has and self.session.candidates_ready)
 
     def _error(self, title: str, text: str) -> None:
         self.last_error = text

@@ -1,4 +1,5 @@
-"""The reading panel: the patient-level call, the reading's thresholds, and the findings list.
+"""The reading panel: the patient-level call, the reading's thresholds, the findings list
+and, when the study has them, the reference annotations (:mod:`.references_panel`).
 
 Every control calls the :class:`~lungct_viewer.core.session.ReadingSession` directly
 (``set_voting_threshold``, ``update_params``, ``reset_to_model_defaults``); the session says
@@ -13,13 +14,16 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtCore import Qt, Signal
 
 from lungct_viewer.core import constants as C
-from lungct_viewer.core.labels import CANDIDATE_RGB, LABEL_RGB
+from lungct_viewer.core.labels import CANDIDATE_RGB, LABEL_RGB, REFERENCE_RGB
 from lungct_viewer.core.session import ReadingSession, lesions_table
 
+from .references_panel import ReferencesPanel
 from .widgets import qcolor
 
 #: Findings list columns.
-COLUMNS = ("#", "Slices", "mm", "Call", "P", "Susp.")
+COLUMNS = ("#", "Slices", "mm", "Call", "P", "Susp.", "Ref")
+#: What the "Ref." column shows for a lesion that overlaps a reference annotation.
+OVERLAP_MARK = "\u25cf"
 COLUMN_TIPS = (
     "Lesion number (as on the image: L for a finding, C for a candidate)",
     "Slices it spans (1 = top)",
@@ -27,6 +31,7 @@ COLUMN_TIPS = (
     "The lesion's call at the voting threshold",
     "Mean probability of that call over the lesion's ROI patches",
     "Suspicion from the second reading (3-D shape), 0-1",
+    f"{OVERLAP_MARK}: the lesion's object shares voxels with a reference annotation (a reader's outline)",
 )
 NO_SECOND_READING = (
     "This model has no second reading (second_reading.json beside the model): every "
@@ -116,8 +121,6 @@ class ReadingPanel(QtWidgets.QWidget):
         g.addWidget(self.analyse_button, 7, 1, 1, 2)
         lay.addWidget(box)
 
-        fg = QtWidgets.QGroupBox("Findings (N / P: next / previous)")
-        fl = QtWidgets.QVBoxLayout(fg)
         self.table = QtWidgets.QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         for c, tip in enumerate(COLUMN_TIPS):
@@ -129,10 +132,19 @@ class ReadingPanel(QtWidgets.QWidget):
         self.table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
+        header.setSectionResizeMode(3, QtWidgets.QHeaderView.ResizeMode.Stretch)  # the call takes the spare width
         self.table.cellClicked.connect(lambda r, _c: self.activate_row(r))
-        fl.addWidget(self.table)
-        lay.addWidget(fg, 1)
+        # the findings and the reference annotations, one tab each
+        self.lists = QtWidgets.QTabWidget()
+        self.lists.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.lists.tabBar().setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.lists.addTab(self.table, "Findings (N / P: next / previous)")
+        self.references = ReferencesPanel()
+        self.lists.addTab(self.references, "References")
+        self.lists.setTabToolTip(
+            1, "A reader's outlines on this series, and the lesions that overlap them (A: show / hide)"
+        )
+        lay.addWidget(self.lists, 1)
 
         self._sens_timer = QtCore.QTimer(self, singleShot=True, interval=self.SENSITIVITY_DELAY_MS)
         self._sens_timer.timeout.connect(self._apply_sensitivity)
@@ -205,6 +217,9 @@ class ReadingPanel(QtWidgets.QWidget):
         network or the candidate search runs."""
         s = self.session
         self._show_controls()
+        self.references.refresh(s)
+        n_refs = len(s.references) if s is not None else 0
+        self.lists.setTabText(1, f"References ({n_refs})" if n_refs else "References")
         if s is None:
             self._show_call("NO STUDY", "none", "")
             self._fill_table([])
@@ -232,7 +247,8 @@ class ReadingPanel(QtWidgets.QWidget):
             progress,
         ]
         self._show_call(d.display + partial, d.label.value, "\n".join(lines))
-        self._fill_table(lesions_table(s.lesions() if self.show_candidates else found, s.voting_threshold))
+        shown = s.lesions() if self.show_candidates else found
+        self._fill_table(lesions_table(shown, s.voting_threshold, s.reference_overlaps()), s)
 
     def _show_controls(self) -> None:
         s = self.session
@@ -261,8 +277,9 @@ class ReadingPanel(QtWidgets.QWidget):
         self.diag_label.style().polish(self.diag_label)
         self.diag_detail.setText(detail)
 
-    def _fill_table(self, rows: list[dict]) -> None:
+    def _fill_table(self, rows: list[dict], session: ReadingSession | None = None) -> None:
         self.rows = rows
+        refs = session.references if session is not None else ()
         t = self.table
         t.setUpdatesEnabled(False)
         t.setRowCount(len(rows))
@@ -277,14 +294,20 @@ class ReadingPanel(QtWidgets.QWidget):
                 lab.display if lab is not None else "candidate",
                 f"{row['probability']:.2f}",
                 "\u2013" if susp is None else f"{susp:.2f}",
+                OVERLAP_MARK if row["references"] else "",
             )
             colour = qcolor(LABEL_RGB[lab] if lab is not None else CANDIDATE_RGB)
+            overlapped = ", ".join(refs[i].title for i in row["references"])
             for c, v in enumerate(values):
                 item = t.item(r, c)
                 if item is None:
                     item = QtWidgets.QTableWidgetItem()
                     t.setItem(r, c, item)
                 item.setText(v)
+                if c == len(values) - 1:
+                    item.setForeground(QtGui.QBrush(qcolor(REFERENCE_RGB)))
+                    item.setToolTip(f"Overlaps {overlapped}" if overlapped else "")
+                    continue
                 item.setForeground(QtGui.QBrush(colour) if c == 3 or lab is None else QtGui.QBrush())
         t.setUpdatesEnabled(True)
 

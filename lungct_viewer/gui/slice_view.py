@@ -1,12 +1,14 @@
-"""The central axial slice view: HU image with window/level, ROI and heatmap overlays, lesion marks.
+"""The central axial slice view: HU image with window/level, ROI, heatmap and reference
+overlays, lesion marks.
 
 Mouse (as Weasis / OHIF): wheel scrolls slices; left-drag changes window (horizontal) and
 level (vertical); middle-drag pans; right-drag zooms. With a measuring tool armed, a left-drag
 draws the ruler or the circle instead (see :mod:`.measure`).
 
 The view draws only what it is given -- the HU slice, the session's boolean red mask, a
-heatmap in [0, 1] and the session's :class:`~lungct_viewer.core.session.Mark` objects, all in
-native pixels -- with the colours, boxes and texts of :mod:`lungct_viewer.core.labels` and
+heatmap in [0, 1], the reference outlines (boolean) and the session's
+:class:`~lungct_viewer.core.session.Mark` objects, all in native pixels -- with the
+colours, boxes and texts of :mod:`lungct_viewer.core.labels` and
 :mod:`lungct_viewer.core.render`, so the screen and the exported PNG agree. It computes
 nothing about the study.
 """
@@ -21,7 +23,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtCore import Qt, Signal
 
 from lungct_viewer.core import constants as C
-from lungct_viewer.core.labels import ROI_ALPHA, ROI_RGB, heat_colours
+from lungct_viewer.core.labels import REFERENCE_RGB, ROI_ALPHA, ROI_RGB, heat_colours
 from lungct_viewer.core.render import mark_box, mark_rgb
 from lungct_viewer.core.session import Mark
 
@@ -39,6 +41,21 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
         return None
     cols = np.flatnonzero(mask[rows[0] : rows[-1] + 1].any(axis=0))
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _show_mask(item: pg.ImageItem, mask: np.ndarray | None) -> np.ndarray | None:
+    """Show a boolean mask through ``item``'s two-colour lookup table, only over its bounding
+    box; returns the mask shown (None: hidden)."""
+    box = None if mask is None else _bbox(mask)
+    if box is None:
+        item.clear()
+        item.setVisible(False)
+        return None
+    y0, y1, x0, x1 = box
+    item.setImage(mask[y0:y1, x0:x1].view(np.uint8), autoLevels=False, levels=(0, 1))
+    item.setRect(QtCore.QRectF(x0, y0, x1 - x0, y1 - y0))
+    item.setVisible(True)
+    return mask
 
 
 class _ViewBox(pg.ViewBox):
@@ -138,18 +155,21 @@ class SliceView(pg.GraphicsView):
         self.image_item = pg.ImageItem(axisOrder="row-major")
         self.heat_item = pg.ImageItem(axisOrder="row-major")
         self.roi_item = pg.ImageItem(axisOrder="row-major")
-        for z, item in enumerate((self.image_item, self.heat_item, self.roi_item)):
+        self.ref_item = pg.ImageItem(axisOrder="row-major")
+        for z, item in enumerate((self.image_item, self.heat_item, self.roi_item, self.ref_item)):
             item.setZValue(z)
             self.vb.addItem(item)
-        lut = np.zeros((2, 4), dtype=np.ubyte)
-        lut[1] = ROI_RGBA
-        self.roi_item.setLookupTable(lut)
+        for item, rgba in ((self.roi_item, ROI_RGBA), (self.ref_item, (*REFERENCE_RGB, 255))):
+            lut = np.zeros((2, 4), dtype=np.ubyte)
+            lut[1] = rgba
+            item.setLookupTable(lut)
         self._grey = np.repeat(np.arange(256, dtype=np.ubyte)[:, None], 3, axis=1)
         self._grey_inv = self._grey[::-1].copy()
         self.image_item.setLookupTable(self._grey)
         self.mark_items: list[tuple[QtWidgets.QGraphicsRectItem, TextTag]] = []
         self.marks: list[Mark] = []
         self.roi_mask: np.ndarray | None = None
+        self.reference_mask: np.ndarray | None = None
         self.heatmap: np.ndarray | None = None
         self._shape: tuple[int, int] | None = None
         self._window = C.WINDOW_PRESETS["Lung"]
@@ -187,17 +207,12 @@ class SliceView(pg.GraphicsView):
 
     def set_roi(self, mask: np.ndarray | None) -> None:
         """Red semi-transparent overlay of a boolean native mask (None or empty: hidden)."""
-        box = None if mask is None else _bbox(mask)
-        if box is None:
-            self.roi_item.clear()
-            self.roi_item.setVisible(False)
-            self.roi_mask = None
-            return
-        self.roi_mask = mask
-        y0, y1, x0, x1 = box
-        self.roi_item.setImage(mask[y0:y1, x0:x1].view(np.uint8), autoLevels=False, levels=(0, 1))
-        self.roi_item.setRect(QtCore.QRectF(x0, y0, x1 - x0, y1 - y0))
-        self.roi_item.setVisible(True)
+        self.roi_mask = _show_mask(self.roi_item, mask)
+
+    def set_references(self, outline: np.ndarray | None) -> None:
+        """Reference outlines (boolean native mask), opaque in the reference colour as in the
+        PNG (None or empty: hidden)."""
+        self.reference_mask = _show_mask(self.ref_item, outline)
 
     def set_heatmap(self, heat: np.ndarray | None, opacity: float = 0.4) -> None:
         """Class heatmap in [0, 1] over native pixels (None: hidden), coloured as the PNG."""
@@ -249,6 +264,7 @@ class SliceView(pg.GraphicsView):
     def clear(self) -> None:
         self.image_item.clear()
         self.set_roi(None)
+        self.set_references(None)
         self.set_heatmap(None)
         self.set_marks([])
         self._shape = None

@@ -2,8 +2,8 @@
 one :class:`~lungct_viewer.core.session.ReadingSession` at the current slice.
 
 Everything drawn is asked of the session: ``red_mask`` (the findings' objects, or the vote
-map), ``heatmap``,
-``marks`` (lesion boxes and texts) and ``slice_label`` (the findings strip). The keyboard's
+map), ``heatmap``, ``reference_outline`` (a reader's outlines), ``marks`` (lesion boxes and
+texts) and ``slice_label`` (the findings strip). The keyboard's
 single-key shortcuts belong to this widget (see :mod:`.actions`).
 """
 
@@ -135,6 +135,7 @@ class SliceViewer(QtWidgets.QWidget):
             return
         self.view.set_roi(s.red_mask(i, o.red, self.include_candidates) if o.show_roi else None)
         self.view.set_heatmap(s.heatmap(i, o.heat_kind) if o.heat_kind else None, o.heat_opacity)
+        self.view.set_references(s.reference_outline(i) if o.show_references else None)
         self.view.set_marks(s.marks(i, self.include_candidates) if o.show_marks else [])
 
     def refresh_strip(self) -> None:

@@ -240,6 +240,7 @@ def assemble_volume(info: SeriesInfo, slices: list[DecodedSlice], warnings: list
         study_date=first.study_date,
         study_description=first.study_description,
         study_uid=first.study_uid or info.study_uid,
+        frame_of_reference_uid=first.frame_of_reference_uid,
         warnings=tuple(warnings),
     )
 

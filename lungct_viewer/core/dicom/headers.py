@@ -55,6 +55,7 @@ SCAN_TAGS = [
     "Modality",
     "StudyInstanceUID",
     "SeriesInstanceUID",
+    "FrameOfReferenceUID",
     "SeriesDescription",
     "SeriesNumber",
     "SeriesDate",
@@ -135,6 +136,7 @@ class DicomHeader:
     patient_birth_date: str = ""
     study_date: str = ""
     study_description: str = ""
+    frame_of_reference_uid: str = ""
     transfer_syntax: str = ""
     #: byte offset and length of native PixelData in the file (set by :func:`read_header`),
     #: valid while the file's :attr:`stat_key` is unchanged
@@ -374,6 +376,7 @@ def header_from_dataset(ds: Any, path: str) -> DicomHeader:
         patient_birth_date=_date(_text(ds, "PatientBirthDate")),
         study_date=_date(_text(ds, "StudyDate")),
         study_description=_text(ds, "StudyDescription"),
+        frame_of_reference_uid=_text(ds, "FrameOfReferenceUID"),
         transfer_syntax=ts,
     )
 

@@ -176,7 +176,7 @@ def _scan_folder(
             logger.debug("unexpected error reading a header", exc_info=res)
             skipped.append(SkippedFile(file, f"{name} could not be read."))
         elif (reason := why_not_ct_slice(res)) is not None:
-            skipped.append(SkippedFile(file, f"{name} {reason}."))
+            skipped.append(SkippedFile(file, f"{name} {reason}.", res.sop_class))
         else:
             headers.append(res)
 
