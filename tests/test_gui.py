@@ -1224,8 +1224,10 @@ def _view_pixel(view, row: float, col: float) -> tuple[int, int, int]:
     return c.red(), c.green(), c.blue()
 
 
-def _grab_count(view, rgb) -> int:
-    img = view.viewport().grab().toImage().convertToFormat(QtGui.QImage.Format.Format_RGB888)
+def _grab_count(widget, rgb) -> int:
+    """Pixels of exactly ``rgb`` in what ``widget`` (a view's viewport, or a plain widget) shows."""
+    target = widget.viewport() if hasattr(widget, "viewport") else widget
+    img = target.grab().toImage().convertToFormat(QtGui.QImage.Format.Format_RGB888)
     arr = np.frombuffer(img.constBits(), np.uint8).reshape(img.height(), img.bytesPerLine())
     arr = arr[:, : img.width() * 3].reshape(img.height(), img.width(), 3)
     return int(np.all(arr == rgb, axis=2).sum())
@@ -1249,7 +1251,11 @@ def test_reference_outlines_on_screen_in_the_lists_and_in_the_png(analysed, qtbo
     w.set_index(3)
     assert not w.view.ref_item.isVisible() and _grab_count(w.view, REFERENCE_RGB) == 0
     assert w.reading.lists.tabText(1) == "References" and not w.reading.references.none_label.isHidden()
+    strip = w.viewer.nav.strip
+    assert strip.references() == set() and _grab_count(strip, REFERENCE_RGB) == 0
     s.add_references(refs)
+    # the strip ticks the slices the references outline, in their colour
+    assert strip.references() == {3, 4} and _grab_count(strip, REFERENCE_RGB) > 0
     # drawn: the outline in the reference colour, the inside left as it was
     assert w.view.ref_item.isVisible() and np.array_equal(w.view.reference_mask, s.reference_outline(3))
     assert _view_pixel(w.view, 90, 75) == REFERENCE_RGB == _view_pixel(w.view, 185, 180)
@@ -1258,6 +1264,7 @@ def test_reference_outlines_on_screen_in_the_lists_and_in_the_png(analysed, qtbo
     press(qtbot, w, Qt.Key.Key_A)
     assert not w.display.refs_check.isChecked() and not w.view.ref_item.isVisible()
     assert _grab_count(w.view, REFERENCE_RGB) == 0
+    assert strip.references() == set() and _grab_count(strip, REFERENCE_RGB) == 0
     press(qtbot, w, Qt.Key.Key_A)
     assert _view_pixel(w.view, 90, 75) == REFERENCE_RGB
     # the findings list marks L1, not L2; the references list names the lesions on each

@@ -79,6 +79,24 @@ def test_pasting_a_nodule_is_undone_exactly():
 
 
 @pytest.mark.realdata
+def test_field_roi_share_counts_only_analysed_windows_at_the_sensitivity():
+    """The red overlay's share of the lung field: windows outside the field never count."""
+    from lungct_viewer.core.results import SliceAnalysis, StudyAnalysis
+    from training.evaluate_studies import field_roi_share
+
+    def slice_(index, p_roi, in_field):
+        p = np.asarray(p_roi, dtype=np.float32)
+        probs = np.stack([1 - p, p / 2, p / 2], axis=-1)
+        return SliceAnalysis(index, probs, np.asarray(in_field), (100, 100), (1.0, 1.0))
+
+    a = slice_(0, [[0.9, 0.6, 0.2]], [[True, True, True]])  # 2 of 3 called ROI at 0.5
+    b = slice_(1, [[0.95, 0.1, 0.99]], [[True, True, False]])  # 1 of 2 analysed; the third is outside
+    study = StudyAnalysis("1.2.3", 2, {0: a, 1: b})
+    assert field_roi_share(study, 0.5) == pytest.approx(3 / 5)
+    assert field_roi_share(study, 0.92) == pytest.approx(1 / 5)
+    assert field_roi_share(StudyAnalysis("1.2.3", 0, {}), 0.5) == 0.0
+
+
 def test_ground_truth_from_the_real_readings(lidc_0001, lung_dx_a0001):
     from lungct_viewer.core.dicom import load_series, scan_folder, select_series
     from training.ground_truth import lidc_truth, voc_truth
@@ -140,6 +158,7 @@ def test_evaluate_studies_end_to_end_on_phantoms(tmp_path, phantom_model):
     assert [r["second_reading"] for r in loso["series"]] == ["left out", "left out"]
     assert set(loso["fold_thresholds"]) == {"case0", "case1"}
     assert all(r["tumours"] == 0 for r in loso["series"])
+    assert all(0.0 <= r["field_windows_roi"] <= 1.0 for r in loso["series"])
     assert loso["cpm"] is None  # no annotated nodule in these studies
     assert (out / "metrics.json").is_file() and (out / "examples.csv").is_file()
     assert len(list((out / "reports").glob("*/report.json"))) == 2

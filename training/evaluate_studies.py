@@ -54,6 +54,20 @@ def _fold_examples(held_out: str, real: dict[str, list[Example]], pasted: dict[s
     return pos, neg
 
 
+def field_roi_share(analysis, min_roi_probability: float) -> float:
+    """Share of the analysed lung-field windows the network calls ROI (P(ROI) at or above
+    ``min_roi_probability``) over a whole series: the red overlay's specificity on lung."""
+    from lungct_viewer.core.candidates import logit
+
+    floor = logit(min_roi_probability)
+    called = analysed = 0
+    for sa in analysis.slices.values():
+        g = sa.roi_logit[np.asarray(sa.in_field, dtype=bool)]
+        called += int(np.count_nonzero(g >= floor))
+        analysed += int(g.size)
+    return called / analysed if analysed else 0.0
+
+
 def _series_row(series, session, examples: list[Example], label: str, seconds: float) -> dict:
     vol, truth = series.volume, series.truth
     by_id = {les.candidate.id: les for les in session.lesions()}
@@ -84,6 +98,7 @@ def _series_row(series, session, examples: list[Example], label: str, seconds: f
         "largest_finding_mm2": round(max(areas), 1) if areas else 0.0,
         "median_finding_mm2": round(float(np.median(areas)), 1) if areas else 0.0,
         "largest_lesion_mm": round(max((les.diameter_mm for les in passing), default=0.0), 1),
+        "field_windows_roi": round(field_roi_share(series.analysis, session.params.min_roi_probability), 3),
         "patient_call": d.label.value,
         "malignant_fraction": d.malignant_fraction,
         "inference_s": round(series.analysis.inference_s, 1),

@@ -230,6 +230,7 @@ def apply_evaluation(card: ModelCard, evaluation: dict | None, studies: dict | N
                         "indeterminate",
                         "false_positives",
                         "largest_finding_mm2",
+                        "field_windows_roi",
                         "patient_call",
                     )
                 }

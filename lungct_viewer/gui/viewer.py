@@ -81,6 +81,7 @@ class SliceViewer(QtWidgets.QWidget):
         self.view.set_window(*options.window)
         self.view.set_inverted(options.inverted)
         self.refresh()
+        self.refresh_strip()
 
     def show_preview(self, preview: Preview) -> None:
         """A slice of a series that is still loading (navigation waits until it has)."""
@@ -139,7 +140,8 @@ class SliceViewer(QtWidgets.QWidget):
         self.view.set_marks(s.marks(i, self.include_candidates) if o.show_marks else [])
 
     def refresh_strip(self) -> None:
-        """Analysed slices and slices with findings along the slider."""
+        """Analysed slices, slices with findings and slices with reference outlines along the
+        slider."""
         s = self.session
         if s is None:
             return
@@ -148,6 +150,8 @@ class SliceViewer(QtWidgets.QWidget):
         if s.candidates_ready:
             marks = {i: lab for i in range(s.volume.num_slices) if (lab := s.slice_label(i)) is not None}
         self.nav.strip.set_marks(marks)
+        shown = s.references if self.options.show_references else ()
+        self.nav.strip.set_references(k for ref in shown for k in ref.slices)
 
     def _prefetch(self) -> None:
         """While idle, compute the heatmap of the next slice in the scrolling direction."""

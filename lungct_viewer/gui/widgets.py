@@ -11,7 +11,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtCore import Qt, Signal
 
 from lungct_viewer import RESEARCH_NOTICE
-from lungct_viewer.core.labels import LABEL_RGB, Label, heat_lut
+from lungct_viewer.core.labels import LABEL_RGB, REFERENCE_RGB, Label, heat_lut
 from lungct_viewer.core.study import CTVolume
 
 
@@ -60,8 +60,9 @@ class PatientBanner(QtWidgets.QLabel):
 
 class FindingsStrip(QtWidgets.QWidget):
     """A thin bar under the slice slider: analysed slices in grey, slices with findings in the
-    colour of their call (the session's :meth:`~lungct_viewer.core.session.ReadingSession.slice_label`).
-    Clicking the strip jumps to the slice under the mouse."""
+    colour of their call (the session's :meth:`~lungct_viewer.core.session.ReadingSession.slice_label`),
+    slices a reference annotation outlines as a green tick along the top edge. Clicking the
+    strip jumps to the slice under the mouse."""
 
     sliceClicked = Signal(int)
 
@@ -70,17 +71,20 @@ class FindingsStrip(QtWidgets.QWidget):
         self._n = 0
         self._analysed: set[int] = set()
         self._marks: dict[int, Label] = {}
+        self._references: set[int] = set()
         self._current = 0
-        self.setFixedHeight(12)
+        self.setFixedHeight(14)
         self.setToolTip(
             f"Slices with findings ({Label.MALIGNANT.display.lower()}: red, "
-            f"{Label.BENIGN.display.lower()}: blue); grey: analysed"
+            f"{Label.BENIGN.display.lower()}: blue); grey: analysed; "
+            "green along the top: outlined by a reference annotation"
         )
 
     def set_count(self, n: int) -> None:
         self._n = int(n)
         self._analysed.clear()
         self._marks.clear()
+        self._references.clear()
         self.update()
 
     def set_analysed(self, indices: Iterable[int]) -> None:
@@ -93,6 +97,14 @@ class FindingsStrip(QtWidgets.QWidget):
 
     def marks(self) -> dict[int, Label]:
         return dict(self._marks)
+
+    def set_references(self, indices: Iterable[int]) -> None:
+        """Slices outlined by a reference annotation (none: the overlay is off)."""
+        self._references = set(indices)
+        self.update()
+
+    def references(self) -> set[int]:
+        return set(self._references)
 
     def set_current(self, index: int) -> None:
         self._current = int(index)
@@ -112,7 +124,11 @@ class FindingsStrip(QtWidgets.QWidget):
                 p.fillRect(QtCore.QRectF(1 + i * step, h - 4, max(1.0, step), 4), grey)
             for i, lab in self._marks.items():
                 x = self._x(i)
-                p.fillRect(QtCore.QRectF(x - max(1.0, step / 2), 0, max(2.0, step), h - 4), qcolor(LABEL_RGB[lab]))
+                p.fillRect(QtCore.QRectF(x - max(1.0, step / 2), 3, max(2.0, step), h - 7), qcolor(LABEL_RGB[lab]))
+            green = qcolor(REFERENCE_RGB)
+            for i in self._references:
+                x = self._x(i)
+                p.fillRect(QtCore.QRectF(x - max(1.0, step / 2), 0, max(2.0, step), 3), green)
             p.setPen(QtGui.QPen(QtGui.QColor(230, 230, 230), 1))
             x = self._x(self._current)
             p.drawLine(QtCore.QPointF(x, 0), QtCore.QPointF(x, h))
