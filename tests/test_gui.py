@@ -871,6 +871,25 @@ def test_model_loads_in_the_background_when_the_window_opens(make_window, qtbot,
     assert w.model.loaded.version == "test-random"
 
 
+def test_the_study_opened_at_start_comes_before_the_model(make_window, qtbot, random_model_path, phantom_dir, tmp_path):
+    """``main.py PATH``: the study's first slice is read before TensorFlow is imported; the
+    model then loads by itself, and also when the folder cannot be opened."""
+    w = make_window(model_path=random_model_path, auto_analyze=False)
+    started_at_preview = []
+    w.previewShown.connect(lambda _i: started_at_preview.append(w.model.is_loading or w.model.is_ready))
+    with qtbot.waitSignal(w.studyLoaded, timeout=60_000):
+        w.open_at_start(str(phantom_dir))
+        assert not (w.model.is_loading or w.model.is_ready)  # the study first
+    assert started_at_preview in ([], [False]) and (w.model.is_loading or w.model.is_ready)
+    qtbot.waitUntil(lambda: w.model.is_ready, timeout=120_000)
+
+    w2 = make_window(model_path=random_model_path, auto_analyze=False)
+    with qtbot.waitSignal(w2.loadFailed, timeout=30_000):
+        w2.open_at_start(str(tmp_path / "does-not-exist"))
+    assert w2.model.is_loading or w2.model.is_ready
+    qtbot.waitUntil(lambda: w2.model.is_ready, timeout=120_000)
+
+
 def test_analysis_streams_slices_on_a_worker_current_first(make_window, qtbot, random_model_path, monkeypatch):
     """The network runs on a worker thread while the GUI thread keeps turning: the worker waits,
     before its first slice, for an event only the GUI thread's event loop sets."""

@@ -103,6 +103,7 @@ def run_gui(
         settings=settings,
         dialogs=HeadlessDialogs() if shot else None,
         auto_analyze=True if shot else None,
+        preload_model=False,  # open_at_start loads it once the study's first slice is up
     )
     if shot:
         win.resize(1600, 1000)
@@ -157,7 +158,7 @@ def run_gui(
     if slice_number is not None:
         win.studyLoaded.connect(lambda _vol: win.set_index(slice_number - 1))
     # Open after the window is on screen, so it appears at once.
-    QtCore.QTimer.singleShot(0, lambda: win.open_path(path, series_uid=series_uid))
+    QtCore.QTimer.singleShot(0, lambda: win.open_at_start(path, series_uid=series_uid))
     log.info("%s", RESEARCH_NOTICE)
     rc = app.exec()
     return int(state["rc"] or rc)

@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 class MainWindow(QtWidgets.QMainWindow):
     """The viewer window. ``settings`` and ``dialogs`` are injectable for tests; the model
-    starts loading in the background when the window opens unless ``preload_model`` is False."""
+    starts loading in the background when the window opens unless ``preload_model`` is False
+    (:meth:`open_at_start` loads it after the first slice instead)."""
 
     studyLoaded = Signal(object)  # CTVolume
     loadFailed = Signal(str)
@@ -213,6 +214,23 @@ class MainWindow(QtWidgets.QMainWindow):
     def open_path(self, path: str | None, series_uid: str | None = None) -> None:
         """Open a study folder (the demo study when ``path`` is None) without blocking."""
         self.loader.open(None if path is None else str(path), series_uid)
+
+    def open_at_start(self, path: str | None, series_uid: str | None = None) -> None:
+        """Open the study the viewer was started with, and load the model once its first slice
+        is on screen (or the opening ends without one). Importing TensorFlow holds the Python
+        interpreter for seconds: reading the study first puts its image up about a second
+        sooner, for a first result about half a second later
+        (``benchmarks/bench_gui.py --stage first-result`` against ``first-result-model-at-start``)."""
+        pending = [True]
+
+        def load_model(*_args) -> None:
+            if pending[0] and not self._closing:
+                pending[0] = False
+                self.model.start()
+
+        for signal in (self.previewShown, self.studyLoaded, self.loadFailed, self.loadCancelled):
+            signal.connect(load_model)
+        self.open_path(path, series_uid)
 
     def open_demo(self) -> None:
         self.open_path(None)
