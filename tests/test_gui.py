@@ -1133,6 +1133,8 @@ def test_about_reads_as_a_document_and_fits_the_screen(window, random_model_path
     second = w.model.second_reading()
     assert (f"Second reading, version {second.version}" if second else "None is installed beside the model") in html
     assert "{" not in html and "&#x27;:" not in html and "':" not in html, "a raw Python structure on screen"
+    if "pasted_nodules" in shipped.metrics:  # the shipped card's sensitivity on held-back nodules is shown
+        assert "Nodules of held-back patients in whole studies" in html
     html2 = about_html(CARD, random_model_path, SECOND)
     assert "Second reading, version test-second" in html2 and "radius_mm" in html2
     dlg = AboutDialog("About", html, w)

@@ -123,13 +123,10 @@ def _write_crop(folder, name, hu, mask, spacing):
         nib.save(nib.Nifti1Image(arr.transpose(2, 1, 0), aff), str(folder / sub / f"{name}.nii.gz"))
 
 
-@pytest.mark.slow
-def test_evaluate_studies_end_to_end_on_phantoms(tmp_path, phantom_model):
-    """Two phantom 'studies' without annotations and a few phantom nodule crops: every study
-    is scored by a second reading fitted without it, and the fitted reading is written."""
+def _phantom_studies_and_crops(tmp_path, n_crops: int = 6):
+    """Two phantom whole 'studies' (no annotation) and ``n_crops`` spherical nodule crops of
+    patients LIDC-IDRI-9000... (3.0-5.0 mm radius): a data folder in the shared layout."""
     from lungct_viewer.core.phantom import phantom_volume, write_phantom_dicom
-    from lungct_viewer.core.second_reading import load_second_reading
-    from training.evaluate_studies import evaluate_studies
 
     data = tmp_path / "data"
     for k, seed in enumerate((31, 32)):
@@ -137,17 +134,37 @@ def test_evaluate_studies_end_to_end_on_phantoms(tmp_path, phantom_model):
         write_phantom_dicom(ph, data / "covid-ct-md" / f"case{k}")
     crops = data / "lidc-nodules"
     rows = []
-    for i in range(6):
+    for i in range(n_crops):
         hu = np.full((6, 30, 30), -850.0)
         zz, yy, xx = np.mgrid[0:6, 0:30, 0:30]
-        mask = ((zz - 2.5) * 1.25) ** 2 + ((yy - 15) * 0.7) ** 2 + ((xx - 15) * 0.7) ** 2 <= (2.5 + 0.4 * i) ** 2
+        r = 2.5 + 2.5 * i / max(n_crops - 1, 1)
+        mask = ((zz - 2.5) * 1.25) ** 2 + ((yy - 15) * 0.7) ** 2 + ((xx - 15) * 0.7) ** 2 <= r**2
         hu[mask] = 20.0
         _write_crop(crops, f"LIDC-IDRI-9{i:03d}_R_1", hu, mask, (1.25, 0.7, 0.7))
-        rows.append({"patient_id": f"LIDC-IDRI-9{i:03d}", "nodule_id": "1", "Calcification_value": "6"})
+        rows.append(
+            {
+                "patient_id": f"LIDC-IDRI-9{i:03d}",
+                "nodule_id": "1",
+                "Calcification_value": "6",
+                "diameter_mm": f"{2 * r:.1f}",
+                "Diagnosis": "Malign" if i % 2 else "Benign",
+            }
+        )
     with open(crops / "nodules.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+    return data, crops
+
+
+@pytest.mark.slow
+def test_evaluate_studies_end_to_end_on_phantoms(tmp_path, phantom_model):
+    """Two phantom 'studies' without annotations and a few phantom nodule crops: every study
+    is scored by a second reading fitted without it, and the fitted reading is written."""
+    from lungct_viewer.core.second_reading import load_second_reading
+    from training.evaluate_studies import evaluate_studies
+
+    data, crops = _phantom_studies_and_crops(tmp_path)
     model_path, _acc = phantom_model
     out = tmp_path / "eval"
     fit_out = tmp_path / "model" / "second_reading.json"
@@ -200,3 +217,62 @@ def test_a_pasted_nodule_reads_like_one_drawn_in_place():
     assert f_pasted["radius_mm"] == pytest.approx(f_drawn["radius_mm"], abs=1.0)
     assert f_pasted["elongation"] == pytest.approx(f_drawn["elongation"], abs=0.3)
     assert f_pasted["mean_hu"] == pytest.approx(f_drawn["mean_hu"], abs=40)
+
+
+def test_held_out_crops_are_the_test_patients_only(tmp_path):
+    """The nodules scored by evaluate-pasted are the split's test patients'; the second
+    readings are fitted on the others; a whole study's own patient is in neither."""
+    from training.evaluate_pasted import held_out_crops
+
+    _data, crops = _phantom_studies_and_crops(tmp_path, n_crops=4)
+    split = tmp_path / "split.json"
+    split.write_text(
+        json.dumps(
+            {
+                "split": {
+                    "LIDC-IDRI-9000": "test",
+                    "LIDC-IDRI-9001": "train",
+                    "LIDC-IDRI-9002": "val",
+                    "LIDC-IDRI-9003": "test",
+                }
+            }
+        )
+    )
+    held, fitting = held_out_crops(crops, split, exclude_patients={"LIDC-IDRI-9003"})
+    assert [c[0] for c in held] == ["LIDC-IDRI-9000_R_1"]
+    assert sorted(c[0] for c in fitting) == ["LIDC-IDRI-9001_R_1", "LIDC-IDRI-9002_R_1"]
+
+
+def test_a_pasted_nodules_box_per_slice():
+    from training.evaluate_pasted import _slice_boxes
+
+    mask = np.zeros((3, 10, 12), dtype=bool)
+    mask[1, 2:5, 3:9] = True
+    mask[2, 4, 6] = True
+    box = (slice(20, 23), slice(100, 110), slice(200, 212))
+    assert _slice_boxes(box, mask) == {21: (203, 102, 208, 104), 22: (206, 104, 206, 104)}
+
+
+@pytest.mark.slow
+def test_evaluate_pasted_end_to_end_on_phantoms(tmp_path, phantom_model):
+    """Held-back crops pasted into two phantom studies, read by the whole pipeline (network
+    included) under second readings fitted without the host and without those crops."""
+    from training.evaluate_pasted import evaluate_pasted
+    from training.metrics import FROC_RATES
+
+    data, crops = _phantom_studies_and_crops(tmp_path)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"split": {f"LIDC-IDRI-9{i:03d}": "test" if i < 3 else "train" for i in range(6)}}))
+    model_path, _acc = phantom_model
+    out = tmp_path / "pasted"
+    m = evaluate_pasted(model_path, data, out, crops, split, cache_dir=None, per_host=3, pastes=6, log=lambda s: None)
+    rows = list(csv.DictReader(open(out / "pasted.csv")))
+    assert 0 < m["nodules"] == len(rows) <= 2 * 3 and m["scans"] == 2
+    assert {r["name"] for r in rows} <= {"LIDC-IDRI-9000_R_1", "LIDC-IDRI-9001_R_1", "LIDC-IDRI-9002_R_1"}
+    assert {r["host"].split("/")[0] for r in rows} <= {"case0", "case1"}
+    for r in rows:  # a finding is a hit on the spot at the operating point
+        assert r["finding"] != "True" or (r["on_the_spot"] == "True" and r["suspicion"] != "")
+    assert 0.0 <= m["finding"] <= m["on_the_spot"] <= 1.0
+    assert sum(g["n"] for g in m["by_site"]) == m["nodules"] == sum(g["n"] for g in m["by_label"])
+    assert set(m["froc_sensitivity_at"]) == {str(r) for r in FROC_RATES}
+    assert json.loads((out / "metrics.json").read_text())["nodules"] == m["nodules"]

@@ -1,8 +1,8 @@
 """Command line of the training package (``python -m training`` / ``lungct-train``).
 
 Commands: ``import-lidc``, ``import-nodules``, ``import-voc``, ``import-study``, ``patches``,
-``add-counterfactuals``, ``mine-negatives``, ``train``, ``evaluate``, ``evaluate-studies``, ``card``,
-``export``. Errors in the data are reported as one sentence naming the file
+``add-counterfactuals``, ``mine-negatives``, ``train``, ``evaluate``, ``evaluate-studies``,
+``evaluate-pasted``, ``card``, ``export``. Errors in the data are reported as one sentence naming the file
 (exit status 2); nothing partial is left behind.
 """
 
@@ -179,10 +179,38 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pastes", type=int, default=None, help="nodule crops pasted into each host study")
     p.add_argument("--seed", type=int, default=1234)
 
+    p = sub.add_parser(
+        "evaluate-pasted",
+        help="the whole reading's nodule sensitivity on held-back patients' nodules pasted into the whole "
+        "studies, leave-one-study-out",
+    )
+    p.add_argument("--model", type=Path, default=None, help="model file (default: the shipped model)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder with the whole studies and lidc-nodules/ (default: $LUNGCT_DATA_DIR or ../shared/data)",
+    )
+    p.add_argument("--nodules", type=Path, default=None, help="LIDC nodule crops (default: DATA_DIR/lidc-nodules)")
+    p.add_argument(
+        "--split-file",
+        type=Path,
+        default=Path(__file__).resolve().parent / "splits" / "model-1.1.0.json",
+        help="patient split whose test patients' nodules are pasted (default: the shipped network's split)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="output folder (metrics.json, pasted.csv)")
+    p.add_argument(
+        "--cache", type=Path, default=Path("runs/cache"), help="cache of the network's output per model and series"
+    )
+    p.add_argument("--per-host", type=int, default=None, help="test nodules pasted per series (default: all)")
+    p.add_argument("--pastes", type=int, default=None, help="other crops pasted per study to fit the second readings")
+    p.add_argument("--seed", type=int, default=1234)
+
     p = sub.add_parser("card", help="update a model's card with new evaluations (the model file is not touched)")
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--evaluation", type=Path, default=None, help="evaluate's metrics.json")
     p.add_argument("--studies-evaluation", type=Path, default=None, help="evaluate-studies' metrics.json")
+    p.add_argument("--pasted-evaluation", type=Path, default=None, help="evaluate-pasted's metrics.json")
 
     p = sub.add_parser("export", help="write the model and its model card to resources/model/")
     p.add_argument("--model", type=Path, required=True)
@@ -337,10 +365,23 @@ def _run(args) -> int:
         args.pastes = PASTES_PER_HOST if args.pastes is None else args.pastes
         run_evaluate_studies(args)
         return 0
+    if args.cmd == "evaluate-pasted":
+        from lungct_viewer.core.model import MODEL_FILENAME
+        from lungct_viewer.core.userdirs import default_data_dir
+        from lungct_viewer.resources import MODEL_DIR
+
+        from .evaluate_pasted import run_evaluate_pasted
+        from .second_reading import PASTES_PER_HOST
+
+        args.model = args.model or MODEL_DIR / MODEL_FILENAME
+        args.data_dir = args.data_dir or default_data_dir()
+        args.pastes = PASTES_PER_HOST if args.pastes is None else args.pastes
+        run_evaluate_pasted(args)
+        return 0
     if args.cmd == "card":
         from .export import refresh_card
 
-        print(f"updated {refresh_card(args.model, args.evaluation, args.studies_evaluation)}")
+        print(f"updated {refresh_card(args.model, args.evaluation, args.studies_evaluation, args.pasted_evaluation)}")
         return 0
     if args.cmd == "export":
         from .export import run_export

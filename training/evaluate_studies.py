@@ -28,11 +28,13 @@ from __future__ import annotations
 import csv
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from lungct_viewer.core.errors import DataError
+from lungct_viewer.core.second_reading import SecondReading
 
 from .metrics import FROC_RATES, froc, plot_froc
 from .second_reading import (
@@ -52,6 +54,32 @@ def _fold_examples(held_out: str, real: dict[str, list[Example]], pasted: dict[s
     pos += [e for s, ex in pasted.items() if s != held_out for e in ex]
     neg = [e for s, ex in real.items() if s != held_out for e in ex if not e.positive and not e.other_mark]
     return pos, neg
+
+
+@dataclass
+class Fold:
+    """The second reading fitted without one study, and its false-positive scale."""
+
+    reading: SecondReading
+    train_negatives: np.ndarray  # the training candidates' suspicions, descending
+    n_scans: int
+
+    def fp_rate(self, score: float) -> float:
+        """False positives per training scan this fold raises at suspicion ``score``: the
+        common scale on which folds are pooled (lower = more suspicious)."""
+        return float(np.searchsorted(-self.train_negatives, -score, side="right")) / self.n_scans
+
+
+def fit_folds(specs, series, real: dict[str, list[Example]], pasted: dict[str, list[Example]]) -> dict[str, Fold]:
+    """For each study, the second reading fitted on the other studies' examples."""
+    folds = {}
+    for spec in specs:
+        pos, neg = _fold_examples(spec.name, real, pasted)
+        n_scans = sum(1 for sr in series if sr.spec.name != spec.name)
+        reading = fit_second_reading(pos, neg, n_scans, version=f"loso-{spec.name}")
+        train_neg = np.sort(reading.score_matrix(np.stack([e.features for e in neg])))[::-1]
+        folds[spec.name] = Fold(reading, train_neg, n_scans)
+    return folds
 
 
 def field_roi_share(analysis, min_roi_probability: float) -> float:
@@ -106,6 +134,44 @@ def _series_row(series, session, examples: list[Example], label: str, seconds: f
     }
 
 
+@dataclass
+class ExampleSet:
+    """Every series of the studies with its reading session and examples (see
+    :func:`collect_examples`)."""
+
+    series: list  # AnalysedSeries, in study order
+    sessions: dict  # series key -> ReadingSession (model defaults, no second reading)
+    real: dict[str, list[Example]]  # study -> its candidates
+    pasted: dict[str, list[Example]]  # study -> crops pasted into its first series
+    seconds: dict[str, float]  # series key -> seconds for the reading after the network
+
+
+def collect_examples(specs, loaded, cache_dir, crops, rng, pastes: int, log=print) -> ExampleSet:
+    """The network's output on every series of ``specs`` (cached), the pipeline's candidates
+    as examples, and ``pastes`` of ``crops`` pasted into each study's first series."""
+    out = ExampleSet([], {}, {}, {}, {})
+    for spec in specs:
+        log(f"{spec.name}:")
+        for k, sr in enumerate(analysed_series(spec, loaded, cache_dir, log=log)):
+            t0 = time.perf_counter()
+            session, ex = study_examples(sr, loaded.card)
+            out.seconds[sr.key] = time.perf_counter() - t0
+            out.series.append(sr)
+            out.sessions[sr.key] = session
+            out.real.setdefault(spec.name, []).extend(ex)
+            log(
+                f"  {sr.key}: {len(ex)} candidates in {out.seconds[sr.key]:.1f} s, "
+                f"{sum(e.positive for e in ex)} on nodules, {sum(e.other_mark for e in ex)} on other marks"
+            )
+            if crops and k == 0:
+                p, tried = pasted_examples(sr, session.lung, crops, rng, pastes)
+                out.pasted[spec.name] = p
+                log(f"  {sr.key}: {len(p)} of {tried} pasted nodules found by the core and object steps")
+    if crops and not any(out.pasted.values()):
+        raise DataError("No pasted nodule could be segmented; check the nodule crops.")
+    return out
+
+
 def evaluate_studies(
     model_path: Path,
     data_dir: Path,
@@ -128,45 +194,25 @@ def evaluate_studies(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    series, sessions, real, pasted, seconds = [], {}, {}, {}, {}
     crops = crop_files(nodules_dir, {s.name for s in specs}) if nodules_dir else []
-    for spec in specs:
-        log(f"{spec.name}:")
-        for k, sr in enumerate(analysed_series(spec, loaded, cache_dir, log=log)):
-            t0 = time.perf_counter()
-            session, ex = study_examples(sr, loaded.card)
-            seconds[sr.key] = time.perf_counter() - t0
-            series.append(sr)
-            sessions[sr.key] = session
-            real.setdefault(spec.name, []).extend(ex)
-            log(
-                f"  {sr.key}: {len(ex)} candidates in {seconds[sr.key]:.1f} s, "
-                f"{sum(e.positive for e in ex)} on nodules, {sum(e.other_mark for e in ex)} on other marks"
-            )
-            if crops and k == 0:
-                p, tried = pasted_examples(sr, session.lung, crops, rng, pastes)
-                pasted[spec.name] = p
-                log(f"  {sr.key}: {len(p)} of {tried} pasted nodules found by the core and object steps")
-    if crops and not any(pasted.values()):
-        raise DataError("No pasted nodule could be segmented; check the nodule crops.")
+    ex_set = collect_examples(specs, loaded, cache_dir, crops, rng, pastes, log)
+    series, sessions, real, pasted, seconds = (
+        ex_set.series,
+        ex_set.sessions,
+        ex_set.real,
+        ex_set.pasted,
+        ex_set.seconds,
+    )
     _write_examples(
         out / "examples.csv", [e for ex in real.values() for e in ex] + [e for ex in pasted.values() for e in ex]
     )
 
     # leave one study out
     rows, froc_scans = [], []
-    fold_models = {}
+    folds = fit_folds(specs, series, real, pasted)
+    fold_models = {name: fold.reading for name, fold in folds.items()}
     for spec in specs:
-        pos, neg = _fold_examples(spec.name, real, pasted)
-        n_scans = sum(1 for sr in series if sr.spec.name != spec.name)
-        reading = fit_second_reading(pos, neg, n_scans, version=f"loso-{spec.name}")
-        fold_models[spec.name] = reading
-        train_neg = np.sort(reading.score_matrix(np.stack([e.features for e in neg])))[::-1]
-
-        def fp_rate(score: float, train_neg=train_neg, n_scans=n_scans) -> float:
-            """False positives per training scan this fold raises at ``score``."""
-            return float(np.searchsorted(-train_neg, -score, side="right")) / n_scans
-
+        reading, fp_rate = folds[spec.name].reading, folds[spec.name].fp_rate
         for sr in series:
             if sr.spec.name != spec.name:
                 continue

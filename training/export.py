@@ -253,7 +253,30 @@ def apply_evaluation(card: ModelCard, evaluation: dict | None, studies: dict | N
     return card
 
 
-def refresh_card(model_path: Path, evaluation: Path | None = None, studies: Path | None = None) -> Path:
+def apply_pasted_evaluation(card: ModelCard, pasted: dict) -> ModelCard:
+    """Put ``evaluate-pasted``'s sensitivity on held-back patients' nodules on a card."""
+    card.metrics["pasted_nodules"] = {
+        "scored": "LIDC crops of the network's held-back (test) patients pasted into the whole studies and read "
+        "by the whole pipeline; second readings fitted without the host study and without those crops",
+        **{
+            k: pasted.get(k)
+            for k in ("nodules", "crops", "on_the_spot", "finding", "by_size", "by_label", "froc_sensitivity_at", "cpm")
+        },
+    }
+    card.notes = [n for n in card.notes if not n.startswith("Nodules pasted from held-back patients")]
+    card.notes.append(
+        f"Nodules pasted from held-back patients ({pasted.get('nodules')} pastes of {pasted.get('crops')} crops into "
+        f"{pasted.get('scans')} whole series): a candidate on the spot for {pasted.get('on_the_spot')}, a finding at "
+        f"the operating point (before the cap of findings per scan) for {pasted.get('finding')}; by size "
+        + ", ".join(f"{g['size_mm']} mm {g['finding']}" for g in pasted.get("by_size", []))
+        + "."
+    )
+    return card
+
+
+def refresh_card(
+    model_path: Path, evaluation: Path | None = None, studies: Path | None = None, pasted: Path | None = None
+) -> Path:
     """Update the card beside ``model_path`` with new evaluations; the model and what the card
     says about its training stay as they are."""
     from lungct_viewer.core.atomic import write_json_atomic
@@ -261,6 +284,8 @@ def refresh_card(model_path: Path, evaluation: Path | None = None, studies: Path
 
     card = read_model_card(model_path)
     apply_evaluation(card, _read(evaluation) if evaluation else None, _read(studies) if studies else None)
+    if pasted:
+        apply_pasted_evaluation(card, _read(pasted))
     target = card_path_for(model_path)
     write_json_atomic(target, card.to_dict())
     return target

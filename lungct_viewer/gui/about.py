@@ -178,6 +178,8 @@ def about_html(card: ModelCard | None, model_path: str | None, second_reading: A
             p.append("</ul>")
             if m.get("whole_studies"):
                 p.append("<h4>Whole studies</h4>" + _value_html(m["whole_studies"]))
+            if m.get("pasted_nodules"):
+                p.append("<h4>Nodules of held-back patients in whole studies</h4>" + _value_html(m["pasted_nodules"]))
             rest = {
                 k: v
                 for k, v in m.items()
@@ -189,6 +191,7 @@ def about_html(card: ModelCard | None, model_path: str | None, second_reading: A
                     "validation_patient_level",
                     "patch_level",
                     "whole_studies",
+                    "pasted_nodules",
                 )
             }
             if rest:

@@ -1,0 +1,298 @@
+"""``evaluate-pasted``: the whole reading's nodule sensitivity on nodules no part of it has seen.
+
+The whole studies hold five annotated nodules: too few to say how often the reading finds a
+nodule. This evaluation puts many more into real lungs and runs the viewer's whole reading
+on them, network included:
+
+* **Nodules**: the non-calcified LIDC crops of the *test* patients of a split file (by default
+  the split behind the shipped network, so the network never trained on them), none of the
+  whole studies' own patients.
+* **Hosts**: every series of the whole studies. The second reading that reads a host is fitted
+  without the host's study *and* without any test patient's crop (its pasted positives are
+  the other patients' crops, in the other studies): leave-one-study-out as in
+  :mod:`training.evaluate_studies`, and no nodule scored here took part in fitting anything.
+* **Pasting** as for fitting (:func:`training.second_reading.paste_nodule`: the nodule's own
+  voxels, resampled to the host, half against the costal pleura), :data:`BATCH` nodules at a
+  time at least :data:`SEPARATION_MM` apart; the network re-reads every slice a pasted nodule
+  touches (the exact dense inference) and the session builds the lung region, candidates,
+  lesions and suspicions on the whole series, as the viewer does.
+* **Found**: a lesion whose finding box is centred within the nodule's box grown by 5 mm on
+  one of its slices (the localised-hit rule). Reported: *on the spot* (any candidate), and
+  *a finding* (suspicion at the fold's operating point; the cap of findings per scan is left
+  out, since several nodules are pasted into one scan at once), by size and by class.
+* **FROC**: each nodule's most suspicious hit against the hosts' own false positives (their
+  candidates on no annotated nodule), suspicions pooled as false positives per training scan
+  of their fold (:meth:`~training.evaluate_studies.Fold.fp_rate`).
+
+Sizes are the crops' ``diameter_mm`` (the readers' outline, mm).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lungct_viewer.core.errors import DataError
+
+from .evaluate_studies import ExampleSet, Fold, _write_csv, collect_examples, fit_folds
+from .metrics import froc
+from .second_reading import (
+    PASTES_PER_HOST,
+    SUBPLEURAL_SHARE,
+    crop_files,
+    finding_hits,
+    load_crop,
+    paste_nodule,
+    paste_sites,
+)
+from .studies import discover_studies
+
+#: Nodules pasted into one copy of a host series at a time, and their least distance (mm,
+#: centre to centre, beyond both radii) so that no two share a candidate.
+BATCH = 8
+SEPARATION_MM = 25.0
+#: Size bins (mm) for the sensitivity table: [lo, hi).
+SIZE_BINS = ((3.0, 6.0), (6.0, 10.0), (10.0, 20.0), (20.0, 100.0))
+
+
+def _crop_rows(nodules_dir: Path) -> dict[str, dict]:
+    rows = csv.DictReader(open(nodules_dir / "nodules.csv", newline=""))
+    return {f"{r['patient_id']}_R_{r['nodule_id']}": r for r in rows}
+
+
+def held_out_crops(nodules_dir: Path, split_file: Path, exclude_patients: set[str]):
+    """``(test crops, fitting crops)``: the non-calcified crops of the split's test patients,
+    and of every other patient; the whole studies' own patients in neither."""
+    split = json.loads(Path(split_file).read_text())["split"]
+    test = {p for p, s in split.items() if s == "test"} - exclude_patients
+    crops = crop_files(nodules_dir, exclude_patients)
+    held = [c for c in crops if c[0].split("_R_")[0] in test]
+    fitting = [c for c in crops if c[0].split("_R_")[0] not in test]
+    if not held:
+        raise DataError(f"No crop of the test patients of {split_file} was found in {nodules_dir}.")
+    return held, fitting
+
+
+def _slice_boxes(box: tuple[slice, slice, slice], mask: np.ndarray) -> dict[int, tuple[int, int, int, int]]:
+    """Per slice, the pasted nodule's ``(x0, y0, x1, y1)`` box (inclusive, native pixels)."""
+    out = {}
+    for k in range(mask.shape[0]):
+        ys, xs = np.nonzero(mask[k])
+        if len(ys):
+            out[box[0].start + k] = (
+                box[2].start + int(xs.min()),
+                box[1].start + int(ys.min()),
+                box[2].start + int(xs.max()),
+                box[1].start + int(ys.max()),
+            )
+    return out
+
+
+def _far_from(sites: np.ndarray, centre: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
+    d = (sites - centre[None, :]) * np.asarray(spacing)[None, :]
+    return sites[(d**2).sum(axis=1) > radius_mm**2]
+
+
+def paste_batch(series, lung, analyzer, crops, rng, reading_for, card):
+    """Paste ``crops`` into one copy of ``series`` and read it; one record per pasted nodule."""
+    from lungct_viewer.core.session import ReadingSession
+
+    vol = series.volume
+    spacing = (vol.slice_spacing_mm or 1.0, *vol.pixel_spacing_mm)
+    hu = vol.hu.copy()
+    anywhere, subpleural = paste_sites(hu, lung, spacing)
+    if len(anywhere) == 0:
+        return []
+    if len(anywhere) > 200_000:  # thin the candidate sites: the draw stays uniform
+        anywhere = anywhere[rng.choice(len(anywhere), 200_000, replace=False)]
+    pasted = []
+    for name, img, msk in crops:
+        c_hu, c_mask, c_sp = load_crop(img, msk)
+        pool = subpleural if len(subpleural) and rng.random() < SUBPLEURAL_SHARE else anywhere
+        done = paste_nodule(hu, lung, spacing, c_hu, c_mask, c_sp, rng, pool)
+        if done is None:
+            continue
+        box, _original, centre, nodule = done
+        against_pleura = pool is subpleural
+        extent_mm = max(n * s for n, s in zip(nodule.shape, spacing))
+        keep_out = SEPARATION_MM + extent_mm
+        anywhere = _far_from(anywhere, centre, spacing, keep_out)
+        subpleural = _far_from(subpleural, centre, spacing, keep_out) if len(subpleural) else subpleural
+        pasted.append({"name": name, "boxes": _slice_boxes(box, nodule), "subpleural": against_pleura})
+        if len(anywhere) == 0:
+            break
+    if not pasted:
+        return []
+    touched = sorted(
+        {k for p in pasted for k in p["boxes"]} | {k + d for p in pasted for k in p["boxes"] for d in (-1, 1)}
+    )
+    touched = [k for k in touched if 0 <= k < vol.num_slices]
+    vol2 = dataclasses.replace(vol, hu=hu)
+    analysis = dataclasses.replace(series.analysis, slices=dict(series.analysis.slices))
+    for sa in analyzer.iter_analyze(vol2, touched):
+        analysis.slices[sa.index] = sa
+    reading = reading_for(series)
+    session = ReadingSession(vol2, card, reading)
+    session.set_analysis(analysis)
+    lesions = session.lesions()
+    sp = vol.pixel_spacing_mm
+    out = []
+    for p in pasted:
+        hits = [
+            les for les in lesions if any(finding_hits(p["boxes"], f.slice_index, f.bbox_px, sp) for f in les.findings)
+        ]
+        best = max((les.suspicion for les in hits if les.suspicion is not None), default=None)
+        out.append(
+            {
+                "name": p["name"],
+                "host": series.key,
+                "subpleural": p["subpleural"],
+                "slices": len(p["boxes"]),
+                "on_the_spot": bool(hits),
+                "suspicion": best,
+                "finding": best is not None and best >= reading.threshold,
+            }
+        )
+    return out
+
+
+def evaluate_pasted(
+    model_path: Path,
+    data_dir: Path,
+    out: Path,
+    nodules_dir: Path,
+    split_file: Path,
+    cache_dir: Path | None,
+    per_host: int | None = None,
+    pastes: int = PASTES_PER_HOST,
+    seed: int = 1234,
+    log=print,
+) -> dict:
+    from lungct_viewer.core.model import load_model
+    from lungct_viewer.core.pipeline import Analyzer
+
+    loaded = load_model(model_path)
+    specs = discover_studies(data_dir)
+    if len(specs) < 2:
+        raise DataError("Leave-one-study-out needs at least two whole studies.")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    held, fitting = held_out_crops(nodules_dir, split_file, {s.name for s in specs})
+    rows_by_name = _crop_rows(nodules_dir)
+    log(f"{len(held)} test-patient crops to paste; second readings fitted on {len(fitting)} other crops")
+    ex: ExampleSet = collect_examples(specs, loaded, cache_dir, fitting, rng, pastes, log)
+    folds: dict[str, Fold] = fit_folds(specs, ex.series, ex.real, ex.pasted)
+    analyzer = Analyzer(loaded)
+    records, scans = [], []
+    t0 = time.perf_counter()
+    for sr in ex.series:
+        fold = folds[sr.spec.name]
+        pick = held if per_host is None else [held[int(i)] for i in rng.permutation(len(held))[:per_host]]
+        lung = ex.sessions[sr.key].lung
+        host_records = []
+        for b in range(0, len(pick), BATCH):
+            host_records += paste_batch(
+                sr, lung, analyzer, pick[b : b + BATCH], rng, lambda _s, f=fold: f.reading, loaded.card
+            )
+        for r in host_records:
+            crop = rows_by_name.get(r["name"], {})
+            r["diameter_mm"] = float(crop.get("diameter_mm") or "nan")
+            r["label"] = crop.get("Diagnosis", "")
+        records += host_records
+        # the host's own false positives under its fold, and the pasted nodules' best hits
+        base = ex.sessions[sr.key]
+        base.set_second_reading(fold.reading)
+        real = {e.candidate_id: e for e in ex.real[sr.spec.name] if e.series == sr.key}
+        lesions = [
+            (-fold.fp_rate(les.suspicion), ())
+            for les in base.lesions()
+            if not real[les.candidate.id].nodules and not real[les.candidate.id].other_mark
+        ]
+        lesions += [
+            (-fold.fp_rate(r["suspicion"]), (k,)) for k, r in enumerate(host_records) if r["suspicion"] is not None
+        ]
+        scans.append({"n_nodules": len(host_records), "lesions": lesions})
+        found = sum(r["finding"] for r in host_records)
+        log(
+            f"  {sr.key}: {len(host_records)} nodules pasted, {sum(r['on_the_spot'] for r in host_records)} "
+            f"with a candidate on the spot, {found} findings ({time.perf_counter() - t0:.0f} s)"
+        )
+    summary = summarise(records, froc(scans), [s.name for s in specs], len(ex.series), loaded.version)
+    summary["split_file"] = str(split_file)
+    _write_csv(out / "pasted.csv", records)
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    log(format_table(summary))
+    return summary
+
+
+def _rate(rs: list[dict], key: str) -> float | None:
+    return round(sum(bool(r[key]) for r in rs) / len(rs), 3) if rs else None
+
+
+def _group(rs: list[dict], **name) -> dict:
+    return {**name, "n": len(rs), "on_the_spot": _rate(rs, "on_the_spot"), "finding": _rate(rs, "finding")}
+
+
+def summarise(records: list[dict], curve: dict, studies: list[str], scans: int, version: str) -> dict:
+    by_size = [
+        _group([r for r in records if lo <= r["diameter_mm"] < hi], size_mm=f"{lo:g}-{hi:g}") for lo, hi in SIZE_BINS
+    ]
+    by_label = [
+        _group([r for r in records if r["label"] == lab], label=lab) for lab in sorted({r["label"] for r in records})
+    ]
+    by_site = [
+        _group([r for r in records if r["subpleural"] == sub], site=site)
+        for site, sub in (("against the pleura", True), ("in the lung", False))
+    ]
+    return {
+        "model_version": version,
+        "studies": studies,
+        "scans": scans,
+        "nodules": len(records),
+        "crops": len({r["name"] for r in records}),
+        "on_the_spot": _rate(records, "on_the_spot"),
+        "finding": _rate(records, "finding"),
+        "by_size": by_size,
+        "by_label": by_label,
+        "by_site": by_site,
+        "froc_sensitivity_at": curve["sensitivity_at"],
+        "cpm": curve["cpm"],
+    }
+
+
+def format_table(m: dict) -> str:
+    lines = [
+        f"model {m['model_version']}: {m['nodules']} pastes of {m['crops']} test-patient crops into {m['scans']} "
+        "series (second readings fitted without the host study and without these crops)",
+        f"candidate on the spot {m['on_the_spot']}, finding at the operating point {m['finding']}",
+        "",
+        "group                 n    on the spot  finding",
+    ]
+    for r in m["by_size"]:
+        lines.append(f"{r['size_mm'] + ' mm':<18} {r['n']:>4}    {r['on_the_spot']!s:>7}    {r['finding']!s:>6}")
+    for r in m["by_label"] + m["by_site"]:
+        name = r.get("label") or r.get("site")
+        lines.append(f"{name:<18} {r['n']:>4}    {r['on_the_spot']!s:>7}    {r['finding']!s:>6}")
+    at = "  ".join(f"{float(k):g}: {v:.2f}" for k, v in m["froc_sensitivity_at"].items())
+    lines += ["", f"FROC (false positives per scan of the hosts): {at}; CPM {m['cpm']}"]
+    return "\n".join(lines)
+
+
+def run_evaluate_pasted(args) -> dict:
+    return evaluate_pasted(
+        args.model,
+        args.data_dir,
+        args.out,
+        args.nodules or Path(args.data_dir) / "lidc-nodules",
+        args.split_file,
+        args.cache,
+        args.per_host,
+        args.pastes,
+        args.seed,
+    )
