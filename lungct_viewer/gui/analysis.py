@@ -67,6 +67,21 @@ class ModelLoader(QtCore.QObject):
     def is_loading(self) -> bool:
         return self._worker is not None
 
+    def start_on_first(self, *signals: QtCore.SignalInstance) -> None:
+        """Start loading when the first of ``signals`` fires (later ones do nothing).
+
+        Importing TensorFlow holds the Python interpreter for seconds; the window uses this to
+        read a study's first slice before it (``MainWindow.open_at_start``)."""
+        pending = [True]
+
+        def once(*_args) -> None:
+            if pending[0]:
+                pending[0] = False
+                self.start()
+
+        for signal in signals:
+            signal.connect(once)
+
     def start(self) -> None:
         """Start loading (once; again after a failure)."""
         if self.is_ready or self.is_loading:

@@ -16,6 +16,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtCore import Signal
 
 from lungct_viewer import RESEARCH_NOTICE
+from lungct_viewer.core.demo import demo_study_note
 from lungct_viewer.core.errors import LungCTError, ModelLoadError
 from lungct_viewer.core.session import ReadingSession
 from lungct_viewer.core.study import CTVolume
@@ -39,8 +40,7 @@ log = logging.getLogger(__name__)
 
 class MainWindow(QtWidgets.QMainWindow):
     """The viewer window. ``settings`` and ``dialogs`` are injectable for tests; the model
-    starts loading in the background when the window opens unless ``preload_model`` is False
-    (:meth:`open_at_start` loads it after the first slice instead)."""
+    starts loading in the background when the window opens unless ``preload_model`` is False."""
 
     studyLoaded = Signal(object)  # CTVolume
     loadFailed = Signal(str)
@@ -157,11 +157,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self._unsubscribe()
         self.session, self.study, self._current_lesion = session, study, None
         self._unsubscribe = session.subscribe(self._on_session_event) if session is not None else None
-        note = ""
-        if study is not None and study.demo:
-            from lungct_viewer.core.demo import demo_study_note
-
-            note = demo_study_note(study.path)
+        note = demo_study_note(study.path) if study is not None and study.demo else ""
         self.reading.set_session(session)
         self.viewer.set_session(session, series=study.info.summary() if study else "", note=note)
         vol = session.volume if session is not None else None
@@ -177,8 +173,7 @@ class MainWindow(QtWidgets.QMainWindow):
         return session
 
     def set_analysis(self, analysis, candidates=None) -> None:
-        """Adopt an existing analysis of the volume; its candidates are found on a worker
-        (``analysisFinished`` follows) unless given as a ``CandidateSet``."""
+        """Adopt an analysis of the volume; its candidates are given or found on a worker."""
         self.session.set_analysis(analysis)
         if candidates is not None:
             self.session.set_candidates(candidates)
@@ -216,20 +211,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.loader.open(None if path is None else str(path), series_uid)
 
     def open_at_start(self, path: str | None, series_uid: str | None = None) -> None:
-        """Open the study the viewer was started with, and load the model once its first slice
-        is on screen (or the opening ends without one). Importing TensorFlow holds the Python
-        interpreter for seconds: reading the study first puts its image up about a second
-        sooner, for a first result about half a second later
-        (``benchmarks/bench_gui.py --stage first-result`` against ``first-result-model-at-start``)."""
-        pending = [True]
-
-        def load_model(*_args) -> None:
-            if pending[0] and not self._closing:
-                pending[0] = False
-                self.model.start()
-
-        for signal in (self.previewShown, self.studyLoaded, self.loadFailed, self.loadCancelled):
-            signal.connect(load_model)
+        """Open the study the viewer was started with; the model loads after its first slice
+        (:meth:`.ModelLoader.start_on_first`), which puts the image up about a second sooner."""
+        self.model.start_on_first(self.previewShown, self.studyLoaded, self.loadFailed, self.loadCancelled)
         self.open_path(path, series_uid)
 
     def open_demo(self) -> None:
