@@ -153,58 +153,25 @@ def _parser() -> argparse.ArgumentParser:
         help="the viewer's whole reading on whole studies, leave-one-study-out (FROC, calls); "
         "optionally fit and write the second reading",
     )
-    p.add_argument("--model", type=Path, default=None, help="model file (default: the shipped model)")
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="folder with lidc-idri/, lung-pet-ct-dx/, covid-ct-md/ (default: $LUNGCT_DATA_DIR or ../shared/data)",
-    )
-    p.add_argument(
-        "--nodules",
-        type=Path,
-        default=None,
-        help="LIDC nodule crops to paste as positives (default: DATA_DIR/lidc-nodules)",
-    )
-    p.add_argument(
-        "--out", type=Path, required=True, help="output folder (metrics.json, series.csv, froc.csv/png, reports/)"
-    )
-    p.add_argument(
-        "--cache", type=Path, default=Path("runs/cache"), help="cache of the network's output per model and series"
-    )
+    _whole_study_options(p, "output folder (metrics.json, series.csv, froc.csv/png, reports/)")
     p.add_argument("--study", action="append", default=None, help="only this study (repeatable)")
     p.add_argument(
         "--fit-out", type=Path, default=None, help="also write the second reading fitted on every study here"
     )
-    p.add_argument("--pastes", type=int, default=None, help="nodule crops pasted into each host study")
-    p.add_argument("--seed", type=int, default=1234)
 
     p = sub.add_parser(
         "evaluate-pasted",
         help="the whole reading's nodule sensitivity on held-back patients' nodules pasted into the whole "
         "studies, leave-one-study-out",
     )
-    p.add_argument("--model", type=Path, default=None, help="model file (default: the shipped model)")
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="folder with the whole studies and lidc-nodules/ (default: $LUNGCT_DATA_DIR or ../shared/data)",
-    )
-    p.add_argument("--nodules", type=Path, default=None, help="LIDC nodule crops (default: DATA_DIR/lidc-nodules)")
+    _whole_study_options(p, "output folder (metrics.json, pasted.csv)")
     p.add_argument(
         "--split-file",
         type=Path,
         default=Path(__file__).resolve().parent / "splits" / "model-1.1.0.json",
         help="patient split whose test patients' nodules are pasted (default: the shipped network's split)",
     )
-    p.add_argument("--out", type=Path, required=True, help="output folder (metrics.json, pasted.csv)")
-    p.add_argument(
-        "--cache", type=Path, default=Path("runs/cache"), help="cache of the network's output per model and series"
-    )
     p.add_argument("--per-host", type=int, default=None, help="test nodules pasted per series (default: all)")
-    p.add_argument("--pastes", type=int, default=None, help="other crops pasted per study to fit the second readings")
-    p.add_argument("--seed", type=int, default=1234)
 
     p = sub.add_parser("card", help="update a model's card with new evaluations (the model file is not touched)")
     p.add_argument("--model", type=Path, required=True)
@@ -223,6 +190,32 @@ def _parser() -> argparse.ArgumentParser:
         "--studies-evaluation", type=Path, default=None, help="evaluate-studies' metrics.json (whole studies)"
     )
     return ap
+
+
+def _whole_study_options(p: argparse.ArgumentParser, out_help: str) -> None:
+    """Options shared by the commands that read the whole studies with the second reading."""
+    p.add_argument("--model", type=Path, default=None, help="model file (default: the shipped model)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder with lidc-idri/, lung-pet-ct-dx/, covid-ct-md/, lidc-nodules/ "
+        "(default: $LUNGCT_DATA_DIR or ../shared/data)",
+    )
+    p.add_argument(
+        "--nodules",
+        type=Path,
+        default=None,
+        help="LIDC nodule crops to paste (default: DATA_DIR/lidc-nodules)",
+    )
+    p.add_argument("--out", type=Path, required=True, help=out_help)
+    p.add_argument(
+        "--cache", type=Path, default=Path("runs/cache"), help="cache of the network's output per model and series"
+    )
+    p.add_argument(
+        "--pastes", type=int, default=None, help="nodule crops pasted into each study to fit second readings"
+    )
+    p.add_argument("--seed", type=int, default=1234)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,15 +41,7 @@ from lungct_viewer.core.errors import DataError
 
 from .evaluate_studies import ExampleSet, Fold, _write_csv, collect_examples, fit_folds
 from .metrics import froc
-from .second_reading import (
-    PASTES_PER_HOST,
-    SUBPLEURAL_SHARE,
-    crop_files,
-    finding_hits,
-    load_crop,
-    paste_nodule,
-    paste_sites,
-)
+from .second_reading import PASTES_PER_HOST, crop_files, finding_hits, paste_crop, paste_sites
 from .studies import discover_studies
 
 #: Nodules pasted into one copy of a host series at a time, and their least distance (mm,
@@ -111,14 +103,12 @@ def paste_batch(series, lung, analyzer, crops, rng, reading_for, card):
     if len(anywhere) > 200_000:  # thin the candidate sites: the draw stays uniform
         anywhere = anywhere[rng.choice(len(anywhere), 200_000, replace=False)]
     pasted = []
-    for name, img, msk in crops:
-        c_hu, c_mask, c_sp = load_crop(img, msk)
-        pool = subpleural if len(subpleural) and rng.random() < SUBPLEURAL_SHARE else anywhere
-        done = paste_nodule(hu, lung, spacing, c_hu, c_mask, c_sp, rng, pool)
+    for crop in crops:
+        done, against_pleura = paste_crop(hu, lung, spacing, crop, rng, anywhere, subpleural)
         if done is None:
             continue
         box, _original, centre, nodule = done
-        against_pleura = pool is subpleural
+        name = crop[0]
         extent_mm = max(n * s for n, s in zip(nodule.shape, spacing))
         keep_out = SEPARATION_MM + extent_mm
         anywhere = _far_from(anywhere, centre, spacing, keep_out)

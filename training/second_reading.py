@@ -228,6 +228,26 @@ def paste_nodule(
     return box, original, o + shape / 2.0, m
 
 
+def paste_crop(
+    hu: np.ndarray,
+    lung: LungRegion,
+    spacing: Sequence[float],
+    crop: tuple[str, Path, Path],
+    rng: np.random.Generator,
+    anywhere: np.ndarray,
+    subpleural: np.ndarray,
+):
+    """Paste one crop ``(name, image, mask)`` into ``hu`` in place, against the costal pleura
+    with probability :data:`SUBPLEURAL_SHARE` (when there is such a site), else anywhere in
+    aerated lung. Returns ``(paste_nodule's result, against the pleura)``; the result is
+    ``None`` when the nodule does not fit."""
+    _name, img, msk = crop
+    c_hu, c_mask, c_sp = load_crop(img, msk)
+    against_pleura = bool(len(subpleural)) and rng.random() < SUBPLEURAL_SHARE
+    done = paste_nodule(hu, lung, spacing, c_hu, c_mask, c_sp, rng, subpleural if against_pleura else anywhere)
+    return done, against_pleura
+
+
 def paste_sites(hu: np.ndarray, lung: LungRegion, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """``(anywhere, subpleural)`` voxel indices of aerated lung where a nodule may be pasted."""
     full = (slice(0, hu.shape[0]), slice(0, hu.shape[1]), slice(0, hu.shape[2]))
@@ -281,10 +301,8 @@ def pasted_examples(
     out: list[Example] = []
     pick = rng.choice(len(crops), size=min(n, len(crops)), replace=False)
     for k in pick:
-        name, img, msk = crops[int(k)]
-        c_hu, c_mask, c_sp = load_crop(img, msk)
-        pool = subpleural if len(subpleural) and rng.random() < SUBPLEURAL_SHARE else sites
-        pasted = paste_nodule(hu, lung, spacing, c_hu, c_mask, c_sp, rng, pool)
+        name = crops[int(k)][0]
+        pasted, _against_pleura = paste_crop(hu, lung, spacing, crops[int(k)], rng, sites, subpleural)
         if pasted is None:
             continue
         box, original, centre, nodule = pasted
