@@ -276,3 +276,10 @@ def test_evaluate_pasted_end_to_end_on_phantoms(tmp_path, phantom_model):
     assert sum(g["n"] for g in m["by_site"]) == m["nodules"] == sum(g["n"] for g in m["by_label"])
     assert set(m["froc_sensitivity_at"]) == {str(r) for r in FROC_RATES}
     assert json.loads((out / "metrics.json").read_text())["nodules"] == m["nodules"]
+    # a looser operating point never finds fewer nodules nor raises fewer false positives
+    ops = m["operating_points"]
+    assert [o["training_fp_per_scan"] for o in ops] == sorted(o["training_fp_per_scan"] for o in ops)
+    for a, b in zip(ops, ops[1:]):
+        assert a["finding"] <= b["finding"] and a["host_false_positives_per_scan"] <= b["host_false_positives_per_scan"]
+    assert (out / "host_false_positives.csv").is_file() or all(o["host_false_positives_per_scan"] == 0 for o in ops)
+    assert all(r["radius_mm"] != "" for r in rows if r["suspicion"] != "")  # the hit's features are kept

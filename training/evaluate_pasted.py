@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lungct_viewer.core.candidates import FEATURE_NAMES
 from lungct_viewer.core.errors import DataError
 
 from .evaluate_studies import ExampleSet, Fold, _write_csv, collect_examples, fit_folds
@@ -136,7 +137,8 @@ def paste_batch(series, lung, analyzer, crops, rng, reading_for, card):
         hits = [
             les for les in lesions if any(finding_hits(p["boxes"], f.slice_index, f.bbox_px, sp) for f in les.findings)
         ]
-        best = max((les.suspicion for les in hits if les.suspicion is not None), default=None)
+        scored = [les for les in hits if les.suspicion is not None]
+        best = max(scored, key=lambda les: les.suspicion) if scored else None
         out.append(
             {
                 "name": p["name"],
@@ -144,8 +146,10 @@ def paste_batch(series, lung, analyzer, crops, rng, reading_for, card):
                 "subpleural": p["subpleural"],
                 "slices": len(p["boxes"]),
                 "on_the_spot": bool(hits),
-                "suspicion": best,
-                "finding": best is not None and best >= reading.threshold,
+                "suspicion": best.suspicion if best else None,
+                "finding": best is not None and best.suspicion >= reading.threshold,
+                # what the second reading saw on the most suspicious hit
+                **{f: round(float(best.candidate.features[f]), 4) if best else None for f in FEATURE_NAMES},
             }
         )
     return out
@@ -179,7 +183,7 @@ def evaluate_pasted(
     ex: ExampleSet = collect_examples(specs, loaded, cache_dir, fitting, rng, pastes, log)
     folds: dict[str, Fold] = fit_folds(specs, ex.series, ex.real, ex.pasted)
     analyzer = Analyzer(loaded)
-    records, scans = [], []
+    records, scans, host_fps = [], [], []
     t0 = time.perf_counter()
     for sr in ex.series:
         fold = folds[sr.spec.name]
@@ -194,16 +198,19 @@ def evaluate_pasted(
             crop = rows_by_name.get(r["name"], {})
             r["diameter_mm"] = float(crop.get("diameter_mm") or "nan")
             r["label"] = crop.get("Diagnosis", "")
+            r["training_fp_per_scan"] = fold.fp_rate(r["suspicion"]) if r["suspicion"] is not None else None
         records += host_records
         # the host's own false positives under its fold, and the pasted nodules' best hits
         base = ex.sessions[sr.key]
         base.set_second_reading(fold.reading)
         real = {e.candidate_id: e for e in ex.real[sr.spec.name] if e.series == sr.key}
-        lesions = [
-            (-fold.fp_rate(les.suspicion), ())
+        fps = [
+            les.suspicion
             for les in base.lesions()
             if not real[les.candidate.id].nodules and not real[les.candidate.id].other_mark
         ]
+        host_fps += [{"host": sr.key, "suspicion": v, "training_fp_per_scan": fold.fp_rate(v)} for v in fps]
+        lesions = [(-fold.fp_rate(v), ()) for v in fps]
         lesions += [
             (-fold.fp_rate(r["suspicion"]), (k,)) for k, r in enumerate(host_records) if r["suspicion"] is not None
         ]
@@ -215,10 +222,41 @@ def evaluate_pasted(
         )
     summary = summarise(records, froc(scans), [s.name for s in specs], len(ex.series), loaded.version)
     summary["split_file"] = str(split_file)
+    summary["operating_points"] = operating_points(records, host_fps, len(ex.series))
     _write_csv(out / "pasted.csv", records)
+    _write_csv(out / "host_false_positives.csv", host_fps)
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     log(format_table(summary))
     return summary
+
+
+#: Operating points compared (false-positive lesions per *training* scan, the scale on which
+#: the shipped threshold is chosen: 2).
+TRAINING_FP_TARGETS = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0)
+
+
+def operating_points(records: list[dict], host_fps: list[dict], scans: int) -> list[dict]:
+    """Pasted nodules found and the hosts' own false positives (before the cap of findings per
+    scan) if the threshold were set at each of :data:`TRAINING_FP_TARGETS`."""
+    out = []
+    for target in TRAINING_FP_TARGETS:
+        found = [r for r in records if r["training_fp_per_scan"] is not None and r["training_fp_per_scan"] <= target]
+        fps = [f for f in host_fps if f["training_fp_per_scan"] <= target]
+        out.append(
+            {
+                "training_fp_per_scan": target,
+                "finding": round(len(found) / len(records), 3) if records else None,
+                "finding_6mm_or_more": _share(
+                    [r for r in found if r["diameter_mm"] >= 6], [r for r in records if r["diameter_mm"] >= 6]
+                ),
+                "host_false_positives_per_scan": round(len(fps) / max(scans, 1), 2),
+            }
+        )
+    return out
+
+
+def _share(part: list, whole: list) -> float | None:
+    return round(len(part) / len(whole), 3) if whole else None
 
 
 def _rate(rs: list[dict], key: str) -> float | None:
@@ -270,7 +308,13 @@ def format_table(m: dict) -> str:
         name = r.get("label") or r.get("site")
         lines.append(f"{name:<18} {r['n']:>4}    {r['on_the_spot']!s:>7}    {r['finding']!s:>6}")
     at = "  ".join(f"{float(k):g}: {v:.2f}" for k, v in m["froc_sensitivity_at"].items())
-    lines += ["", f"FROC (false positives per scan of the hosts): {at}; CPM {m['cpm']}"]
+    lines += ["", f"FROC (false positives per scan of the hosts): {at}; CPM {m['cpm']}", ""]
+    lines.append("threshold at training FP/scan   finding   finding >= 6 mm   host FP/scan (before the cap)")
+    for o in m.get("operating_points", []):
+        lines.append(
+            f"{o['training_fp_per_scan']:>29g}   {o['finding']!s:>7}   {o['finding_6mm_or_more']!s:>15}   "
+            f"{o['host_false_positives_per_scan']:>6}"
+        )
     return "\n".join(lines)
 
 
