@@ -18,7 +18,7 @@ from lungct_viewer.core.labels import CANDIDATE_RGB, LABEL_RGB, REFERENCE_RGB
 from lungct_viewer.core.session import ReadingSession, lesions_table
 
 from .references_panel import ReferencesPanel
-from .widgets import qcolor
+from .widgets import list_table, qcolor
 
 #: Findings list columns.
 COLUMNS = ("#", "Slices", "mm", "Call", "P", "Susp.", "Ref")
@@ -121,19 +121,7 @@ class ReadingPanel(QtWidgets.QWidget):
         g.addWidget(self.analyse_button, 7, 1, 1, 2)
         lay.addWidget(box)
 
-        self.table = QtWidgets.QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        for c, tip in enumerate(COLUMN_TIPS):
-            self.table.horizontalHeaderItem(c).setToolTip(tip)
-        self.table.verticalHeader().setVisible(False)
-        self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(3, QtWidgets.QHeaderView.ResizeMode.Stretch)  # the call takes the spare width
-        self.table.cellClicked.connect(lambda r, _c: self.activate_row(r))
+        self.table = list_table(COLUMNS, COLUMN_TIPS, 3, self.activate_row)  # the call takes the spare width
         # the findings and the reference annotations, one tab each
         self.lists = QtWidgets.QTabWidget()
         self.lists.setFocusPolicy(Qt.FocusPolicy.NoFocus)

@@ -15,7 +15,7 @@ from PySide6.QtCore import Qt, Signal
 from lungct_viewer.core.labels import REFERENCE_RGB
 from lungct_viewer.core.session import ReadingSession, lesion_name
 
-from .widgets import qcolor
+from .widgets import list_table, qcolor
 
 COLUMNS = ("Reference", "Reader", "Slices", "mm", "Lesions")
 COLUMN_TIPS = (
@@ -50,19 +50,7 @@ class ReferencesPanel(QtWidgets.QWidget):
         self.none_label.setAlignment(Qt.AlignmentFlag.AlignTop)
         self.none_label.setContentsMargins(6, 6, 6, 6)
         lay.addWidget(self.none_label)
-        self.table = QtWidgets.QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        for c, tip in enumerate(COLUMN_TIPS):
-            self.table.horizontalHeaderItem(c).setToolTip(tip)
-        self.table.verticalHeader().setVisible(False)
-        self.table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.Stretch)  # long names are elided
-        self.table.cellClicked.connect(lambda r, _c: self.activate_row(r))
+        self.table = list_table(COLUMNS, COLUMN_TIPS, 0, self.activate_row)  # long names are elided
         lay.addWidget(self.table)
         self.table.setVisible(False)
 

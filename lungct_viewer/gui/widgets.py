@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtCore import Qt, Signal
@@ -326,6 +326,28 @@ class WarningsButton(QtWidgets.QToolButton):
         dlg.destroyed.connect(lambda *_: setattr(self, "dialog", None))
         self.dialog = dlg
         dlg.show()
+
+
+def list_table(
+    columns: Sequence[str], tips: Sequence[str], stretch_column: int, on_row: Callable[[int], None]
+) -> QtWidgets.QTableWidget:
+    """A read-only table of one-row items (findings, references): headers with tooltips, whole
+    rows selected, columns fitted to their contents but ``stretch_column``, which takes the
+    spare width; a click on a row calls ``on_row(row)``."""
+    table = QtWidgets.QTableWidget(0, len(columns))
+    table.setHorizontalHeaderLabels(list(columns))
+    for c, tip in enumerate(tips):
+        table.horizontalHeaderItem(c).setToolTip(tip)
+    table.verticalHeader().setVisible(False)
+    table.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setSelectionMode(QtWidgets.QAbstractItemView.SelectionMode.SingleSelection)
+    table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+    header = table.horizontalHeader()
+    header.setSectionResizeMode(QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
+    header.setSectionResizeMode(stretch_column, QtWidgets.QHeaderView.ResizeMode.Stretch)
+    table.cellClicked.connect(lambda r, _c: on_row(r))
+    return table
 
 
 def research_notice() -> QtWidgets.QLabel:

@@ -31,6 +31,20 @@ DEVICE_SERIAL_NUMBER = "0"
 _COLOURS = {"malignant": (230, 30, 30), "benign": (255, 190, 0), "region": (230, 30, 30)}
 
 
+def derived_object_attributes(alg, series_uid: str | None, series_number: int, sop_instance_uid: str | None) -> dict:
+    """The identity and equipment arguments (highdicom keywords) shared by the SEG and the SR:
+    new UIDs unless given, the algorithm as the device, its and the model's versions."""
+    return {
+        "series_instance_uid": series_uid or hd.UID(),
+        "series_number": series_number,
+        "sop_instance_uid": sop_instance_uid or hd.UID(),
+        "instance_number": 1,
+        "manufacturer": MANUFACTURER,
+        "manufacturer_model_name": alg.name,
+        "software_versions": [alg.version, f"model {alg.model_version}"],
+    }
+
+
 def segment_labels(results: SeriesResults) -> list[str]:
     """The segment labels, in segment order (segment ``k`` is ``labels[k - 1]``)."""
     if results.region is not None:
@@ -131,13 +145,7 @@ def build_segmentation(
             pixel_array=_pixel_array(results, series.shape),
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions,
-            series_instance_uid=series_uid or hd.UID(),
-            series_number=series_number,
-            sop_instance_uid=sop_instance_uid or hd.UID(),
-            instance_number=1,
-            manufacturer=MANUFACTURER,
-            manufacturer_model_name=alg.name,
-            software_versions=[alg.version, f"model {alg.model_version}"],
+            **derived_object_attributes(alg, series_uid, series_number, sop_instance_uid),
             device_serial_number=DEVICE_SERIAL_NUMBER,
             content_label="LUNGCT_LESIONS" if results.region is None else "LUNGCT_REGION",
             content_description=(

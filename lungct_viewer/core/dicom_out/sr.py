@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import highdicom as hd
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from highdicom.sr import (
     AlgorithmIdentification,
@@ -47,7 +46,7 @@ from pydicom.uid import generate_uid
 from ..errors import ExportError
 from . import codes
 from .inputs import SeriesResults
-from .seg import MANUFACTURER, tracking_ids
+from .seg import MANUFACTURER, derived_object_attributes, tracking_ids
 from .source import SourceSeries
 
 logger = logging.getLogger(__name__)
@@ -186,13 +185,7 @@ def build_measurement_report(
         return Comprehensive3DSR(
             evidence=[*series.datasets, segmentation],
             content=report,
-            series_instance_uid=series_uid or hd.UID(),
-            series_number=series_number,
-            sop_instance_uid=sop_instance_uid or hd.UID(),
-            instance_number=1,
-            manufacturer=MANUFACTURER,
-            manufacturer_model_name=alg.name,
-            software_versions=[alg.version, f"model {alg.model_version}"],
+            **derived_object_attributes(alg, series_uid, series_number, sop_instance_uid),
             is_complete=True,
             is_final=False,
             is_verified=False,
