@@ -18,7 +18,7 @@ from lungct_viewer.core.labels import CANDIDATE_RGB, LABEL_RGB, REFERENCE_RGB
 from lungct_viewer.core.session import ReadingSession, lesions_table
 
 from .references_panel import ReferencesPanel
-from .widgets import list_table, qcolor
+from .widgets import list_table, qcolor, set_cell
 
 #: Findings list columns.
 COLUMNS = ("#", "Slices", "mm", "Call", "P", "Susp.", "Ref")
@@ -287,11 +287,7 @@ class ReadingPanel(QtWidgets.QWidget):
             colour = qcolor(LABEL_RGB[lab] if lab is not None else CANDIDATE_RGB)
             overlapped = ", ".join(refs[i].title for i in row["references"])
             for c, v in enumerate(values):
-                item = t.item(r, c)
-                if item is None:
-                    item = QtWidgets.QTableWidgetItem()
-                    t.setItem(r, c, item)
-                item.setText(v)
+                item = set_cell(t, r, c, v)
                 if c == len(values) - 1:
                     item.setForeground(QtGui.QBrush(qcolor(REFERENCE_RGB)))
                     item.setToolTip(f"Overlaps {overlapped}" if overlapped else "")

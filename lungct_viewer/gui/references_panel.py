@@ -15,7 +15,7 @@ from PySide6.QtCore import Qt, Signal
 from lungct_viewer.core.labels import REFERENCE_RGB
 from lungct_viewer.core.session import ReadingSession, lesion_name
 
-from .widgets import list_table, qcolor
+from .widgets import list_table, qcolor, set_cell
 
 COLUMNS = ("Reference", "Reader", "Slices", "mm", "Lesions")
 COLUMN_TIPS = (
@@ -80,11 +80,7 @@ class ReferencesPanel(QtWidgets.QWidget):
             )
             tip = f"{ref.kind.display}: {ref.source}; volume {ref.volume_mm3 / 1000.0:.2f} mL"
             for c, v in enumerate(values):
-                item = t.item(r, c)
-                if item is None:
-                    item = QtWidgets.QTableWidgetItem()
-                    t.setItem(r, c, item)
-                item.setText(v)
+                item = set_cell(t, r, c, v)
                 item.setToolTip(tip)
                 item.setForeground(colour if c == 0 else QtGui.QBrush())
             self.rows.append((ref.central_slice, ref.centre_px))

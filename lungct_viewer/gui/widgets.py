@@ -350,6 +350,16 @@ def list_table(
     return table
 
 
+def set_cell(table: QtWidgets.QTableWidget, row: int, col: int, text: str) -> QtWidgets.QTableWidgetItem:
+    """The item at ``(row, col)`` (made when missing, reused otherwise) showing ``text``."""
+    item = table.item(row, col)
+    if item is None:
+        item = QtWidgets.QTableWidgetItem()
+        table.setItem(row, col, item)
+    item.setText(text)
+    return item
+
+
 def research_notice() -> QtWidgets.QLabel:
     """The red "research use only" banner of the side panel."""
     label = QtWidgets.QLabel(RESEARCH_NOTICE)
