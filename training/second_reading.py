@@ -44,10 +44,13 @@ from .studies import AnalysedSeries
 #: A hit must be localised: a finding's box centre within this margin (mm) of the nodule's box.
 HIT_MARGIN_MM = 5.0
 #: Operating point: false-positive lesions per training scan at the chosen suspicion, and the
-#: most findings shown per scan (the most suspicious; the rest stay candidates). On a scanner
-#: the second reading never saw (thick slices, another kernel) more vessel cross-sections
-#: pass the threshold; the cap keeps a new scan at a reader's load.
-TARGET_FP_PER_SCAN = 2.0
+#: most findings shown per scan (the most suspicious; the rest stay candidates). A scan the
+#: second reading never saw raises about three times its training scans' rate (thick slices,
+#: another kernel: more vessel cross-sections pass): leave-one-study-out over the five
+#: studies, a threshold at 1 per training scan gave 3.2 per held-out scan and one at 2 gave
+#: 6.8 (``evaluate-pasted``'s operating-point table). So the threshold is set at 1, where a
+#: new scan stays within the target of 4 before the cap, and the cap is a safety net.
+TARGET_FP_PER_SCAN = 1.0
 MAX_LESIONS_PER_SCAN = 4
 L2_PENALTY = 1.0
 #: Features are clipped to these percentiles of the fitting examples (no extrapolation).
