@@ -161,7 +161,10 @@ def test_lesion_votes_come_from_the_patches_over_its_object():
     assert les.probability(0.6) == pytest.approx((6 * 0.7 + 3 * 0.2) / 9)
     assert les.probability(0.7) == pytest.approx((6 * 0.2 + 3 * 0.7) / 9)
     assert les.passes and les.slices == (0, 1) and [f.lesion_id for f in les.findings] == [3, 3]
-    assert les.diameter_mm == pytest.approx(17 * 0.7)
+    # a disc 17 pixels across: both axes and the mean diameter about 17 pixels
+    assert les.long_axis_mm == pytest.approx(17 * 0.7, abs=0.4)
+    assert les.short_axis_mm == pytest.approx(17 * 0.7, abs=0.4)
+    assert les.diameter_mm == pytest.approx(17 * 0.7, abs=0.4)
     stricter = read_lesion(
         cand, vol, analysis, min_roi_probability=0.95, suspicion=0.2, suspicion_threshold=0.5, lesion_id=3
     )
@@ -181,7 +184,8 @@ def _lesion(b: int, m: int, diameter: float = 10.0, passes: bool = True) -> Lesi
         p_malignant=0.0,
         findings=(),
         centroid_mm=(0.0, 0.0, 0.0),
-        diameter_mm=diameter,
+        long_axis_mm=diameter,
+        short_axis_mm=diameter,
         volume_mm3=0.0,
     )
 

@@ -54,7 +54,8 @@ def _lesions(labels: np.ndarray) -> list[LesionRecord]:
                 label="malignant" if cls == 2 else "benign",
                 malignant_fraction=frac,
                 suspicion=susp,
-                diameter_mm=diam,
+                long_axis_mm=diam,
+                short_axis_mm=0.6 * diam,
                 volume_mm3=vol,
                 mask=m,
             )
@@ -149,7 +150,8 @@ def test_sr_parses_back_to_the_input_numbers(written):
         assert g.finding_type == K.LESION_TYPE
         got = {(m.name.value, m.name.scheme_designator): (m.value, m.unit.value) for m in g.get_measurements()}
         want = {
-            ("103339001", "SCT"): (les.diameter_mm, "mm"),
+            ("103339001", "SCT"): (les.long_axis_mm, "mm"),
+            ("103340004", "SCT"): (les.short_axis_mm, "mm"),
             ("118565006", "SCT"): (les.volume_mm3, "mm3"),
             ("MVF", K.LOCAL_SCHEME): (les.malignant_fraction, "{ratio}"),
         }
@@ -299,7 +301,7 @@ def _copy_series(folder: Path, dst: Path) -> list[str]:
 def _one_lesion(shape, id_=1) -> LesionRecord:
     m = np.zeros(shape, bool)
     m[shape[0] // 2, 100:110, 100:110] = True
-    return LesionRecord(id_, "benign", 0.2, 0.3, 7.0, 122.5, m)
+    return LesionRecord(id_, "benign", 0.2, 0.3, 7.0, 5.0, 122.5, m)
 
 
 def _results(files, lesions=None, region=None, **kw) -> SeriesResults:
@@ -336,16 +338,20 @@ def test_bad_input_is_refused_with_a_clear_sentence(phantom_study, tmp_path):
     )
     refused(
         "mask of lesion 1 is empty",
-        lambda: _results(files, [LesionRecord(1, "benign", 0.2, None, 7.0, 1.0, np.zeros(shape, bool))]),
+        lambda: _results(files, [LesionRecord(1, "benign", 0.2, None, 7.0, 5.0, 1.0, np.zeros(shape, bool))]),
     )
     refused("Lesion number 1 appears more than once", lambda: _results(files, [_one_lesion(shape), _one_lesion(shape)]))
     refused(
         "must be 'benign' or 'malignant'",
-        lambda: _results(files, [LesionRecord(1, "indeterminate", 0.2, None, 7.0, 1.0, np.ones(shape, bool))]),
+        lambda: _results(files, [LesionRecord(1, "indeterminate", 0.2, None, 7.0, 5.0, 1.0, np.ones(shape, bool))]),
     )
     refused(
         "malignant vote fraction of lesion 1 must be between 0 and 1",
-        lambda: _results(files, [LesionRecord(1, "benign", 1.5, None, 7.0, 1.0, np.ones(shape, bool))]),
+        lambda: _results(files, [LesionRecord(1, "benign", 1.5, None, 7.0, 5.0, 1.0, np.ones(shape, bool))]),
+    )
+    refused(
+        "short axis of lesion 1 is longer than its long axis",
+        lambda: _results(files, [LesionRecord(1, "benign", 0.5, None, 5.0, 7.0, 1.0, np.ones(shape, bool))]),
     )
     refused(
         "patient-level call must be 'benign' or 'malignant'",
@@ -443,7 +449,7 @@ def test_real_series_with_a_box_lesion(lidc_0001, tmp_path):
     mask = np.zeros(vol.shape, bool)
     mask[60:66, 300:330, 150:185] = True
     dy, dx = vol.pixel_spacing_mm
-    lesion = LesionRecord(1, "malignant", 0.8125, 0.91, 35 * dx, float(mask.sum()) * dx * dy * 2.5, mask)
+    lesion = LesionRecord(1, "malignant", 0.8125, 0.91, 35 * dx, 30 * dx, float(mask.sum()) * dx * dy * 2.5, mask)
     results = SeriesResults(
         [by_uid[u] for u in vol.sop_instance_uids],
         PatientCall("malignant", 0.8125, 0.06),

@@ -1297,8 +1297,9 @@ def test_reference_outlines_on_screen_in_the_lists_and_in_the_png(analysed, qtbo
     rt = w.reading.references.table
     rows = [[rt.item(r, c).text() for c in range(rt.columnCount())] for r in range(rt.rowCount())]
     assert rows == [
-        ["Nodule 1", "Reader 1", "4\u20135", f"{11 * 0.7:.1f}", "L1"],
-        ["Vessel", "\u2013", "4", f"{11 * 0.7:.1f}", "none"],
+        # 11 x 11 pixel squares: their mean diameter is the diagonal (pixel centres, plus one pixel)
+        ["Nodule 1", "Reader 1", "4\u20135", f"{(10 * np.sqrt(2) + 1) * 0.7:.1f}", "L1"],
+        ["Vessel", "\u2013", "4", f"{(10 * np.sqrt(2) + 1) * 0.7:.1f}", "none"],
     ]
     w.set_index(7)
     w.reading.references.activate_row(1)
@@ -1328,7 +1329,14 @@ def _seg_on_phantom(folder: Path, out: Path, mask: np.ndarray) -> Path:
 
     vol = load_series(select_series(scan_folder(folder)))
     les = LesionRecord(
-        id=1, label="malignant", malignant_fraction=1.0, suspicion=None, diameter_mm=5.0, volume_mm3=1.0, mask=mask
+        id=1,
+        label="malignant",
+        malignant_fraction=1.0,
+        suspicion=None,
+        long_axis_mm=5.0,
+        short_axis_mm=4.0,
+        volume_mm3=1.0,
+        mask=mask,
     )
     results = SeriesResults(
         source_files=sorted(str(p) for p in folder.glob("*.dcm")),

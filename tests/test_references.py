@@ -66,7 +66,14 @@ def seg_file(phantom, tmp_path_factory) -> Path:
     folder, vol, masks, _ = phantom
     lesions = [
         LesionRecord(
-            id=k, label=lab, malignant_fraction=0.5, suspicion=None, diameter_mm=10.0, volume_mm3=100.0, mask=m
+            id=k,
+            label=lab,
+            malignant_fraction=0.5,
+            suspicion=None,
+            long_axis_mm=10.0,
+            short_axis_mm=8.0,
+            volume_mm3=100.0,
+            mask=m,
         )
         for k, (lab, m) in enumerate(zip(("benign", "malignant"), masks), start=1)
     ]
@@ -235,7 +242,7 @@ def test_rtstruct_square_contour_fills_the_right_slice(phantom, tmp_path):
     expected = np.zeros(vol.shape, bool)
     expected[4, 50:71, 40:61] = True  # pixel centres inside or on the contour
     assert np.array_equal(_full(square, vol.shape), expected)
-    assert square.diameter_mm == pytest.approx(21 * vol.pixel_spacing_mm[1])
+    assert square.diameter_mm == pytest.approx((20 * np.sqrt(2) + 1) * vol.pixel_spacing_mm[1])  # its diagonal
     ring_mask = _full(ring, vol.shape)
     assert ring.slices == (7,) and ring_mask[7, 100, 100] and ring_mask[7, 140, 140]
     assert not ring_mask[7, 120, 120] and ring_mask[7, 105, 120]  # the hole

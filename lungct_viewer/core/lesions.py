@@ -11,8 +11,11 @@ settings:
 * **suspicion** -- the second reading's score (:mod:`.second_reading`); a lesion *passes*
   when it reaches the suspicion threshold (every lesion passes when there is no second
   reading);
-* **findings** -- its cross-section on every slice it covers: box, centroid, area and
-  diameter, the per-slice marks a reader and ``report.json`` see.
+* **findings** -- its cross-section on every slice it covers: box, centroid, area, long and
+  short axis and mean diameter (:mod:`.nodule_size`), the per-slice marks a reader and
+  ``report.json`` see;
+* **size** -- the long and short axis of its largest cross-section (by area) and their mean,
+  the lesion's ``diameter_mm`` (the Fleischner and Lung-RADS measure).
 
 Boxes are ``(x0, y0, x1, y1)`` native pixels, end-exclusive; centroids ``(row, col)``
 native pixels; ``centroid_mm`` patient (LPS) mm.
@@ -29,6 +32,7 @@ from . import constants as C
 from .candidates import Candidate
 from .detection import roi_probability
 from .labels import Label
+from .nodule_size import slice_axes
 from .results import SliceAnalysis, StudyAnalysis
 from .study import CTVolume
 
@@ -44,7 +48,13 @@ class SliceFinding:
     centroid_px: tuple[float, float]
     centroid_mm: tuple[float, float, float]
     area_mm2: float
-    diameter_mm: float
+    long_axis_mm: float
+    short_axis_mm: float
+
+    @property
+    def diameter_mm(self) -> float:
+        """Mean diameter: the average of the long and the short axis, mm."""
+        return 0.5 * (self.long_axis_mm + self.short_axis_mm)
 
 
 @dataclass(frozen=True)
@@ -61,8 +71,16 @@ class Lesion:
     p_malignant: float
     findings: tuple[SliceFinding, ...]
     centroid_mm: tuple[float, float, float]
-    diameter_mm: float
+    #: long and short axis (mm) of the largest cross-section (by area)
+    long_axis_mm: float
+    short_axis_mm: float
     volume_mm3: float
+
+    @property
+    def diameter_mm(self) -> float:
+        """Mean diameter (mm): the average of the long and the short axis of the largest
+        cross-section; the size the call's rule compares."""
+        return 0.5 * (self.long_axis_mm + self.short_axis_mm)
 
     @property
     def slices(self) -> tuple[int, int]:
@@ -146,6 +164,7 @@ def read_lesion(
         x0, x1 = int(cols.min()) + c0, int(cols.max()) + c0 + 1
         cy, cx = float(rows.mean()) + r0, float(cols.mean()) + c0
         area = float(len(rows)) * dy * dx
+        axes = slice_axes(obj, (dy, dx))
         findings.append(
             SliceFinding(
                 lesion_id=lesion_id,
@@ -155,7 +174,8 @@ def read_lesion(
                 centroid_px=(cy, cx),
                 centroid_mm=volume.pixel_to_patient_mm(z, cy, cx),
                 area_mm2=area,
-                diameter_mm=float(max((x1 - x0) * dx, (y1 - y0) * dy)),
+                long_axis_mm=axes.long_mm,
+                short_axis_mm=axes.short_mm,
             )
         )
         weighted += np.array(volume.pixel_to_patient_mm(z, cy, cx)) * area
@@ -176,7 +196,7 @@ def read_lesion(
         pb += p[roi, C.BENIGN].tolist()
         pm += p[roi, C.MALIGNANT].tolist()
     passes = suspicion is None or suspicion_threshold is None or suspicion >= suspicion_threshold
-    diameter = max(f.diameter_mm for f in findings)
+    largest = max(findings, key=lambda f: f.area_mm2)  # where a radiologist measures it
     centroid = tuple(float(v) for v in weighted / max(total, 1e-9))
     return Lesion(
         id=lesion_id,
@@ -189,7 +209,8 @@ def read_lesion(
         p_malignant=float(np.mean(pm)) if pm else 0.0,
         findings=tuple(findings),
         centroid_mm=centroid,  # type: ignore[arg-type]
-        diameter_mm=diameter,
+        long_axis_mm=largest.long_axis_mm,
+        short_axis_mm=largest.short_axis_mm,
         volume_mm3=float(cand.mask.sum()) * dz * dy * dx,
     )
 

@@ -40,6 +40,7 @@ from scipy import ndimage
 
 from .errors import DataError, LoadCancelled, ReferenceLoadError
 from .lidc import cluster_nodules, fill_polygon, is_lidc_xml, parse_reading
+from .nodule_size import Axes, largest_section_axes
 from .study import CTVolume, FolderScan
 
 logger = logging.getLogger(__name__)
@@ -121,10 +122,15 @@ class Reference:
         return m & ~inner, r0, c0
 
     @property
+    def axes(self) -> Axes:
+        """Long and short axis (mm) of the largest cross-section (by area), measured as a
+        lesion's (:mod:`.nodule_size`)."""
+        return largest_section_axes((m for m, _, _ in self.masks.values()), tuple(self.pixel_spacing_mm))
+
+    @property
     def diameter_mm(self) -> float:
-        """The largest in-plane extent over its slices (as a lesion's diameter), mm."""
-        dy, dx = self.pixel_spacing_mm
-        return float(max(max(m.shape[0] * dy, m.shape[1] * dx) for m, _, _ in self.masks.values()))
+        """Mean diameter (mm), as a lesion's: the average of :attr:`axes`."""
+        return self.axes.mean_mm
 
     @property
     def volume_mm3(self) -> float:

@@ -27,7 +27,7 @@ OVERLAP_MARK = "\u25cf"
 COLUMN_TIPS = (
     "Lesion number (as on the image: L for a finding, C for a candidate)",
     "Slices it spans (1 = top)",
-    "Largest in-plane size in mm",
+    "Mean diameter in mm: the average of the long and short axis, where the lesion is longest",
     "The lesion's call at the voting threshold",
     "Mean probability of that call over the lesion's ROI patches",
     "Suspicion from the second reading (3-D shape), 0-1",

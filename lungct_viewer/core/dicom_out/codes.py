@@ -36,6 +36,7 @@ REGION_TYPE = CodedConcept("108369006", "SCT", "Neoplasm")
 LUNG = CodedConcept("39607008", "SCT", "Lung")
 
 LONG_AXIS = CodedConcept("103339001", "SCT", "Long Axis")
+SHORT_AXIS = CodedConcept("103340004", "SCT", "Short Axis")
 VOLUME = CodedConcept("118565006", "SCT", "Volume")
 BENIGN = CodedConcept("30807003", "SCT", "Benign")
 MALIGNANT = CodedConcept("21594007", "SCT", "Malignant")

@@ -42,7 +42,8 @@ def series_results(session: ReadingSession, source_files: Sequence[str | os.Path
             label=les.label(threshold).value,
             malignant_fraction=les.malignant_fraction if les.malignant_fraction is not None else 0.0,
             suspicion=les.suspicion,
-            diameter_mm=les.diameter_mm,
+            long_axis_mm=les.long_axis_mm,
+            short_axis_mm=les.short_axis_mm,
             volume_mm3=les.volume_mm3,
             mask=lesion_mask(session, les),
         )

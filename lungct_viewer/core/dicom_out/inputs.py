@@ -72,7 +72,8 @@ class LesionRecord:
     ``id`` is the lesion's 1-based number as the report shows it; ``label`` the call
     (``"benign"`` or ``"malignant"``); ``malignant_fraction`` the share of its ROI patches
     voting malignant; ``suspicion`` the second reading's score in [0, 1] (None when there
-    is none); ``diameter_mm`` the long-axis diameter; ``volume_mm3`` the volume; ``mask``
+    is none); ``long_axis_mm`` and ``short_axis_mm`` its axes on the slice where it is longest
+    (:mod:`~lungct_viewer.core.nodule_size`); ``volume_mm3`` the volume; ``mask``
     ``(n_slices, rows, cols)`` on the analysed series' grid (index 0 = head). The mask is
     the lesion's location in the SEG, and the SR refers to its segment (TID 1411 takes one
     location per group, so no separate centre point is stored).
@@ -82,7 +83,8 @@ class LesionRecord:
     label: str
     malignant_fraction: float
     suspicion: float | None
-    diameter_mm: float
+    long_axis_mm: float
+    short_axis_mm: float
     volume_mm3: float
     mask: np.ndarray = field(repr=False)
 
@@ -96,7 +98,10 @@ class LesionRecord:
         set_(self, "id", int(self.id))
         set_(self, "malignant_fraction", _fraction(self.malignant_fraction, f"malignant vote fraction of {what}"))
         set_(self, "suspicion", _fraction(self.suspicion, f"suspicion score of {what}", True))
-        set_(self, "diameter_mm", _positive(self.diameter_mm, f"diameter of {what}"))
+        set_(self, "long_axis_mm", _positive(self.long_axis_mm, f"long axis of {what}"))
+        set_(self, "short_axis_mm", _positive(self.short_axis_mm, f"short axis of {what}"))
+        if self.short_axis_mm > self.long_axis_mm:
+            raise ExportError(f"The short axis of {what} is longer than its long axis.")
         set_(self, "volume_mm3", _positive(self.volume_mm3, f"volume of {what}"))
         set_(self, "mask", _mask(self.mask, what))
 

@@ -8,7 +8,7 @@ Content tree (all measurements as given by the caller, none computed here):
 * per lesion a TID 1411 volumetric measurement group: tracking identifier and UID (the SEG
   segment's), the referenced SEG segment as its location, finding type *Nodule* at the lung,
   the algorithm identification (name, version, ``model <version>``, ``voting threshold <t>``),
-  long-axis diameter (mm), volume (mm3), malignant vote fraction and suspicion score
+  long and short axis (mm), volume (mm3), malignant vote fraction and suspicion score
   (``{ratio}``, ``{score}``; the score only when there is one), and the benign/malignant call
   as a qualitative evaluation;
 * for the suspicious region (lesions off) the same group with its volume only;
@@ -121,7 +121,8 @@ def _groups(results: SeriesResults, series: SourceSeries, segmentation, tracking
         )
     for k, les in enumerate(results.lesions, start=1):
         measurements = [
-            _measurement(codes.LONG_AXIS, les.diameter_mm, codes.MILLIMETER),
+            _measurement(codes.LONG_AXIS, les.long_axis_mm, codes.MILLIMETER),
+            _measurement(codes.SHORT_AXIS, les.short_axis_mm, codes.MILLIMETER),
             _measurement(codes.VOLUME, les.volume_mm3, codes.CUBIC_MILLIMETER),
             _measurement(codes.MALIGNANT_VOTE_FRACTION, les.malignant_fraction, codes.RATIO),
         ]
