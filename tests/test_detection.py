@@ -171,6 +171,27 @@ def test_lesion_votes_come_from_the_patches_over_its_object():
     assert (stricter.votes_malignant, stricter.votes_benign) == (0, 0) and not stricter.passes
 
 
+def test_a_lesion_read_again_uses_its_slices_analysis_as_it_is_now():
+    """Reading a candidate again (a setting moved) gives the same lesion; when a slice is
+    analysed again, its new output counts, not what was remembered of the old one."""
+    vol = _volume(n=2)
+    analysis = StudyAnalysis(vol.series_uid, 2)
+    analysis.slices[0] = _slice(0, rois=[((5, 8, 5, 8), 0.2, 0.7)])
+    analysis.slices[1] = _slice(1)
+    cand = _candidate(0, 2, (85.0, 85.0), 8.0)
+
+    def read():
+        return read_lesion(
+            cand, vol, analysis, min_roi_probability=0.5, suspicion=None, suspicion_threshold=None, lesion_id=1
+        )
+
+    first, again = read(), read()
+    assert (first.votes_malignant, first.votes_benign) == (again.votes_malignant, again.votes_benign) == (9, 0)
+    assert first.findings == again.findings and first.diameter_mm == again.diameter_mm
+    analysis.slices[0] = _slice(0, rois=[((5, 8, 5, 8), 0.7, 0.2)])  # slice 0 read again: now benign
+    assert (read().votes_malignant, read().votes_benign) == (0, 9)
+
+
 def _lesion(b: int, m: int, diameter: float = 10.0, passes: bool = True) -> Lesion:
     """A lesion with only what the patient-level vote reads (votes, size, second reading)."""
     return Lesion(

@@ -34,6 +34,7 @@ from scipy import ndimage
 
 from . import constants as C
 from .lung import LungRegion
+from .nodule_size import Axes, slice_axes
 from .results import SliceAnalysis
 
 #: HU above which lung tissue counts as dense structure (solid and part-solid nodules,
@@ -97,6 +98,9 @@ class Candidate:
     mask: np.ndarray = field(repr=False)
     seeds: list[Seed] = field(default_factory=list, repr=False)
     features: dict[str, float] = field(default_factory=dict)
+    #: values derived from the object that no setting changes, computed once by the modules
+    #: that read the candidate (its cross-sections' axes, the patches over them)
+    memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def max_roi_logit(self) -> float:
@@ -114,6 +118,15 @@ class Candidate:
         if not 0 <= k < self.mask.shape[0] or not self.mask[k].any():
             return None
         return self.mask[k], self.box[2], self.box[4]
+
+    def section_axes(self, spacing: tuple[float, float]) -> dict[int, Axes]:
+        """Long and short axis of the object's cross-section on each slice it covers (slice
+        index -> :class:`~.nodule_size.Axes`; ``spacing`` row and column mm), measured once:
+        lesions are read again whenever a setting moves, the object does not change."""
+        key = ("axes", float(spacing[0]), float(spacing[1]))
+        if key not in self.memo:
+            self.memo[key] = {self.box[0] + k: slice_axes(m, key[1:]) for k, m in enumerate(self.mask) if m.any()}
+        return self.memo[key]
 
     def feature_vector(self) -> np.ndarray:
         return np.array([self.features[n] for n in FEATURE_NAMES], dtype=np.float64)
@@ -363,4 +376,5 @@ def build_candidates(
     cands.sort(key=lambda c: (c.slices[0], c.core[1], c.core[2]))
     for k, c in enumerate(cands, start=1):
         c.id = k
+        c.section_axes(tuple(spacing[1:]))  # here, off the thread that reads lesions
     return cands

@@ -32,7 +32,6 @@ from . import constants as C
 from .candidates import Candidate
 from .detection import roi_probability
 from .labels import Label
-from .nodule_size import slice_axes
 from .results import SliceAnalysis, StudyAnalysis
 from .study import CTVolume
 
@@ -108,6 +107,17 @@ class Lesion:
         return self.p_malignant if self.label(threshold) is Label.MALIGNANT else self.p_benign
 
 
+def _patches_over(cand: Candidate, z: int, sa: SliceAnalysis) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_core_counts` of the candidate's cross-section on slice ``z``, computed once per
+    slice analysis (settings only filter the patches, they do not move them)."""
+    key = ("patches", z)
+    hit = cand.memo.get(key)
+    if hit is None or hit[0] is not sa:
+        hit = (sa, _core_counts(cand.mask[z - cand.box[0]], cand.box[2], cand.box[4], sa))
+        cand.memo[key] = hit
+    return hit[1]
+
+
 def _core_counts(obj: np.ndarray, r0: int, c0: int, sa: SliceAnalysis) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Grid cells whose central 30 x 30 model pixels hold object pixels, with the count in
     model pixels: ``(ii, jj, counts)``."""
@@ -164,7 +174,7 @@ def read_lesion(
         x0, x1 = int(cols.min()) + c0, int(cols.max()) + c0 + 1
         cy, cx = float(rows.mean()) + r0, float(cols.mean()) + c0
         area = float(len(rows)) * dy * dx
-        axes = slice_axes(obj, (dy, dx))
+        axes = cand.section_axes((dy, dx))[z]
         findings.append(
             SliceFinding(
                 lesion_id=lesion_id,
@@ -183,7 +193,7 @@ def read_lesion(
         sa = analysis.slices.get(z)
         if sa is None:
             continue
-        ii, jj, counts = _core_counts(obj, r0, c0, sa)
+        ii, jj, counts = _patches_over(cand, z, sa)
         if len(ii) == 0:
             continue
         need = min(float(C.ROI_MIN_CORE_PIXELS), 0.999 * float(counts.max()))
