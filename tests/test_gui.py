@@ -550,6 +550,12 @@ def test_show_candidates_toggle(window):
     r = window.reading
     assert r.candidates_check.isEnabled() and not r.show_candidates
     assert r.table.rowCount() == 1 and r.table.item(0, 0).text() == "1"
+    les = session.findings()[0]
+    assert r.table.item(0, 2).text() == f"{les.diameter_mm:.1f}"
+    assert (
+        r.table.item(0, 2).toolTip()
+        == f"{les.long_axis_mm:.1f} \u00d7 {les.short_axis_mm:.1f} mm (long \u00d7 short axis)"
+    )
     window.set_index(6)
     assert not visible_marks(window.view), "a candidate below the threshold is hidden by default"
     r.candidates_check.setChecked(True)

@@ -490,7 +490,8 @@ def lesion_text(les: Lesion, threshold: float) -> str:
 
 
 def lesions_table(lesions: Sequence[Lesion], threshold: float, overlaps: Overlaps | None = None) -> list[dict]:
-    """Rows for a findings list: number, slices (1-based), size, call, probability, suspicion,
+    """Rows for a findings list: number, slices (1-based), size (mean diameter and the long and
+    short axis it averages), call, probability, suspicion,
     where to show the lesion (its central slice and the centre ``(row, col)`` there), and the
     indices of the references it overlaps (``references``, empty without ``overlaps``)."""
     hits = overlaps.by_lesion if overlaps is not None else {}
@@ -501,6 +502,7 @@ def lesions_table(lesions: Sequence[Lesion], threshold: float, overlaps: Overlap
             "central_slice": les.central.slice_index,
             "centre_px": les.central.centroid_px,
             "diameter_mm": les.diameter_mm,
+            "axes_mm": (les.long_axis_mm, les.short_axis_mm),
             "label": les.label(threshold) if les.passes else None,
             "probability": les.probability(threshold),
             "suspicion": les.suspicion,

@@ -288,6 +288,8 @@ class ReadingPanel(QtWidgets.QWidget):
             overlapped = ", ".join(refs[i].title for i in row["references"])
             for c, v in enumerate(values):
                 item = set_cell(t, r, c, v)
+                if c == 2:
+                    item.setToolTip("{:.1f} \u00d7 {:.1f} mm (long \u00d7 short axis)".format(*row["axes_mm"]))
                 if c == len(values) - 1:
                     item.setForeground(QtGui.QBrush(qcolor(REFERENCE_RGB)))
                     item.setToolTip(f"Overlaps {overlapped}" if overlapped else "")
