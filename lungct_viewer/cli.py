@@ -70,7 +70,7 @@ def _add_reading_options(p: argparse.ArgumentParser) -> None:
         type=_probability,
         default=None,
         help="second reading: lesions with at least this suspicion are findings "
-        "(default: the second reading's operating point)",
+        "(default: the second reading's operating point for the series' slice spacing)",
     )
     p.add_argument(
         "--red",

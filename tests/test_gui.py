@@ -589,6 +589,19 @@ def test_show_candidates_toggle(window):
     assert "Findings: 1 lesion(s) (at most 1 per scan); 1 candidate(s)" in r.diag_detail.text()
     r.candidates_check.setChecked(True)
     assert r.table.rowCount() == 2
+    # a thick-slice series starts at the second reading's thick-slice operating point, and the
+    # slider says why its default differs
+    from dataclasses import replace
+
+    banded = replace(capped, max_lesions=None, thick_threshold=0.85)
+    s4, a4, cs4 = make_reading(suspicion=(0.9, 0.8), reading=banded)
+    thick_vol = CTVolume.from_array(s4.volume.hu, pixel_spacing_mm=(0.7, 0.7), slice_spacing_mm=5.0)
+    s5 = ReadingSession(thick_vol, CARD, banded)
+    window.set_session(s5)
+    window.set_analysis(a4, cs4)
+    assert s5.params.suspicion_threshold == 0.85 and [les.id for les in s5.findings()] == [1]
+    assert "5.0 mm apart" in r.susp_slider.toolTip() and "thin slices: 0.50" in r.susp_slider.toolTip()
+    assert r.susp_value.text() == "\u2265 0.85"
 
 
 def test_findings_list_click_and_next_previous(analysed, qtbot):

@@ -118,6 +118,41 @@ def test_second_reading_decides_what_is_a_finding(study):
     assert len(s.findings()) == 1
 
 
+def test_thick_slice_series_read_at_their_own_operating_point(study):
+    """A second reading with a thick-slice operating point: a 2.5 mm series gets the thin one,
+    the same chest as 5 mm slices the thick one, as its default and after a reset."""
+    from dataclasses import replace
+
+    from lungct_viewer.core.detection import DetectionParams
+    from lungct_viewer.core.second_reading import THICK_SLICE_MM, is_thick
+
+    r = replace(_reading(threshold=0.5), thick_threshold=0.9)
+    assert r.threshold_for(2.5) == 0.5 and r.threshold_for(None) == 0.5
+    assert r.threshold_for(5.0) == 0.9 and r.threshold_for(THICK_SLICE_MM) == 0.5
+    assert is_thick(THICK_SLICE_MM + 0.1) and not is_thick(None)
+    assert _reading().threshold_for(8.0) == 0.5  # no thick operating point: one for all
+    assert DetectionParams.from_operating_point({}, r, 5.0).suspicion_threshold == 0.9
+    thin = _session(study, r)
+    assert thin.params.suspicion_threshold == 0.5
+    vol, analysis = study
+    thick_vol = CTVolume.from_array(vol.hu, pixel_spacing_mm=(0.7, 0.7), slice_spacing_mm=5.0)
+    thick = ReadingSession(thick_vol, _card(), r)
+    assert thick.params.suspicion_threshold == 0.9
+    thick.update_params(suspicion_threshold=0.2)
+    thick.reset_to_model_defaults()
+    assert thick.params.suspicion_threshold == 0.9
+    thick.set_analysis(analysis)
+    det = build_report(thick)["detection"]
+    assert det["suspicion_threshold"] == det["suspicion_operating_point"] == 0.9 and det["thick_slice_series"]
+    assert build_report(thin)["detection"]["thick_slice_series"] is False
+    thin.set_second_reading(replace(r, threshold=0.4))
+    assert thin.params.suspicion_threshold == 0.4
+    with pytest.raises(ValueError):
+        replace(r, thick_threshold=1.5)
+    # the file keeps both
+    assert SecondReading.from_dict(r.to_dict()) == r
+
+
 def test_the_cap_keeps_the_most_suspicious(study):
     s = _session(study, _reading(threshold=0.0, max_lesions=1))
     assert len(s.findings()) == 1

@@ -216,6 +216,14 @@ def _whole_study_options(p: argparse.ArgumentParser, out_help: str) -> None:
         "--pastes", type=int, default=None, help="nodule crops pasted into each study to fit second readings"
     )
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument(
+        "--slabs-mm",
+        type=float,
+        nargs="*",
+        default=None,
+        help="slice spacings (mm) of the thick-slab reconstructions made of each thin-slice series to fit and "
+        "score second readings (default: 5 and 7.5; none given: no reconstructions)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -350,12 +358,14 @@ def _run(args) -> int:
 
         from .evaluate_studies import run_evaluate_studies
         from .second_reading import PASTES_PER_HOST
+        from .slabs import SLAB_TARGETS_MM
 
         args.model = args.model or MODEL_DIR / MODEL_FILENAME
         args.data_dir = args.data_dir or default_data_dir()
         if args.nodules is None and (args.data_dir / "lidc-nodules").is_dir():
             args.nodules = args.data_dir / "lidc-nodules"
         args.pastes = PASTES_PER_HOST if args.pastes is None else args.pastes
+        args.slabs_mm = SLAB_TARGETS_MM if args.slabs_mm is None else tuple(args.slabs_mm)
         run_evaluate_studies(args)
         return 0
     if args.cmd == "evaluate-pasted":
@@ -365,10 +375,12 @@ def _run(args) -> int:
 
         from .evaluate_pasted import run_evaluate_pasted
         from .second_reading import PASTES_PER_HOST
+        from .slabs import SLAB_TARGETS_MM
 
         args.model = args.model or MODEL_DIR / MODEL_FILENAME
         args.data_dir = args.data_dir or default_data_dir()
         args.pastes = PASTES_PER_HOST if args.pastes is None else args.pastes
+        args.slabs_mm = SLAB_TARGETS_MM if args.slabs_mm is None else tuple(args.slabs_mm)
         run_evaluate_pasted(args)
         return 0
     if args.cmd == "card":

@@ -7,7 +7,8 @@ on them, network included:
 * **Nodules**: the non-calcified LIDC crops of the *test* patients of a split file (by default
   the split behind the shipped network, so the network never trained on them), none of the
   whole studies' own patients.
-* **Hosts**: every series of the whole studies. The second reading that reads a host is fitted
+* **Hosts**: every series of the whole studies as acquired (the thick-slab reconstructions
+  take part in fitting, :mod:`training.slabs`, but are not hosts here). The second reading that reads a host is fitted
   without the host's study *and* without any test patient's crop (its pasted positives are
   the other patients' crops, in the other studies): leave-one-study-out as in
   :mod:`training.evaluate_studies`, and no nodule scored here took part in fitting anything.
@@ -21,8 +22,8 @@ on them, network included:
   *a finding* (suspicion at the fold's operating point; the cap of findings per scan is left
   out, since several nodules are pasted into one scan at once), by size and by class.
 * **FROC**: each nodule's most suspicious hit against the hosts' own false positives (their
-  candidates on no annotated nodule), suspicions pooled as false positives per training scan
-  of their fold (:meth:`~training.evaluate_studies.Fold.fp_rate`).
+  candidates on no annotated nodule), suspicions pooled as false positives per new scan of
+  their fold's calibration (:meth:`~training.evaluate_studies.Fold.fp_rate`).
 
 Sizes are the crops' ``diameter_mm`` (the readers' outline, mm).
 """
@@ -42,7 +43,8 @@ from lungct_viewer.core.errors import DataError
 
 from .evaluate_studies import ExampleSet, Fold, _write_csv, collect_examples, fit_folds
 from .metrics import froc
-from .second_reading import PASTES_PER_HOST, crop_files, finding_hits, paste_crop, paste_sites
+from .second_reading import PASTES_PER_HOST, band_of, crop_files, finding_hits, paste_crop, paste_sites
+from .slabs import SLAB_TARGETS_MM
 from .studies import discover_studies
 
 #: Nodules pasted into one copy of a host series at a time, and their least distance (mm,
@@ -147,7 +149,7 @@ def paste_batch(series, lung, analyzer, crops, rng, reading_for, card):
                 "slices": len(p["boxes"]),
                 "on_the_spot": bool(hits),
                 "suspicion": best.suspicion if best else None,
-                "finding": best is not None and best.suspicion >= reading.threshold,
+                "finding": best is not None and best.suspicion >= reading.threshold_for(vol.slice_spacing_mm),
                 # what the second reading saw on the most suspicious hit
                 **{f: round(float(best.candidate.features[f]), 4) if best else None for f in FEATURE_NAMES},
             }
@@ -166,6 +168,7 @@ def evaluate_pasted(
     pastes: int = PASTES_PER_HOST,
     seed: int = 1234,
     log=print,
+    slabs_mm: tuple[float, ...] = SLAB_TARGETS_MM,
 ) -> dict:
     from lungct_viewer.core.model import load_model
     from lungct_viewer.core.pipeline import Analyzer
@@ -180,13 +183,15 @@ def evaluate_pasted(
     held, fitting = held_out_crops(nodules_dir, split_file, {s.name for s in specs})
     rows_by_name = _crop_rows(nodules_dir)
     log(f"{len(held)} test-patient crops to paste; second readings fitted on {len(fitting)} other crops")
-    ex: ExampleSet = collect_examples(specs, loaded, cache_dir, fitting, rng, pastes, log)
+    ex: ExampleSet = collect_examples(specs, loaded, cache_dir, fitting, rng, pastes, log, slabs_mm=slabs_mm)
     folds: dict[str, Fold] = fit_folds(specs, ex.series, ex.real, ex.pasted)
     analyzer = Analyzer(loaded)
     records, scans, host_fps = [], [], []
+    hosts = [sr for sr in ex.series if not sr.derived]
     t0 = time.perf_counter()
-    for sr in ex.series:
+    for sr in hosts:
         fold = folds[sr.spec.name]
+        band = band_of(sr.volume.slice_spacing_mm)
         pick = held if per_host is None else [held[int(i)] for i in rng.permutation(len(held))[:per_host]]
         lung = ex.sessions[sr.key].lung
         host_records = []
@@ -198,7 +203,7 @@ def evaluate_pasted(
             crop = rows_by_name.get(r["name"], {})
             r["diameter_mm"] = float(crop.get("diameter_mm") or "nan")
             r["label"] = crop.get("Diagnosis", "")
-            r["training_fp_per_scan"] = fold.fp_rate(r["suspicion"]) if r["suspicion"] is not None else None
+            r["fp_per_new_scan"] = fold.fp_rate(r["suspicion"], band) if r["suspicion"] is not None else None
         records += host_records
         # the host's own false positives under its fold, and the pasted nodules' best hits
         base = ex.sessions[sr.key]
@@ -209,10 +214,12 @@ def evaluate_pasted(
             for les in base.lesions()
             if not real[les.candidate.id].nodules and not real[les.candidate.id].other_mark
         ]
-        host_fps += [{"host": sr.key, "suspicion": v, "training_fp_per_scan": fold.fp_rate(v)} for v in fps]
-        lesions = [(-fold.fp_rate(v), ()) for v in fps]
+        host_fps += [{"host": sr.key, "suspicion": v, "fp_per_new_scan": fold.fp_rate(v, band)} for v in fps]
+        lesions = [(-fold.fp_rate(v, band), ()) for v in fps]
         lesions += [
-            (-fold.fp_rate(r["suspicion"]), (k,)) for k, r in enumerate(host_records) if r["suspicion"] is not None
+            (-fold.fp_rate(r["suspicion"], band), (k,))
+            for k, r in enumerate(host_records)
+            if r["suspicion"] is not None
         ]
         scans.append({"n_nodules": len(host_records), "lesions": lesions})
         found = sum(r["finding"] for r in host_records)
@@ -220,9 +227,9 @@ def evaluate_pasted(
             f"  {sr.key}: {len(host_records)} nodules pasted, {sum(r['on_the_spot'] for r in host_records)} "
             f"with a candidate on the spot, {found} findings ({time.perf_counter() - t0:.0f} s)"
         )
-    summary = summarise(records, froc(scans), [s.name for s in specs], len(ex.series), loaded.version)
+    summary = summarise(records, froc(scans), [s.name for s in specs], len(hosts), loaded.version)
     summary["split_file"] = str(split_file)
-    summary["operating_points"] = operating_points(records, host_fps, len(ex.series))
+    summary["operating_points"] = operating_points(records, host_fps, len(hosts))
     _write_csv(out / "pasted.csv", records)
     _write_csv(out / "host_false_positives.csv", host_fps)
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
@@ -230,21 +237,22 @@ def evaluate_pasted(
     return summary
 
 
-#: Operating points compared (false-positive lesions per *training* scan, the scale on which
-#: the shipped threshold is chosen: 2).
-TRAINING_FP_TARGETS = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0)
+#: Operating points compared: false-positive lesions per new scan on each fold's calibration
+#: (:class:`~training.second_reading.Calibration`, the scale on which the shipped operating
+#: point is chosen: 1).
+FP_TARGETS = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0)
 
 
 def operating_points(records: list[dict], host_fps: list[dict], scans: int) -> list[dict]:
     """Pasted nodules found and the hosts' own false positives (before the cap of findings per
-    scan) if the threshold were set at each of :data:`TRAINING_FP_TARGETS`."""
+    scan) if the threshold were set at each of :data:`FP_TARGETS`."""
     out = []
-    for target in TRAINING_FP_TARGETS:
-        found = [r for r in records if r["training_fp_per_scan"] is not None and r["training_fp_per_scan"] <= target]
-        fps = [f for f in host_fps if f["training_fp_per_scan"] <= target]
+    for target in FP_TARGETS:
+        found = [r for r in records if r["fp_per_new_scan"] is not None and r["fp_per_new_scan"] <= target]
+        fps = [f for f in host_fps if f["fp_per_new_scan"] <= target]
         out.append(
             {
-                "training_fp_per_scan": target,
+                "fp_per_new_scan": target,
                 "finding": round(len(found) / len(records), 3) if records else None,
                 "finding_6mm_or_more": _share(
                     [r for r in found if r["diameter_mm"] >= 6], [r for r in records if r["diameter_mm"] >= 6]
@@ -309,10 +317,10 @@ def format_table(m: dict) -> str:
         lines.append(f"{name:<18} {r['n']:>4}    {r['on_the_spot']!s:>7}    {r['finding']!s:>6}")
     at = "  ".join(f"{float(k):g}: {v:.2f}" for k, v in m["froc_sensitivity_at"].items())
     lines += ["", f"FROC (false positives per scan of the hosts): {at}; CPM {m['cpm']}", ""]
-    lines.append("threshold at training FP/scan   finding   finding >= 6 mm   host FP/scan (before the cap)")
+    lines.append("threshold at FP/new scan        finding   finding >= 6 mm   host FP/scan (before the cap)")
     for o in m.get("operating_points", []):
         lines.append(
-            f"{o['training_fp_per_scan']:>29g}   {o['finding']!s:>7}   {o['finding_6mm_or_more']!s:>15}   "
+            f"{o['fp_per_new_scan']:>29g}   {o['finding']!s:>7}   {o['finding_6mm_or_more']!s:>15}   "
             f"{o['host_false_positives_per_scan']:>6}"
         )
     return "\n".join(lines)
@@ -329,4 +337,5 @@ def run_evaluate_pasted(args) -> dict:
         args.per_host,
         args.pastes,
         args.seed,
+        slabs_mm=args.slabs_mm,
     )

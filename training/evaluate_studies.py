@@ -40,45 +40,84 @@ from .metrics import FROC_RATES, froc, plot_froc
 from .second_reading import (
     PASTES_PER_HOST,
     TARGET_FP_PER_SCAN,
+    Calibration,
     Example,
+    band_of,
+    calibration,
     crop_files,
     fit_second_reading,
     pasted_examples,
     study_examples,
 )
+from .slabs import SLAB_TARGETS_MM
 from .studies import analysed_series, discover_studies
 
 
-def _fold_examples(held_out: str, real: dict[str, list[Example]], pasted: dict[str, list[Example]]):
-    pos = [e for s, ex in real.items() if s != held_out for e in ex if e.positive]
-    pos += [e for s, ex in pasted.items() if s != held_out for e in ex]
-    neg = [e for s, ex in real.items() if s != held_out for e in ex if not e.positive and not e.other_mark]
+def _examples(studies: set[str], real: dict[str, list[Example]], pasted: dict[str, list[Example]]):
+    """``(positives, negatives)`` of ``studies``: annotated and pasted nodules; the other
+    candidates, minus those on other readers' marks."""
+    pos = [e for s, ex in real.items() if s in studies for e in ex if e.positive]
+    pos += [e for s, ex in pasted.items() if s in studies for e in ex]
+    neg = [e for s, ex in real.items() if s in studies for e in ex if not e.positive and not e.other_mark]
     return pos, neg
+
+
+def _fit(studies: set[str], real, pasted, version: str, training: dict | None = None) -> SecondReading:
+    pos, neg = _examples(studies, real, pasted)
+    return fit_second_reading(pos, neg, version=version, training=training)
+
+
+def _scored_negatives(reading: SecondReading, study: str, series, real) -> list[tuple[str, np.ndarray]]:
+    """``(band, suspicions)`` of the false-positive candidates of each series of ``study``."""
+    out = []
+    for sr in series:
+        if sr.spec.name != study:
+            continue
+        neg = [e for e in real[study] if e.series == sr.key and not e.positive and not e.other_mark]
+        scores = reading.score_matrix(np.stack([e.features for e in neg])) if neg else np.zeros(0)
+        out.append((band_of(sr.volume.slice_spacing_mm), scores))
+    return out
+
+
+def cross_fitted_calibration(studies: list[str], series, real, pasted, readings: dict | None = None) -> Calibration:
+    """Each study's scans scored by a reading fitted on the other ``studies`` (given in
+    ``readings`` or fitted here). With one study there is no other: its own (in-sample)
+    scores are used, and the calibration says so."""
+    if len(studies) == 1:
+        only = studies[0]
+        reading = _fit({only}, real, pasted, "in-sample")
+        return calibration(_scored_negatives(reading, only, series, real), cross_fitted=False)
+    scored = []
+    for held in studies:
+        reading = (readings or {}).get(held) or _fit(set(studies) - {held}, real, pasted, f"without-{held}")
+        scored += _scored_negatives(reading, held, series, real)
+    return calibration(scored)
 
 
 @dataclass
 class Fold:
-    """The second reading fitted without one study, and its false-positive scale."""
+    """The second reading fitted without one study, its operating points set by
+    leave-one-study-out within its own training studies."""
 
     reading: SecondReading
-    train_negatives: np.ndarray  # the training candidates' suspicions, descending
-    n_scans: int
+    calibration: Calibration
 
-    def fp_rate(self, score: float) -> float:
-        """False positives per training scan this fold raises at suspicion ``score``: the
+    def fp_rate(self, score: float, band: str) -> float:
+        """False positives per new scan of ``band`` this fold raises at suspicion ``score``: the
         common scale on which folds are pooled (lower = more suspicious)."""
-        return float(np.searchsorted(-self.train_negatives, -score, side="right")) / self.n_scans
+        return self.calibration.fp_rate(score, band)
 
 
 def fit_folds(specs, series, real: dict[str, list[Example]], pasted: dict[str, list[Example]]) -> dict[str, Fold]:
-    """For each study, the second reading fitted on the other studies' examples."""
+    """For each study, the second reading fitted on the other studies' examples, its operating
+    points from those studies only (each scored by a reading fitted without it)."""
     folds = {}
-    for spec in specs:
-        pos, neg = _fold_examples(spec.name, real, pasted)
-        n_scans = sum(1 for sr in series if sr.spec.name != spec.name)
-        reading = fit_second_reading(pos, neg, n_scans, version=f"loso-{spec.name}")
-        train_neg = np.sort(reading.score_matrix(np.stack([e.features for e in neg])))[::-1]
-        folds[spec.name] = Fold(reading, train_neg, n_scans)
+    names = [s.name for s in specs]
+    for held in names:
+        others = [n for n in names if n != held]
+        reading = _fit(set(others), real, pasted, f"loso-{held}")
+        cal = cross_fitted_calibration(others, series, real, pasted)
+        folds[held] = Fold(cal.apply(reading), cal)
     return folds
 
 
@@ -109,7 +148,7 @@ def _series_row(series, session, examples: list[Example], label: str, seconds: f
     indet = [n for n in truth.nodules if n.label == "indeterminate"]
     return {
         "study": series.spec.name,
-        "series": vol.series_uid[-8:],
+        "series": series.key.split("/", 1)[1],
         "description": vol.description,
         "second_reading": label,
         "slices": vol.num_slices,
@@ -142,17 +181,19 @@ class ExampleSet:
     series: list  # AnalysedSeries, in study order
     sessions: dict  # series key -> ReadingSession (model defaults, no second reading)
     real: dict[str, list[Example]]  # study -> its candidates
-    pasted: dict[str, list[Example]]  # study -> crops pasted into its first series
+    pasted: dict[str, list[Example]]  # study -> crops pasted into its first series and its slabs
     seconds: dict[str, float]  # series key -> seconds for the reading after the network
 
 
-def collect_examples(specs, loaded, cache_dir, crops, rng, pastes: int, log=print) -> ExampleSet:
+def collect_examples(specs, loaded, cache_dir, crops, rng, pastes: int, log=print, slabs_mm=()) -> ExampleSet:
     """The network's output on every series of ``specs`` (cached), the pipeline's candidates
-    as examples, and ``pastes`` of ``crops`` pasted into each study's first series."""
+    as examples, and ``pastes`` of ``crops`` pasted into each study's first series and into
+    each thick-slab reconstruction (``slabs_mm``, :mod:`training.slabs`)."""
     out = ExampleSet([], {}, {}, {}, {})
     for spec in specs:
         log(f"{spec.name}:")
-        for k, sr in enumerate(analysed_series(spec, loaded, cache_dir, log=log)):
+        first = True
+        for sr in analysed_series(spec, loaded, cache_dir, log=log, slabs_mm=slabs_mm):
             t0 = time.perf_counter()
             session, ex = study_examples(sr, loaded.card)
             out.seconds[sr.key] = time.perf_counter() - t0
@@ -163,10 +204,12 @@ def collect_examples(specs, loaded, cache_dir, crops, rng, pastes: int, log=prin
                 f"  {sr.key}: {len(ex)} candidates in {out.seconds[sr.key]:.1f} s, "
                 f"{sum(e.positive for e in ex)} on nodules, {sum(e.other_mark for e in ex)} on other marks"
             )
-            if crops and k == 0:
+            if crops and (first or sr.derived):
                 p, tried = pasted_examples(sr, session.lung, crops, rng, pastes)
-                out.pasted[spec.name] = p
+                out.pasted.setdefault(spec.name, []).extend(p)
                 log(f"  {sr.key}: {len(p)} of {tried} pasted nodules found by the core and object steps")
+            if not sr.derived:
+                first = False
     if crops and not any(out.pasted.values()):
         raise DataError("No pasted nodule could be segmented; check the nodule crops.")
     return out
@@ -183,6 +226,7 @@ def evaluate_studies(
     pastes: int = PASTES_PER_HOST,
     seed: int = 1234,
     log=print,
+    slabs_mm: tuple[float, ...] = SLAB_TARGETS_MM,
 ) -> dict:
     from lungct_viewer.core.model import load_model
     from lungct_viewer.core.report import build_report, write_report
@@ -195,7 +239,7 @@ def evaluate_studies(
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     crops = crop_files(nodules_dir, {s.name for s in specs}) if nodules_dir else []
-    ex_set = collect_examples(specs, loaded, cache_dir, crops, rng, pastes, log)
+    ex_set = collect_examples(specs, loaded, cache_dir, crops, rng, pastes, log, slabs_mm=slabs_mm)
     series, sessions, real, pasted, seconds = (
         ex_set.series,
         ex_set.sessions,
@@ -207,26 +251,31 @@ def evaluate_studies(
         out / "examples.csv", [e for ex in real.values() for e in ex] + [e for ex in pasted.values() for e in ex]
     )
 
-    # leave one study out
-    rows, froc_scans = [], []
+    # leave one study out; the headline figures are the acquired series, the thick-slab
+    # reconstructions of the held-out study are reported apart
+    rows, slab_rows, froc_scans = [], [], []
     folds = fit_folds(specs, series, real, pasted)
-    fold_models = {name: fold.reading for name, fold in folds.items()}
     for spec in specs:
-        reading, fp_rate = folds[spec.name].reading, folds[spec.name].fp_rate
+        fold = folds[spec.name]
         for sr in series:
             if sr.spec.name != spec.name:
                 continue
             session = sessions[sr.key]
-            session.set_second_reading(reading)
+            session.set_second_reading(fold.reading)
             ex = [e for e in real[spec.name] if e.series == sr.key]
-            rows.append(_series_row(sr, session, ex, "left out", seconds[sr.key]))
+            row = _series_row(sr, session, ex, "left out", seconds[sr.key])
+            if sr.derived:
+                slab_rows.append(row)
+                continue
+            rows.append(row)
+            band = band_of(sr.volume.slice_spacing_mm)
             susp = {les.candidate.id: les.suspicion for les in session.lesions()}
-            # folds score on different scales: pool them on a common one, the training scans'
-            # false positives per scan at each lesion's suspicion (lower = more suspicious)
+            # folds score on different scales: pool them on a common one, the false positives
+            # per new scan each fold's calibration gives at a lesion's suspicion
             froc_scans.append(
                 {
                     "n_nodules": len(sr.truth.nodules),
-                    "lesions": [(-fp_rate(susp[e.candidate_id]), e.nodules) for e in ex],
+                    "lesions": [(-fold.fp_rate(susp[e.candidate_id], band), e.nodules) for e in ex],
                 }
             )
             write_report(
@@ -234,34 +283,42 @@ def evaluate_studies(
                 build_report(session, warnings=[f"second reading fitted without {spec.name}"]),
             )
     curve = froc(froc_scans)
-    # the second reading fitted on every study (shipped), scored on the same studies
-    pos_all = [e for ex in real.values() for e in ex if e.positive] + [e for ex in pasted.values() for e in ex]
-    neg_all = [e for ex in real.values() for e in ex if not e.positive and not e.other_mark]
-    final = fit_second_reading(
-        pos_all,
-        neg_all,
-        len(series),
-        version="fit-all",
-        training={
-            "studies": [s.name for s in specs],
-            "scans": len(series),
-            "positives_pasted": sum(len(v) for v in pasted.values()),
-            "positives_annotated": sum(1 for ex in real.values() for e in ex if e.positive),
-            "negatives": len(neg_all),
-            "pastes_per_host": pastes,
-            "seed": seed,
-        },
+    # the second reading fitted on every study (shipped), its operating points from the folds'
+    # readings on the studies they left out; scored on the same studies (not independent)
+    names = [s.name for s in specs]
+    cal = cross_fitted_calibration(names, series, real, pasted, {n: f.reading for n, f in folds.items()})
+    pos_all, neg_all = _examples(set(names), real, pasted)
+    final = cal.apply(
+        _fit(
+            set(names),
+            real,
+            pasted,
+            version="fit-all",
+            training={
+                "studies": names,
+                "scans": sum(1 for sr in series if not sr.derived),
+                "thick_slab_reconstructions": sum(1 for sr in series if sr.derived),
+                "slab_spacings_mm": list(slabs_mm),
+                "positives_pasted": sum(len(v) for v in pasted.values()),
+                "positives_annotated": sum(1 for ex in real.values() for e in ex if e.positive),
+                "negatives": len(neg_all),
+                "pastes_per_host": pastes,
+                "seed": seed,
+            },
+        )
     )
     fitted_rows = []
     for sr in series:
+        if sr.derived:
+            continue
         session = sessions[sr.key]
         session.set_second_reading(final)
         ex = [e for e in real[sr.spec.name] if e.series == sr.key]
         fitted_rows.append(_series_row(sr, session, ex, "fitted on this study", seconds[sr.key]))
     summary = {
         "model_version": loaded.version,
-        "studies": [s.name for s in specs],
-        "scans": len(series),
+        "studies": names,
+        "scans": len(rows),
         "leave_one_study_out": {
             "froc_sensitivity_at": curve["sensitivity_at"],
             "cpm": curve["cpm"],
@@ -273,22 +330,30 @@ def evaluate_studies(
             "indeterminate": sum(r["indeterminate"] for r in rows),
             "false_positives_per_scan": float(np.mean([r["false_positives"] for r in rows])),
             "max_false_positives": max(r["false_positives"] for r in rows),
-            "fold_thresholds": {k: round(v.threshold, 4) for k, v in fold_models.items()},
+            "fold_thresholds": {
+                k: {"thin": round(f.reading.threshold, 4), "thick": _round(f.reading.thick_threshold)}
+                for k, f in folds.items()
+            },
+            "calibration": "leave-one-study-out within each fold's training studies"
+            if all(f.calibration.cross_fitted for f in folds.values())
+            else "in-sample (a fold with a single training study)",
         },
+        "thick_slab_reconstructions": _slab_summary(slab_rows),
         "fitted_on_all_studies": {
             "threshold": final.threshold,
+            "thick_threshold": final.thick_threshold,
             "series": fitted_rows,
             "false_positives_per_scan": float(np.mean([r["false_positives"] for r in fitted_rows])),
         },
         "pasted_found": {k: len(v) for k, v in pasted.items()},
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    _write_csv(out / "series.csv", rows + fitted_rows)
+    _write_csv(out / "series.csv", rows + slab_rows + fitted_rows)
     _write_csv(out / "froc.csv", curve["curve"])
     plot_froc(
         curve,
         out / "froc.png",
-        f"Leave-one-study-out FROC, {len(series)} scans, {curve['nodules']} nodules (CPM {curve['cpm']:.3f})"
+        f"Leave-one-study-out FROC, {len(rows)} scans, {curve['nodules']} nodules (CPM {curve['cpm']:.3f})"
         if curve["cpm"] is not None
         else "Leave-one-study-out FROC",
         summary["leave_one_study_out"]["false_positives_per_scan"],
@@ -296,7 +361,8 @@ def evaluate_studies(
     if fit_out is not None:
         from lungct_viewer.core.second_reading import save_second_reading
 
-        final.version = loaded.version
+        # the model it reads for, and the day it was fitted (semantic versioning's build metadata)
+        final.version = f"{loaded.version}+{final.created[:10].replace('-', '')}"
         final.evaluation = {
             k: summary["leave_one_study_out"][k]
             for k in (
@@ -310,18 +376,48 @@ def evaluate_studies(
                 "max_false_positives",
             )
         }
+        if slab_rows:
+            final.evaluation["thick_slab_reconstructions"] = {
+                k: v for k, v in summary["thick_slab_reconstructions"].items() if k != "series"
+            }
+        thick = (
+            f" ({final.thick_threshold:.3f} on series whose slices lie more than {final.thick_slice_mm:g} mm apart)"
+            if final.thick_threshold is not None
+            else ""
+        )
         final.notes = [
             "Fitted on the candidates of the studies listed under training (negatives), their annotated nodules and "
-            "LIDC nodule crops pasted into their lungs (positives); operating point: "
-            f"{final.threshold:.3f}, the suspicion at which the training scans raise {TARGET_FP_PER_SCAN:g} "
-            "false-positive "
-            f"lesions per scan, and at most {final.max_lesions} findings per scan.",
+            "LIDC nodule crops pasted into their lungs (positives), on each series as acquired and as thick-slab "
+            f"reconstructions; operating point {final.threshold:.3f}{thick}: the suspicion at which scans raise "
+            f"{TARGET_FP_PER_SCAN:g} false-positive lesion per scan when each is scored by a second reading fitted "
+            f"without its study; at most {final.max_lesions} findings per scan.",
             "Evaluation figures are leave-one-study-out: each study scored by a second reading fitted without it.",
         ]
         save_second_reading(final, fit_out)
         log(f"wrote {fit_out}")
     log(format_table(summary))
     return summary
+
+
+def _round(v: float | None, digits: int = 4) -> float | None:
+    return None if v is None else round(float(v), digits)
+
+
+def _slab_summary(rows: list[dict]) -> dict:
+    """The held-out studies' thick-slab reconstructions: false positives, nodules, calls."""
+    if not rows:
+        return {"series": []}
+    negative = [r for r in rows if r["tumours"] + r["indeterminate"] == 0]
+    return {
+        "series": rows,
+        "scans": len(rows),
+        "false_positives_per_scan": float(np.mean([r["false_positives"] for r in rows])),
+        "max_false_positives": max(r["false_positives"] for r in rows),
+        "nodules_found": sum(r["tumours_found"] + r["indeterminate_found"] for r in rows),
+        "nodules": sum(r["tumours"] + r["indeterminate"] for r in rows),
+        "studies_without_nodules_called_malignant": sum(r["patient_call"] == "malignant" for r in negative),
+        "studies_without_nodules": len(negative),
+    }
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -375,6 +471,20 @@ def format_table(m: dict) -> str:
             f"          {r['largest_finding_mm2']:>8.0f}    {r['median_finding_mm2']:>8.0f}  {r['patient_call']:<13} "
             f"{r['candidates']:>5} {r['candidates_s']:>4.1f}"
         )
+    slabs = m.get("thick_slab_reconstructions", {})
+    if slabs.get("series"):
+        lines += ["", "thick-slab reconstructions of the held-out studies (derived series, left out with their study):"]
+        for r in slabs["series"]:
+            lines.append(
+                f"{r['study']:<16} {r['series']:<16} {r['slice_spacing_mm']:>4.1f} mm  "
+                f"nodules {r['tumours_found'] + r['indeterminate_found']}/{r['tumours'] + r['indeterminate']}  "
+                f"FP {r['false_positives']:>2}  call {r['patient_call']}"
+            )
+        lines.append(
+            f"  {slabs['false_positives_per_scan']:.2f} false positives per scan (max {slabs['max_false_positives']}); "
+            f"{slabs['studies_without_nodules_called_malignant']} of {slabs['studies_without_nodules']} "
+            "without nodules called malignant"
+        )
     at = "  ".join(f"{float(k):g}: {v:.2f}" for k, v in loso["froc_sensitivity_at"].items())
     lines += [
         "",
@@ -397,4 +507,5 @@ def run_evaluate_studies(args) -> dict:
         args.pastes,
         args.seed,
         log=lambda s: print(s, flush=True),
+        slabs_mm=args.slabs_mm,
     )

@@ -236,6 +236,10 @@ def apply_evaluation(card: ModelCard, evaluation: dict | None, studies: dict | N
                 }
                 for r in loso.get("series", [])
             ],
+            "thick_slab_reconstructions": {
+                k: v for k, v in studies.get("thick_slab_reconstructions", {}).items() if k != "series"
+            }
+            or None,
         }
     for d in READING_DEVIATIONS:
         if d not in card.deviations_from_method:

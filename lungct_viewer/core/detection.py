@@ -49,14 +49,16 @@ class DetectionParams:
     call_min_diameter_mm: float = C.DEFAULT_CALL_MIN_DIAMETER_MM
 
     @classmethod
-    def from_operating_point(cls, op: dict | None, second_reading=None) -> DetectionParams:
-        """Parameters from a model card's ``operating_point`` and the second reading's
-        (defaults where absent)."""
+    def from_operating_point(
+        cls, op: dict | None, second_reading=None, slice_spacing_mm: float | None = None
+    ) -> DetectionParams:
+        """Parameters from a model card's ``operating_point`` and the second reading's for a
+        series whose slices lie ``slice_spacing_mm`` apart (defaults where absent)."""
         op = op or {}
         return cls(
             min_roi_probability=float(op.get("min_roi_probability", C.DEFAULT_MIN_ROI_PROBABILITY)),
             min_votes=int(op.get("min_votes", C.DEFAULT_MIN_VOTES)),
-            suspicion_threshold=None if second_reading is None else float(second_reading.threshold),
+            suspicion_threshold=None if second_reading is None else second_reading.threshold_for(slice_spacing_mm),
             max_lesions=None if second_reading is None else second_reading.max_lesions,
             call_min_diameter_mm=float(op.get("call_min_diameter_mm", C.DEFAULT_CALL_MIN_DIAMETER_MM)),
         )

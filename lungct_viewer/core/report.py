@@ -20,6 +20,7 @@ from typing import Any
 from .. import RESEARCH_NOTICE, __version__
 from .atomic import write_json_atomic
 from .lesions import Lesion
+from .second_reading import is_thick
 from .session import ReadingSession
 
 REPORT_NAME = "report.json"
@@ -135,6 +136,13 @@ def build_report(
             "min_roi_probability": p.min_roi_probability,
             "min_votes": p.min_votes,
             "suspicion_threshold": p.suspicion_threshold,
+            # the second reading's own operating point for this series' slice spacing
+            "suspicion_operating_point": None
+            if session.second_reading is None
+            else session.second_reading.threshold_for(vol.slice_spacing_mm),
+            "thick_slice_series": None
+            if session.second_reading is None or session.second_reading.thick_threshold is None
+            else is_thick(vol.slice_spacing_mm, session.second_reading.thick_slice_mm),
             "candidate_min_roi_probability": cs.floor,
             "call_min_diameter_mm": call_min,
             "patches_analysed": analysis.patches_analysed,

@@ -32,6 +32,15 @@ SECOND_READING_FILENAME = "second_reading.json"
 LOG_FEATURES = frozenset({"radius_mm", "volume_mm3", "elongation", "flatness", "z_ratio"})
 #: Features entered in thousands (HU).
 KILO_FEATURES = frozenset({"mean_hu", "surround_hu"})
+#: Series whose slices lie further apart than this (mm) are thick-slice series: a vessel that
+#: runs obliquely through 5-8 mm slices breaks into cross-sections that no longer join in 3-D
+#: and look like small isolated nodules, so such series have their own operating point.
+THICK_SLICE_MM = 3.5
+
+
+def is_thick(slice_spacing_mm: float | None, limit_mm: float = THICK_SLICE_MM) -> bool:
+    """True for a series whose slices lie more than ``limit_mm`` apart."""
+    return slice_spacing_mm is not None and float(slice_spacing_mm) > limit_mm
 
 
 def transform(names: Sequence[str], values: np.ndarray) -> np.ndarray:
@@ -55,7 +64,12 @@ class SecondReading:
     scale: list[float]
     coef: list[float]
     intercept: float
+    #: the operating point (suspicion) of thin-slice series
     threshold: float
+    #: the operating point of series with slices more than ``thick_slice_mm`` apart; None:
+    #: ``threshold`` for every series
+    thick_threshold: float | None = None
+    thick_slice_mm: float = THICK_SLICE_MM
     #: At most this many lesions per scan are findings (highest suspicion first); None: no cap.
     max_lesions: int | None = None
     #: Raw feature values are clipped to [lower, upper] (the range seen in fitting) before the
@@ -76,8 +90,18 @@ class SecondReading:
             raise ValueError("mean, scale and coef must have one value per feature")
         if not 0.0 <= float(self.threshold) <= 1.0:
             raise ValueError("the suspicion threshold must be between 0 and 1")
+        if self.thick_threshold is not None and not 0.0 <= float(self.thick_threshold) <= 1.0:
+            raise ValueError("the thick-slice suspicion threshold must be between 0 and 1")
+        if not float(self.thick_slice_mm) > 0.0:
+            raise ValueError("the thick-slice limit must be a positive slice spacing in mm")
         if self.max_lesions is not None and int(self.max_lesions) < 1:
             raise ValueError("max_lesions must be at least 1")
+
+    def threshold_for(self, slice_spacing_mm: float | None) -> float:
+        """The operating point of a series whose slices lie ``slice_spacing_mm`` apart."""
+        if self.thick_threshold is not None and is_thick(slice_spacing_mm, self.thick_slice_mm):
+            return float(self.thick_threshold)
+        return float(self.threshold)
 
     def score_matrix(self, raw: np.ndarray) -> np.ndarray:
         """Suspicion for raw feature rows ``(n, len(FEATURE_NAMES))`` in the order of

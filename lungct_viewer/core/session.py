@@ -110,7 +110,9 @@ class ReadingSession:
         self.analysis = StudyAnalysis(
             series_uid=volume.series_uid, num_slices=volume.num_slices, model_version=card.version
         )
-        self.default_params = DetectionParams.from_operating_point(card.operating_point, second_reading)
+        self.default_params = DetectionParams.from_operating_point(
+            card.operating_point, second_reading, volume.slice_spacing_mm
+        )
         self.default_voting_threshold = float(card.operating_point.get("voting_threshold", C.DEFAULT_VOTING_THRESHOLD))
         self._params = params or self.default_params
         self._threshold = self.default_voting_threshold if voting_threshold is None else float(voting_threshold)
@@ -185,7 +187,7 @@ class ReadingSession:
         """Use another second reading: candidates are re-scored (not found again) and the
         suspicion threshold moves to its operating point."""
         self.second_reading = reading
-        fresh = DetectionParams.from_operating_point(self.card.operating_point, reading)
+        fresh = DetectionParams.from_operating_point(self.card.operating_point, reading, self.volume.slice_spacing_mm)
         changes = {"suspicion_threshold": fresh.suspicion_threshold, "max_lesions": fresh.max_lesions}
         self.default_params = self.default_params.with_(**changes)
         if self._candidates is not None:

@@ -209,7 +209,14 @@ def about_html(card: ModelCard | None, model_path: str | None, second_reading: A
         p.append(
             f"<h3>Second reading, version {esc(str(sr.version))}</h3>"
             f"<p>A logistic regression over the 3-D shape of each candidate ({esc(', '.join(sr.features))}); "
-            f"a candidate is a finding when its suspicion reaches {float(sr.threshold):.2f}.</p>"
+            f"a candidate is a finding when its suspicion reaches {float(sr.threshold):.2f}"
+            + (
+                f" ({float(sr.thick_threshold):.2f} on series whose slices lie more than "
+                f"{float(sr.thick_slice_mm):g} mm apart)"
+                if sr.thick_threshold is not None
+                else ""
+            )
+            + ".</p>"
         )
         if sr.evaluation:
             p.append("<h4>Evaluation</h4>" + _value_html(sr.evaluation))

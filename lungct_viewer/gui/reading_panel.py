@@ -15,6 +15,7 @@ from PySide6.QtCore import Qt, Signal
 
 from lungct_viewer.core import constants as C
 from lungct_viewer.core.labels import CANDIDATE_RGB, LABEL_RGB, REFERENCE_RGB
+from lungct_viewer.core.second_reading import is_thick
 from lungct_viewer.core.session import ReadingSession, lesions_table
 
 from .references_panel import ReferencesPanel
@@ -156,6 +157,17 @@ class ReadingPanel(QtWidgets.QWidget):
         self.susp_slider.setEnabled(second)
         self.candidates_check.setEnabled(second)
         tip = "Second reading: a candidate is a finding when its suspicion (3-D shape) reaches this threshold."
+        if second:
+            sr, spacing = session.second_reading, session.volume.slice_spacing_mm
+            op = sr.threshold_for(spacing)
+            if sr.thick_threshold is not None and is_thick(spacing, sr.thick_slice_mm):
+                tip += (
+                    f" Default {op:.2f}: this series' slices lie {spacing:.1f} mm apart, and on slices more than "
+                    f"{sr.thick_slice_mm:g} mm apart vessels look more like nodules, so the default is stricter "
+                    f"(thin slices: {sr.threshold:.2f})."
+                )
+            else:
+                tip += f" Default {op:.2f}."
         self.susp_slider.setToolTip(tip if second or not has else NO_SECOND_READING)
         self.candidates_check.setToolTip(
             "Also list and outline, in grey, the candidates the second reading set aside"
