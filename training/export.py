@@ -251,10 +251,15 @@ def apply_evaluation(card: ModelCard, evaluation: dict | None, studies: dict | N
             f"Whole studies, leave-one-study-out ({len(studies.get('studies', []))} studies, {studies.get('scans')} "
             f"scans): tumours found {loso.get('tumours_found')}/{loso.get('tumours')}, indeterminate nodules "
             f"{loso.get('indeterminate_found')}/{loso.get('indeterminate')}, "
-            f"{loso.get('false_positives_per_scan', 0):.1f} false-positive lesions per scan; CPM {loso.get('cpm')}. "
+            f"{loso.get('false_positives_per_scan', 0):.1f} false-positive lesions per scan; "
+            f"CPM {_fmt(loso.get('cpm'))}. "
             "Findings are the lesions passing the second reading (second_reading.json beside the model)."
         )
     return card
+
+
+def _fmt(v: float | None, digits: int = 2) -> str:
+    return "n/a" if v is None else f"{float(v):.{digits}f}"
 
 
 def apply_pasted_evaluation(card: ModelCard, pasted: dict) -> ModelCard:
