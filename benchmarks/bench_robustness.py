@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     from lungct_viewer.core.userdirs import default_data_dir
     from lungct_viewer.resources import MODEL_DIR
     from training.second_reading import lesion_hits
-    from training.slabs import SLAB_TARGETS_MM, slab_factors, slab_truth, thick_slab
-    from training.studies import AnalysedSeries, analysed_series, discover_studies
+    from training.slabs import SLAB_TARGETS_MM
+    from training.studies import analysed_series, discover_studies
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", type=Path, default=None)
@@ -63,15 +63,18 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     print("study            variant          candidates  FP  (sizes mm)         nodules  call           s")
     for spec in discover_studies(args.data_dir or default_data_dir()):
-        series = next(iter(analysed_series(spec, loaded, args.cache, log=lambda s: None)))
+        # the first series and its thick-slab reconstructions (cached like the series)
+        group = []
+        for sr in analysed_series(spec, loaded, args.cache, log=lambda s: None, slabs_mm=SLAB_TARGETS_MM):
+            if group and not sr.derived:
+                break
+            group.append(sr)
+        series = group[0]
         variants = [("as acquired", series)]
         for sigma in args.noise:
             vol = _noisy(series.volume, sigma, rng)
             variants.append((f"noise {sigma:g} HU", dataclasses.replace(series, volume=vol, analysis=None)))
-        for k in slab_factors(series.volume.slice_spacing_mm, SLAB_TARGETS_MM):
-            vol = thick_slab(series.volume, k)
-            truth = slab_truth(series.truth, k, vol.num_slices)
-            variants.append((f"{vol.slice_spacing_mm:g} mm slabs", AnalysedSeries(spec, vol, None, truth, slab=k)))
+        variants += [(f"{sr.volume.slice_spacing_mm:g} mm slabs", sr) for sr in group[1:]]
         for name, sr in variants:
             t0 = time.perf_counter()
             analysis = sr.analysis if sr.analysis is not None else analyzer.analyze(sr.volume)
