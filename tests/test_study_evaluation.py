@@ -348,3 +348,33 @@ def test_evaluate_pasted_end_to_end_on_phantoms(tmp_path, phantom_model):
         assert a["finding"] <= b["finding"] and a["host_false_positives_per_scan"] <= b["host_false_positives_per_scan"]
     assert (out / "host_false_positives.csv").is_file() or all(o["host_false_positives_per_scan"] == 0 for o in ops)
     assert all(r["radius_mm"] != "" for r in rows if r["suspicion"] != "")  # the hit's features are kept
+
+
+def test_the_model_card_records_the_whole_study_figures_and_the_reconstructions():
+    from lungct_viewer.core.model import ModelCard
+    from training.export import apply_evaluation
+
+    studies = {
+        "studies": ["a", "b"],
+        "scans": 3,
+        "leave_one_study_out": {
+            "cpm": 0.39999999999999997,
+            "tumours_found": 1,
+            "tumours": 2,
+            "indeterminate_found": 0,
+            "indeterminate": 1,
+            "false_positives_per_scan": 0.8333,
+            "series": [{"study": "a", "series": "x", "false_positives": 1, "patient_call": "malignant"}],
+        },
+        "thick_slab_reconstructions": {"series": [{"study": "a"}], "scans": 2, "false_positives_per_scan": 1.5},
+    }
+    card = apply_evaluation(ModelCard(version="t"), None, studies)
+    whole = card.metrics["whole_studies"]
+    assert whole["thick_slab_reconstructions"] == {"scans": 2, "false_positives_per_scan": 1.5}
+    assert whole["series"][0]["patient_call"] == "malignant"
+    (note,) = [n for n in card.notes if n.startswith("Whole studies")]
+    assert "CPM 0.40." in note and "0.8 false-positive lesions per scan" in note
+    # a second refresh replaces the note instead of adding another
+    apply_evaluation(card, None, {**studies, "thick_slab_reconstructions": {}})
+    assert sum(n.startswith("Whole studies") for n in card.notes) == 1
+    assert card.metrics["whole_studies"]["thick_slab_reconstructions"] is None
