@@ -20,7 +20,6 @@ from typing import Any
 from .. import RESEARCH_NOTICE, __version__
 from .atomic import write_json_atomic
 from .lesions import Lesion
-from .second_reading import is_thick
 from .session import ReadingSession
 
 REPORT_NAME = "report.json"
@@ -142,7 +141,7 @@ def build_report(
             else session.second_reading.threshold_for(vol.slice_spacing_mm),
             "thick_slice_series": None
             if session.second_reading is None or session.second_reading.thick_threshold is None
-            else is_thick(vol.slice_spacing_mm, session.second_reading.thick_slice_mm),
+            else session.second_reading.reads_as_thick(vol.slice_spacing_mm),
             "candidate_min_roi_probability": cs.floor,
             "call_min_diameter_mm": call_min,
             "patches_analysed": analysis.patches_analysed,

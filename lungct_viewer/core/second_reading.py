@@ -97,11 +97,14 @@ class SecondReading:
         if self.max_lesions is not None and int(self.max_lesions) < 1:
             raise ValueError("max_lesions must be at least 1")
 
+    def reads_as_thick(self, slice_spacing_mm: float | None) -> bool:
+        """True when a series whose slices lie ``slice_spacing_mm`` apart is read at the
+        thick-slice operating point (there is one, and the slices are that far apart)."""
+        return self.thick_threshold is not None and is_thick(slice_spacing_mm, self.thick_slice_mm)
+
     def threshold_for(self, slice_spacing_mm: float | None) -> float:
         """The operating point of a series whose slices lie ``slice_spacing_mm`` apart."""
-        if self.thick_threshold is not None and is_thick(slice_spacing_mm, self.thick_slice_mm):
-            return float(self.thick_threshold)
-        return float(self.threshold)
+        return float(self.thick_threshold if self.reads_as_thick(slice_spacing_mm) else self.threshold)
 
     def score_matrix(self, raw: np.ndarray) -> np.ndarray:
         """Suspicion for raw feature rows ``(n, len(FEATURE_NAMES))`` in the order of

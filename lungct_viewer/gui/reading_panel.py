@@ -15,7 +15,6 @@ from PySide6.QtCore import Qt, Signal
 
 from lungct_viewer.core import constants as C
 from lungct_viewer.core.labels import CANDIDATE_RGB, LABEL_RGB, REFERENCE_RGB
-from lungct_viewer.core.second_reading import is_thick
 from lungct_viewer.core.session import ReadingSession, lesions_table
 
 from .references_panel import ReferencesPanel
@@ -160,7 +159,7 @@ class ReadingPanel(QtWidgets.QWidget):
         if second:
             sr, spacing = session.second_reading, session.volume.slice_spacing_mm
             op = sr.threshold_for(spacing)
-            if sr.thick_threshold is not None and is_thick(spacing, sr.thick_slice_mm):
+            if sr.reads_as_thick(spacing):
                 tip += (
                     f" Default {op:.2f}: this series' slices lie {spacing:.1f} mm apart, and on slices more than "
                     f"{sr.thick_slice_mm:g} mm apart vessels look more like nodules, so the default is stricter "
