@@ -54,8 +54,8 @@ def _bench_series(sr, model, repeat: int) -> float:
     from lungct_viewer.core.report import build_report
 
     vol = sr.volume
-    spacing = (vol.slice_spacing_mm or 1.0, *vol.pixel_spacing_mm)
-    lung, lw, lc = _timed(repeat, lung_region, vol.hu, vol.pixel_spacing_mm)
+    spacing = vol.voxel_spacing_mm
+    lung, lw, lc = _timed(repeat, lung_region, vol.hu, spacing)
     cs, cw, cc = _timed(repeat, _candidates, sr.analysis, vol.hu, lung, spacing)
     reading = model.second_reading
     susp, sw, _ = _timed(repeat, reading.score, cs) if reading else (None, 0.0, 0.0)

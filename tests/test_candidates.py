@@ -49,7 +49,7 @@ def test_lung_region_holds_lungs_and_nodules_but_not_outside_air_or_bowel_gas():
     hu = _chest()
     _ball(hu, (12, 128, 78), 5.0)  # a nodule inside the right lung
     hu[16:20, 215:225, 120:136] = -900  # "bowel gas": air inside the body, small
-    region = lung_region(hu, SPACING[1:])
+    region = lung_region(hu, SPACING)
     full = (slice(0, hu.shape[0]), slice(0, hu.shape[1]), slice(0, hu.shape[2]))
     mask = region.crop(full)
     assert mask.shape == hu.shape
@@ -66,10 +66,52 @@ def test_a_large_hole_is_not_filled():
     yy, xx = np.mgrid[0:256, 0:256]
     big = ((yy - 128) / 36.0) ** 2 + ((xx - 78) / 30.0) ** 2 <= 1  # ~3,400 px * 0.49 = 1,660 mm2
     hu[:, big] = 40
-    region = lung_region(hu, SPACING[1:])
+    region = lung_region(hu, SPACING)
     mask = region.crop((slice(0, 24), slice(0, 256), slice(0, 256)))
     assert not mask[10, 128, 78]
     assert mask[10, 128, 78 - 38]  # the lung ring around it is lung
+
+
+def test_a_juxtapleural_nodule_of_28_mm_is_lung_and_a_long_dent_is_not():
+    """A nodule on a broad pleural base dents the lung over a bounded height and stays in the
+    region; a structure of the same width denting the lung over every slice (the spine, the
+    aorta, the heart) stays out."""
+    hu = _chest()
+    yy, xx = np.mgrid[0:256, 0:256]
+    # right lung: cols 36-120; the nodule (14 mm radius = 20 px) centred 10 px inside its
+    # lateral edge, so that half its radius lies in the chest wall
+    _ball(hu, (12, 128, 46), 14.0)
+    body = ((yy - 128) / 100.0) ** 2 + ((xx - 128) / 120.0) ** 2 <= 1
+    hu[:, body & ~(((yy - 128) / 70.0) ** 2 + ((xx - 78) / 42.0) ** 2 <= 1) & (xx < 78)] = 40  # the wall stays wall
+    # left lung: cols 136-220; a 28 mm wide tube along the slice normal on its medial edge
+    tube = ((yy - 128) * SPACING[1]) ** 2 + ((xx - 136) * SPACING[2]) ** 2 <= 14.0**2
+    hu[:, tube] = 40
+    mask = lung_region(hu, SPACING).crop((slice(0, 24), slice(0, 256), slice(0, 256)))
+    lung_r = ((yy - 128) / 70.0) ** 2 + ((xx - 78) / 42.0) ** 2 <= 1
+    z, y, x = np.ogrid[0:24, 0:256, 0:256]
+    ball = ((z - 12) * SPACING[0]) ** 2 + ((y - 128) * SPACING[1]) ** 2 + ((x - 46) * SPACING[2]) ** 2 <= 14.0**2
+    in_lung = ball & lung_r[None]
+    assert mask[in_lung].mean() >= 0.9
+    assert mask[12, 128, 46]  # the nodule's centre
+    assert not mask[12, 128, 30]  # the chest wall beside it (4 mm beyond the lung's edge)
+    lung_l = ((yy - 128) / 70.0) ** 2 + ((xx - 178) / 42.0) ** 2 <= 1
+    dent = tube & lung_l
+    assert mask[:, dent].mean() < 0.3
+    assert not mask[12, 128, 150]
+
+
+def test_the_diaphragm_dome_is_not_lung_but_a_nodule_above_lung_is():
+    """Tissue rising from below into the lung (the dome: liver beneath) is taken out of the
+    region slice by slice; a nodule of the same size with lung beneath it is kept."""
+    hu = _chest()
+    yy, xx = np.mgrid[0:256, 0:256]
+    for z in range(14, 24):  # the dome in the right lung, widest at the lowest slice
+        r_mm = 6.0 + (z - 14) * 2.0
+        hu[z, ((yy - 128) * SPACING[1]) ** 2 + ((xx - 78) * SPACING[2]) ** 2 <= r_mm**2] = 40
+    _ball(hu, (8, 128, 178), 6.0)  # a 12 mm nodule in the left lung, lung beneath it
+    mask = lung_region(hu, SPACING).crop((slice(0, 24), slice(0, 256), slice(0, 256)))
+    assert not mask[14:, 128, 78].any()  # the dome, from its top to the lowest slice
+    assert mask[5:11, 128, 178].all()  # the nodule
 
 
 def test_seeds_are_local_maxima_at_patch_centres():
@@ -97,7 +139,7 @@ def test_a_nodule_is_compact_and_a_vessel_runs_out_of_its_cube():
     hu = _chest()
     _ball(hu, (12, 128, 70), 4.0)
     _tube(hu, 110, 180, 1.6)
-    lung = lung_region(hu, SPACING[1:])
+    lung = lung_region(hu, SPACING)
     nod = find_core(Seed(12, 130.0, 72.0, 5.0), hu, lung, SPACING)
     assert nod is not None and np.hypot(nod[0][1] - 128, nod[0][2] - 70) <= 2
     box, obj, f_nod = segment_object(nod[0], nod[1], hu, lung, SPACING)
@@ -117,7 +159,7 @@ def test_the_opening_takes_a_touching_vessel_off_a_nodule():
     hu = _chest()
     _ball(hu, (12, 128, 70), 4.5)
     _tube(hu, 128, 77, 0.9)  # a thin vessel through the nodule's edge, every slice
-    lung = lung_region(hu, SPACING[1:])
+    lung = lung_region(hu, SPACING)
     core, radius = find_core(Seed(12, 128.0, 70.0, 5.0), hu, lung, SPACING)
     _, obj, f = segment_object(core, radius, hu, lung, SPACING)
     assert f["dense_faces_touched"] >= 2  # the dense structure runs through the cube
@@ -129,7 +171,7 @@ def test_seeds_on_one_object_make_one_candidate():
     hu = _chest()
     _ball(hu, (12, 128, 70), 6.0)
     _ball(hu, (12, 128, 180), 3.0)
-    lung = lung_region(hu, SPACING[1:])
+    lung = lung_region(hu, SPACING)
     seeds = [
         Seed(12, 128.0, 70.0, 9.0),
         Seed(11, 126.0, 72.0, 6.0),

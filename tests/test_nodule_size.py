@@ -51,3 +51,17 @@ def test_a_3d_object_measures_its_largest_cross_section():
     small, big = _ellipse(3.0, 3.0, 0, size=40), _ellipse(8.0, 4.0, 45, size=40)
     ax = largest_section_axes([small, big, small], (0.5, 0.5))
     assert ax.long_mm == pytest.approx(16.0, abs=1.0) and ax.short_mm == pytest.approx(8.0, abs=1.0)
+
+
+def test_the_short_axis_is_never_longer_than_the_long_axis():
+    """One pixel on 0.8 x 0.7 mm pixels measures 0.8 by 0.7 mm; a diamond measures its two
+    equal diagonals, the short axis not a rounding error above the long one."""
+    one = np.zeros((3, 3), bool)
+    one[1, 1] = True
+    a = slice_axes(one, (0.8, 0.7))
+    assert (a.long_mm, a.short_mm) == pytest.approx((0.8, 0.7))
+    yy, xx = np.mgrid[0:41, 0:41]
+    for spacing in ((0.7, 0.7), (0.6640625, 0.6640625), (0.9, 0.5)):
+        for r in range(1, 20):
+            a = slice_axes(np.abs(yy - 20) + np.abs(xx - 20) <= r, spacing)
+            assert a.short_mm <= a.long_mm

@@ -105,6 +105,43 @@ def test_operating_points_come_from_scans_the_reading_was_not_fitted_on():
     assert not single.cross_fitted and single.scans == {"thin": 1, "thick": 1}
 
 
+def test_a_pasted_nodule_displaces_lung_or_sits_on_the_pleura():
+    """In the lung a pasted nodule lies (almost) wholly in the lung region; against the pleura
+    it sits on a broad base or touches it, never mostly inside the chest wall."""
+    from test_candidates import SPACING, _chest
+
+    from lungct_viewer.core.lung import lung_region
+    from training.second_reading import PASTE_INSIDE_MIN, PLEURAL_INSIDE_MIN, SUBPLEURAL_MM, paste_sites
+
+    hu = _chest()
+    lung = lung_region(hu, SPACING)
+    sites = paste_sites(hu, lung, SPACING)
+    assert len(sites) and sites.costal.any() and not sites.costal.all()
+    radius = 6.0  # mm
+    zz, yy, xx = np.mgrid[0:10, 0:40, 0:40]
+    ball = ((zz - 4.5) * 1.25) ** 2 + ((yy - 19.5) * 0.35) ** 2 + ((xx - 19.5) * 0.35) ** 2 <= radius**2
+    crop = np.where(ball, 30.0, -850.0)
+    for against_pleura, inside_min in ((False, PASTE_INSIDE_MIN), (True, PLEURAL_INSIDE_MIN)):
+        centres = sites.for_nodule(radius, against_pleura)
+        chosen = {tuple(v) for v in centres.tolist()}
+        depth = sites.depth_mm[[tuple(v) in chosen for v in sites.voxels.tolist()]]
+        if against_pleura:
+            assert depth.min() >= 0.5 * radius and depth.max() <= radius + SUBPLEURAL_MM
+        else:
+            assert depth.min() >= radius
+        for seed in range(5):
+            host = hu.copy()
+            out = paste_nodule(
+                host, lung, SPACING, crop, ball, (1.25, 0.35, 0.35), np.random.default_rng(seed), centres, inside_min
+            )
+            assert out is not None
+            box, _original, _centre, nodule = out
+            assert lung.crop(box)[nodule].mean() >= inside_min
+    far = sites.away_from(sites.voxels[0], SPACING, 20.0)
+    assert 0 < len(far) < len(sites)
+    assert (((far.voxels - sites.voxels[0]) * np.asarray(SPACING)) ** 2).sum(axis=1).min() > 20.0**2
+
+
 def test_pasting_a_nodule_is_undone_exactly():
     from test_candidates import SPACING, _chest
 
@@ -112,7 +149,7 @@ def test_pasting_a_nodule_is_undone_exactly():
 
     hu = _chest()
     before = hu.copy()
-    lung = lung_region(hu, SPACING[1:])
+    lung = lung_region(hu, SPACING)
     crop = np.full((6, 20, 20), -800, np.float32)
     mask = np.zeros((6, 20, 20), bool)
     mask[1:5, 5:15, 5:15] = True
@@ -259,7 +296,7 @@ def test_a_pasted_nodule_reads_like_one_drawn_in_place():
     inside = ((zz - 12) * SPACING[0]) ** 2 + ((yy - 128) * SPACING[1]) ** 2 + ((xx - 70) * SPACING[2]) ** 2 <= 16.0
     share = inside.reshape(7, sub, 25, sub, 25, sub).mean(axis=(1, 3, 5))
     drawn[box] = np.rint(drawn[box] * (1 - share) + 20 * share).astype(drawn.dtype)
-    lung = lung_region(drawn, SPACING[1:])
+    lung = lung_region(drawn, SPACING)
     core, r = find_core(Seed(12, 128.0, 70.0, 5.0), drawn, lung, SPACING)
     f_drawn = segment_object(core, r, drawn, lung, SPACING)[2]
 
@@ -269,7 +306,7 @@ def test_a_pasted_nodule_reads_like_one_drawn_in_place():
     ball = ((zz - 6.5) * 1.25) ** 2 + ((yy - 24.5) * 0.35) ** 2 + ((xx - 24.5) * 0.35) ** 2 <= 4.0**2
     crop = np.where(ball, 20.0, -850.0)
     host = _chest()
-    lung_h = lung_region(host, SPACING[1:])
+    lung_h = lung_region(host, SPACING)
     site = np.array([[12, 128, 70]])
     pasted = paste_nodule(host, lung_h, SPACING, crop, ball, (1.25, 0.35, 0.35), np.random.default_rng(0), site)
     assert pasted is not None
@@ -378,3 +415,10 @@ def test_the_model_card_records_the_whole_study_figures_and_the_reconstructions(
     apply_evaluation(card, None, {**studies, "thick_slab_reconstructions": {}})
     assert sum(n.startswith("Whole studies") for n in card.notes) == 1
     assert card.metrics["whole_studies"]["thick_slab_reconstructions"] is None
+
+
+def test_two_second_readings_fitted_on_one_day_have_different_versions():
+    from training.evaluate_studies import reading_build
+
+    assert reading_build("2026-11-30T15:10:19+00:00") == "20261130.1510"
+    assert reading_build("2026-11-30T09:05:59+00:00") != reading_build("2026-11-30T15:10:19+00:00")

@@ -88,36 +88,29 @@ def _slice_boxes(box: tuple[slice, slice, slice], mask: np.ndarray) -> dict[int,
     return out
 
 
-def _far_from(sites: np.ndarray, centre: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
-    d = (sites - centre[None, :]) * np.asarray(spacing)[None, :]
-    return sites[(d**2).sum(axis=1) > radius_mm**2]
-
-
 def paste_batch(series, lung, analyzer, crops, rng, reading_for, card):
     """Paste ``crops`` into one copy of ``series`` and read it; one record per pasted nodule."""
     from lungct_viewer.core.session import ReadingSession
 
     vol = series.volume
-    spacing = (vol.slice_spacing_mm or 1.0, *vol.pixel_spacing_mm)
+    spacing = vol.voxel_spacing_mm
     hu = vol.hu.copy()
-    anywhere, subpleural = paste_sites(hu, lung, spacing)
-    if len(anywhere) == 0:
+    sites = paste_sites(hu, lung, spacing)
+    if len(sites) == 0:
         return []
-    if len(anywhere) > 200_000:  # thin the candidate sites: the draw stays uniform
-        anywhere = anywhere[rng.choice(len(anywhere), 200_000, replace=False)]
+    if len(sites) > 200_000:  # thin the candidate sites: the draw stays uniform
+        sites = sites.take(rng.choice(len(sites), 200_000, replace=False))
     pasted = []
     for crop in crops:
-        done, against_pleura = paste_crop(hu, lung, spacing, crop, rng, anywhere, subpleural)
+        done, against_pleura = paste_crop(hu, lung, spacing, crop, rng, sites)
         if done is None:
             continue
         box, _original, centre, nodule = done
         name = crop[0]
         extent_mm = max(n * s for n, s in zip(nodule.shape, spacing))
-        keep_out = SEPARATION_MM + extent_mm
-        anywhere = _far_from(anywhere, centre, spacing, keep_out)
-        subpleural = _far_from(subpleural, centre, spacing, keep_out) if len(subpleural) else subpleural
+        sites = sites.away_from(centre, spacing, SEPARATION_MM + extent_mm)
         pasted.append({"name": name, "boxes": _slice_boxes(box, nodule), "subpleural": against_pleura})
-        if len(anywhere) == 0:
+        if len(sites) == 0:
             break
     if not pasted:
         return []

@@ -62,6 +62,13 @@ def _examples(studies: set[str], real: dict[str, list[Example]], pasted: dict[st
     return pos, neg
 
 
+def reading_build(created: str) -> str:
+    """Build metadata of a second reading's version from its ISO creation time (UTC):
+    ``2026-11-30T15:10:19+00:00`` gives ``20261130.1510``."""
+    day, _, clock = created.partition("T")
+    return f"{day.replace('-', '')}.{clock[:5].replace(':', '')}"
+
+
 def _fit(studies: set[str], real, pasted, version: str, training: dict | None = None) -> SecondReading:
     pos, neg = _examples(studies, real, pasted)
     return fit_second_reading(pos, neg, version=version, training=training)
@@ -361,8 +368,9 @@ def evaluate_studies(
     if fit_out is not None:
         from lungct_viewer.core.second_reading import save_second_reading
 
-        # the model it reads for, and the day it was fitted (semantic versioning's build metadata)
-        final.version = f"{loaded.version}+{final.created[:10].replace('-', '')}"
+        # the model it reads for, and the UTC minute it was fitted (semantic versioning's build
+        # metadata: two fits of one day are told apart)
+        final.version = f"{loaded.version}+{reading_build(final.created)}"
         final.evaluation = {
             k: summary["leave_one_study_out"][k]
             for k in (

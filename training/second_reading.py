@@ -68,13 +68,20 @@ SEED_JITTER_MM = 2.5
 #: instead, the example would teach the regression that vessels are nodules.
 MIN_PASTE_OVERLAP = 0.3
 #: Paste sites: lung voxels at most this dense (HU), so a nodule replaces aerated lung. Half
-#: the nodules go anywhere in the lungs, half against the costal pleura (within
-#: SUBPLEURAL_MM of the lung's edge, on its outer half, with lung above and below): nodules are
-#: often subpleural, and a second reading that never saw a nodule touch the chest wall would
-#: learn to reject them.
+#: the nodules go anywhere in the lungs, half against the costal pleura (on the lung's outer
+#: half, with lung above and below): nodules are often subpleural, and a second reading that
+#: never saw a nodule touch the chest wall would learn to reject them. Elsewhere a nodule
+#: displaces lung: its centre lies at least its in-plane radius from the lung's edge and at
+#: least PASTE_INSIDE_MIN of its voxels lie in the host's lung region. Against the pleura it
+#: sits on a broad base or touches it: its centre lies between PLEURAL_BASE_SHARE of its radius
+#: and its radius plus SUBPLEURAL_MM from the edge (the part in the chest wall stays wall, as
+#: the brighter of host and nodule is kept), with at least PLEURAL_INSIDE_MIN of it in the lung.
 PASTE_SITE_MAX_HU = -700.0
-SUBPLEURAL_MM = 6.0
+SUBPLEURAL_MM = 3.0
 SUBPLEURAL_SHARE = 0.5
+PLEURAL_BASE_SHARE = 0.5
+PASTE_INSIDE_MIN = 0.9
+PLEURAL_INSIDE_MIN = 0.6
 #: A host voxel holds part of a pasted nodule when at least this share of it is nodule (after
 #: partial volume, :func:`partial_volume`); the nodule's mask is the voxels at least half nodule.
 NODULE_SHARE_MIN = 0.05
@@ -225,8 +232,10 @@ def paste_nodule(
     crop_spacing: Sequence[float],
     rng: np.random.Generator,
     sites: np.ndarray,
+    inside_min: float = PASTE_INSIDE_MIN,
 ):
-    """Paste one crop's nodule into ``hu`` in place at a random lung site.
+    """Paste one crop's nodule into ``hu`` in place at a random site of ``sites`` (centres)
+    where at least ``inside_min`` of it lies in the lung region.
 
     Returns ``(box, original voxels, centre, nodule mask in box)`` so that the caller can
     restore the volume, or ``None`` when the nodule does not fit.
@@ -247,11 +256,13 @@ def paste_nodule(
     for _ in range(20):
         c = sites[rng.integers(len(sites))]
         o = c - shape // 2
-        if (o >= 0).all() and (o + shape <= np.array(hu.shape)).all():
+        if (o < 0).any() or (o + shape > np.array(hu.shape)).any():
+            continue
+        box = tuple(slice(int(o[i]), int(o[i] + shape[i])) for i in range(3))
+        if lung.crop(box)[m].mean() >= inside_min:
             break
     else:
         return None
-    box = tuple(slice(int(o[i]), int(o[i] + shape[i])) for i in range(3))
     # the brighter of host and crop over every voxel the nodule touches, softly edged: the
     # crop's own lung around the nodule is no denser than the host's, so no halo is pasted
     weight = np.clip(1.5 * ndimage.gaussian_filter(touched.astype(np.float32), 0.6), 0.0, 1.0)
@@ -261,32 +272,78 @@ def paste_nodule(
     return box, original, o + shape / 2.0, m
 
 
+@dataclass(frozen=True)
+class PasteSites:
+    """Where nodules may be pasted into one series: aerated lung voxels ``(slice, row, col)``,
+    each with its in-plane distance (mm) to the lung region's edge and whether it lies against
+    the costal pleura's side (outer half of the lung, lung above and below)."""
+
+    voxels: np.ndarray  # (n, 3) int
+    depth_mm: np.ndarray  # (n,)
+    costal: np.ndarray  # (n,) bool
+
+    def __len__(self) -> int:
+        return len(self.voxels)
+
+    def take(self, keep: np.ndarray) -> PasteSites:
+        return PasteSites(self.voxels[keep], self.depth_mm[keep], self.costal[keep])
+
+    def away_from(self, centre: np.ndarray, spacing: Sequence[float], radius_mm: float) -> PasteSites:
+        """The sites farther than ``radius_mm`` from ``centre`` (voxel coordinates)."""
+        d = (self.voxels - np.asarray(centre)[None, :]) * np.asarray(spacing)[None, :]
+        return self.take((d**2).sum(axis=1) > radius_mm**2)
+
+    def for_nodule(self, radius_mm: float, against_pleura: bool) -> np.ndarray:
+        """Centres for a nodule of in-plane ``radius_mm``: deep enough that it displaces lung
+        rather than overlapping the chest wall; against the pleura, from a broad base
+        (:data:`PLEURAL_BASE_SHARE` of the radius deep) to touching it."""
+        if not against_pleura:
+            return self.voxels[self.depth_mm >= radius_mm]
+        ok = self.costal & (self.depth_mm >= PLEURAL_BASE_SHARE * radius_mm)
+        return self.voxels[ok & (self.depth_mm <= radius_mm + SUBPLEURAL_MM)]
+
+
+def _in_plane_radius_mm(mask: np.ndarray, spacing: Sequence[float]) -> float:
+    """Half the largest in-plane extent (mm) of a crop's nodule mask."""
+    idx = np.nonzero(mask)
+    if not len(idx[0]):
+        return 0.0
+    return 0.5 * max((int(i.max()) - int(i.min()) + 1) * float(s) for i, s in zip(idx[1:], spacing[1:]))
+
+
 def paste_crop(
     hu: np.ndarray,
     lung: LungRegion,
     spacing: Sequence[float],
     crop: tuple[str, Path, Path],
     rng: np.random.Generator,
-    anywhere: np.ndarray,
-    subpleural: np.ndarray,
+    sites: PasteSites,
 ):
     """Paste one crop ``(name, image, mask)`` into ``hu`` in place, against the costal pleura
-    with probability :data:`SUBPLEURAL_SHARE` (when there is such a site), else anywhere in
+    with probability :data:`SUBPLEURAL_SHARE` (when the nodule fits there), else anywhere in
     aerated lung. Returns ``(paste_nodule's result, against the pleura)``; the result is
     ``None`` when the nodule does not fit."""
     _name, img, msk = crop
     c_hu, c_mask, c_sp = load_crop(img, msk)
-    against_pleura = bool(len(subpleural)) and rng.random() < SUBPLEURAL_SHARE
-    done = paste_nodule(hu, lung, spacing, c_hu, c_mask, c_sp, rng, subpleural if against_pleura else anywhere)
+    radius = _in_plane_radius_mm(c_mask, c_sp)
+    against_pleura = rng.random() < SUBPLEURAL_SHARE
+    centres = sites.for_nodule(radius, against_pleura)
+    if against_pleura and not len(centres):
+        against_pleura, centres = False, sites.for_nodule(radius, False)
+    if not len(centres):
+        return None, against_pleura
+    inside = PLEURAL_INSIDE_MIN if against_pleura else PASTE_INSIDE_MIN
+    done = paste_nodule(hu, lung, spacing, c_hu, c_mask, c_sp, rng, centres, inside)
     return done, against_pleura
 
 
-def paste_sites(hu: np.ndarray, lung: LungRegion, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """``(anywhere, subpleural)`` voxel indices of aerated lung where a nodule may be pasted."""
+def paste_sites(hu: np.ndarray, lung: LungRegion, spacing: Sequence[float]) -> PasteSites:
+    """The :class:`PasteSites` of a series: aerated lung (below :data:`PASTE_SITE_MAX_HU`)."""
     full = (slice(0, hu.shape[0]), slice(0, hu.shape[1]), slice(0, hu.shape[2]))
     region = lung.crop(full)
     aerated = region & (hu < PASTE_SITE_MAX_HU)
-    near = np.zeros_like(aerated)
+    depth = np.zeros(hu.shape, dtype=np.float32)
+    costal = np.zeros_like(aerated)
     cols = np.arange(hu.shape[2])
     # costal pleura only: lung above and below the site, so that no pasted nodule sits on the
     # diaphragm or the apex (their look-alikes there are the dome's cap and the apical pleura)
@@ -294,13 +351,17 @@ def paste_sites(hu: np.ndarray, lung: LungRegion, spacing: Sequence[float]) -> t
     inner = np.zeros_like(region)
     inner[k:-k] = region[: -2 * k] & region[2 * k :]
     for z in range(hu.shape[0]):
-        if not aerated[z].any() or lung.midline_col is None or not np.isfinite(lung.midline_col[z]):
+        if not aerated[z].any():
             continue
-        depth = ndimage.distance_transform_edt(region[z], sampling=spacing[1:])
+        depth[z] = ndimage.distance_transform_edt(region[z], sampling=spacing[1:])
+        if lung.midline_col is None or not np.isfinite(lung.midline_col[z]):
+            continue
         lateral = np.abs(cols - lung.midline_col[z])
         outer = lateral >= 0.5 * lateral[region[z].any(axis=0)].max()
-        near[z] = aerated[z] & inner[z] & (depth <= SUBPLEURAL_MM) & outer[None, :]
-    return np.argwhere(aerated), np.argwhere(near)
+        costal[z] = inner[z] & outer[None, :]
+    voxels = np.argwhere(aerated)
+    at = tuple(voxels.T)
+    return PasteSites(voxels, depth[at], costal[at])
 
 
 def _overlap(
@@ -327,15 +388,15 @@ def pasted_examples(
     """Features of ``n`` crops pasted into one host series; returns ``(examples, attempts)``."""
     vol = series.volume
     hu = vol.hu.copy()
-    spacing = (vol.slice_spacing_mm or 1.0, *vol.pixel_spacing_mm)
-    sites, subpleural = paste_sites(hu, lung, spacing)
+    spacing = vol.voxel_spacing_mm
+    sites = paste_sites(hu, lung, spacing)
     if len(sites) == 0:
         return [], 0
     out: list[Example] = []
     pick = rng.choice(len(crops), size=min(n, len(crops)), replace=False)
     for k in pick:
         name = crops[int(k)][0]
-        pasted, _against_pleura = paste_crop(hu, lung, spacing, crops[int(k)], rng, sites, subpleural)
+        pasted, _against_pleura = paste_crop(hu, lung, spacing, crops[int(k)], rng, sites)
         if pasted is None:
             continue
         box, original, centre, nodule = pasted

@@ -71,10 +71,11 @@ def slice_axes(mask: np.ndarray, spacing: tuple[float, float]) -> Axes:
     u = (pts[j] - pts[i]) / length if length > 0 else np.array([0.0, 1.0])
     v = np.array([-u[1], u[0]])
     across = pts @ v
-    return Axes(
-        length + _pixel_width(u, spacing),
-        float(across.max() - across.min()) + _pixel_width(v, spacing),
-    )
+    along_mm = length + _pixel_width(u, spacing)
+    across_mm = float(across.max() - across.min()) + _pixel_width(v, spacing)
+    # the extent across never exceeds the longest chord, but on pixels that are not square (or
+    # in rounding, where the two tie) the added pixel widths can: the short axis is the shorter
+    return Axes(max(along_mm, across_mm), min(along_mm, across_mm))
 
 
 def largest_section_axes(masks: Iterable[np.ndarray], spacing: tuple[float, float]) -> Axes:

@@ -74,10 +74,9 @@ def find_candidates(
     network: a second or two per study on two cores)."""
     t0 = time.perf_counter()
     if lung is None:
-        lung = lung_region(volume.hu, volume.pixel_spacing_mm)
+        lung = lung_region(volume.hu, volume.voxel_spacing_mm)
     seeds = [s for i in sorted(analysis.slices) for s in find_seeds(analysis.slices[i], logit(floor))]
-    spacing = (volume.slice_spacing_mm or 1.0, *volume.pixel_spacing_mm)
-    cands = build_candidates(seeds, volume.hu, lung, spacing)
+    cands = build_candidates(seeds, volume.hu, lung, volume.voxel_spacing_mm)
     suspicion = second_reading.score(cands) if second_reading is not None else None
     return CandidateSet(cands, suspicion, time.perf_counter() - t0, floor, frozenset(analysis.slices)), lung
 
@@ -302,7 +301,7 @@ class ReadingSession:
     def lung(self) -> LungRegion:
         """The series' lung region (:mod:`.lung`), computed once."""
         if self._lung is None:
-            self._lung = lung_region(self.volume.hu, self.volume.pixel_spacing_mm)
+            self._lung = lung_region(self.volume.hu, self.volume.voxel_spacing_mm)
         return self._lung
 
     @property

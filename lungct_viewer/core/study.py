@@ -161,6 +161,11 @@ class CTVolume:
         """Median distance between neighbouring slices, mm (None for a single slice)."""
         return geometry.slice_spacing(self.slice_positions_mm)
 
+    @property
+    def voxel_spacing_mm(self) -> tuple[float, float, float]:
+        """``(slice, row, col)`` voxel spacing, mm; 1 mm between slices of a single slice."""
+        return (float(self.slice_spacing_mm or 1.0), *(float(v) for v in self.pixel_spacing_mm))
+
     def pixel_to_patient_mm(self, index: int, row: float, col: float) -> tuple[float, float, float]:
         """Patient (LPS) coordinates in mm of a (fractional) pixel of slice ``index``."""
         dy, dx = self.pixel_spacing_mm
