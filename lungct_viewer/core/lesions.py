@@ -155,7 +155,7 @@ def read_lesion(
     lesion_id: int,
 ) -> Lesion:
     """The :class:`Lesion` of one candidate at the given settings (module docstring)."""
-    dz, (dy, dx) = volume.slice_spacing_mm or 1.0, volume.pixel_spacing_mm
+    dz, dy, dx = volume.voxel_spacing_mm
     findings: list[SliceFinding] = []
     b = m = 0
     pb: list[float] = []
