@@ -100,6 +100,17 @@ def test_a_juxtapleural_nodule_of_28_mm_is_lung_and_a_long_dent_is_not():
     assert not mask[12, 128, 150]
 
 
+def test_a_bounded_dent_on_the_mediastinal_side_stays_out():
+    """The same 28 mm nodule on the lung's medial edge (where the hila are) is left to the
+    10 mm closing: the larger closing's additions join only on the costal side."""
+    hu = _chest()
+    yy, xx = np.mgrid[0:256, 0:256]
+    _ball(hu, (12, 128, 110), 14.0)  # right lung: cols 36-120, its medial edge at 120
+    hu[:, (((yy - 128) / 100.0) ** 2 + ((xx - 128) / 120.0) ** 2 <= 1) & (xx > 120) & (xx < 136)] = 40
+    mask = lung_region(hu, SPACING).crop((slice(0, 24), slice(0, 256), slice(0, 256)))
+    assert not mask[12, 128, 110]
+
+
 def test_the_diaphragm_dome_is_not_lung_but_a_nodule_above_lung_is():
     """Tissue rising from below into the lung (the dome: liver beneath) is taken out of the
     region slice by slice; a nodule of the same size with lung beneath it is kept."""
