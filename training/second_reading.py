@@ -78,6 +78,8 @@ MIN_PASTE_OVERLAP = 0.3
 #: the brighter of host and nodule is kept), with at least PLEURAL_INSIDE_MIN of it in the lung.
 PASTE_SITE_MAX_HU = -700.0
 SUBPLEURAL_MM = 3.0
+#: A costal site has lung at least this far (mm) above and below it along the slice normal.
+COSTAL_MARGIN_MM = 3.0
 SUBPLEURAL_SHARE = 0.5
 PLEURAL_BASE_SHARE = 0.5
 PASTE_INSIDE_MIN = 0.9
@@ -347,7 +349,7 @@ def paste_sites(hu: np.ndarray, lung: LungRegion, spacing: Sequence[float]) -> P
     cols = np.arange(hu.shape[2])
     # costal pleura only: lung above and below the site, so that no pasted nodule sits on the
     # diaphragm or the apex (their look-alikes there are the dome's cap and the apical pleura)
-    k = max(int(round(SUBPLEURAL_MM / max(spacing[0], 1e-3))), 1)
+    k = max(int(round(COSTAL_MARGIN_MM / max(spacing[0], 1e-3))), 1)
     inner = np.zeros_like(region)
     inner[k:-k] = region[: -2 * k] & region[2 * k :]
     for z in range(hu.shape[0]):
