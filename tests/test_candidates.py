@@ -7,6 +7,7 @@ import pytest
 
 from lungct_viewer.core import constants as C
 from lungct_viewer.core.candidates import (
+    DESCRIPTOR_NAMES,
     FEATURE_NAMES,
     Seed,
     build_candidates,
@@ -16,6 +17,7 @@ from lungct_viewer.core.candidates import (
 )
 from lungct_viewer.core.lung import lung_region
 from lungct_viewer.core.results import SliceAnalysis
+from lungct_viewer.core.texture import SOLID_CORE_MIN_MM, Texture, texture_of
 
 SPACING = (2.5, 0.7, 0.7)  # slice, row, col (mm)
 
@@ -156,7 +158,7 @@ def test_a_nodule_is_compact_and_a_vessel_runs_out_of_its_cube():
     box, obj, f_nod = segment_object(nod[0], nod[1], hu, lung, SPACING)
     ves = find_core(Seed(12, 111.0, 181.0, 5.0), hu, lung, SPACING)
     _, _, f_ves = segment_object(ves[0], ves[1], hu, lung, SPACING)
-    assert set(f_nod) == set(FEATURE_NAMES)
+    assert set(f_nod) == set(FEATURE_NAMES + DESCRIPTOR_NAMES)
     assert f_nod["faces_touched"] == 0 and f_ves["faces_touched"] == 2  # top and bottom faces
     assert f_nod["elongation"] < 1.6 < f_ves["elongation"]
     assert f_nod["radius_mm"] == pytest.approx(4.0, abs=1.0)
@@ -164,6 +166,31 @@ def test_a_nodule_is_compact_and_a_vessel_runs_out_of_its_cube():
     assert f_nod["wall_contact"] == 0.0
     assert f_nod["mean_hu"] == pytest.approx(30, abs=1)
     assert f_nod["bright_fraction"] == 0.0
+    assert f_nod["solid_core_mm"] == pytest.approx(8.0, abs=1.5)  # the whole ball is solid
+
+
+def test_a_ground_glass_nodule_has_no_solid_core_even_with_a_vessel_through_it():
+    """A ground-glass ball (-450 HU) crossed by a solid vessel: the object is the ball, and its
+    solid component is the vessel's thickness, too thin to be a solid component; a part-solid
+    ball (a solid 3 mm centre) has one."""
+    hu = _chest()
+    _ball(hu, (12, 128, 70), 5.0, value=-450)
+    _tube(hu, 128, 70, 0.7)  # a vessel 1.4 mm across, along the slice normal, through its centre
+    _ball(hu, (12, 128, 180), 5.0, value=-450)
+    _ball(hu, (12, 128, 180), 3.0, value=20)
+    lung = lung_region(hu, SPACING)
+    feats = {}
+    for name, col in (("glass", 70), ("part", 180)):
+        core, radius = find_core(Seed(12, 128.0, float(col), 5.0), hu, lung, SPACING)
+        _, _, feats[name] = segment_object(core, radius, hu, lung, SPACING)
+    assert feats["glass"]["radius_mm"] >= 3.5  # the object is the ball, not the vessel
+    assert feats["glass"]["solid_core_mm"] < SOLID_CORE_MIN_MM
+    assert feats["part"]["solid_core_mm"] >= 5.0
+    assert texture_of(feats["glass"]["solid_core_mm"], 2.5) is Texture.GROUND_GLASS
+    assert texture_of(feats["part"]["solid_core_mm"], 2.5) is Texture.SOLID
+    # on 5 mm slices texture is not judged
+    assert texture_of(feats["glass"]["solid_core_mm"], 5.0) is Texture.NOT_ASSESSED
+    assert texture_of(None, 1.0) is Texture.NOT_ASSESSED
 
 
 def test_the_opening_takes_a_touching_vessel_off_a_nodule():

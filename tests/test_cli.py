@@ -85,6 +85,13 @@ def test_analyze_phantom_writes_report_and_pngs(phantom_model, phantom_study, tm
         assert les["label"] in {Label.BENIGN.value, Label.MALIGNANT.value} and les["passes_second_reading"]
         own = les["p_malignant"] if les["label"] == Label.MALIGNANT.value else les["p_benign"]
         assert les["probability"] == pytest.approx(own, abs=1e-4)  # the probability of its own call
+        # the phantom's nodules are solid soft tissue on 2.5 mm slices: texture judged, solid
+        assert les["texture"] == "solid" and les["solid_core_mm"] >= 2.5, les
+        call_min = report["detection"]["call_min_diameter_mm"]
+        assert les["in_patient_call"] == (les["diameter_mm"] >= call_min)
+        assert "solid_core_mm" not in les["features"]  # what the second reading scores only
+    assert report["diagnosis"]["lesions_in_call"] == sum(les["in_patient_call"] for les in lesions)
+    assert report["diagnosis"]["ground_glass_lesions_not_in_call"] == 0
     # every nodule's central slice has a finding whose box contains the nodule centre
     for nod in ph.nodules:
         k, r, c = int(round(nod.center[0])), nod.center[1], nod.center[2]

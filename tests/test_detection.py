@@ -13,7 +13,8 @@ from lungct_viewer.core.labels import Label
 from lungct_viewer.core.lesions import Lesion, read_lesion
 from lungct_viewer.core.results import SliceAnalysis, StudyAnalysis
 from lungct_viewer.core.study import CTVolume
-from lungct_viewer.core.voting import diagnose
+from lungct_viewer.core.texture import Texture
+from lungct_viewer.core.voting import diagnose, enters_call
 
 
 def _slice(index=0, size=200, rois=(), npm=(1.0, 1.0)):
@@ -192,8 +193,9 @@ def test_a_lesion_read_again_uses_its_slices_analysis_as_it_is_now():
     assert (read().votes_malignant, read().votes_benign) == (0, 9)
 
 
-def _lesion(b: int, m: int, diameter: float = 10.0, passes: bool = True) -> Lesion:
-    """A lesion with only what the patient-level vote reads (votes, size, second reading)."""
+def _lesion(b: int, m: int, diameter: float = 10.0, passes: bool = True, texture: Texture = Texture.SOLID) -> Lesion:
+    """A lesion with only what the patient-level vote reads (votes, size, texture, second
+    reading)."""
     return Lesion(
         id=1,
         candidate=None,
@@ -208,6 +210,7 @@ def _lesion(b: int, m: int, diameter: float = 10.0, passes: bool = True) -> Lesi
         long_axis_mm=diameter,
         short_axis_mm=diameter,
         volume_mm3=0.0,
+        texture=texture,
     )
 
 
@@ -224,3 +227,19 @@ def test_patient_vote_over_the_lesions_that_pass():
     assert silent.label is Label.BENIGN and silent.malignant_fraction is None
     with pytest.raises(ValueError):
         diagnose(lesions, 1.5)
+
+
+def test_ground_glass_lesions_do_not_vote_but_thick_slice_lesions_do():
+    """A pure ground-glass lesion of any size is left out of the call (Lung-RADS 2-3); one
+    whose texture could not be judged (thick slices) votes like a solid one."""
+    glass = _lesion(0, 30, diameter=25.0, texture=Texture.GROUND_GLASS)
+    d = diagnose([glass, _lesion(9, 1)], 0.5, 6.0)
+    assert (d.label, d.n_lesions, d.n_ground_glass, d.votes_malignant) == (Label.BENIGN, 1, 1, 1)
+    alone = diagnose([glass], 0.5, 6.0)
+    assert alone.label is Label.NO_FINDINGS and alone.n_ground_glass == 1
+    assert not enters_call(glass, 6.0)
+    thick = _lesion(0, 30, diameter=25.0, texture=Texture.NOT_ASSESSED)
+    assert enters_call(thick, 6.0) and diagnose([thick], 0.5, 6.0).label is Label.MALIGNANT
+    # a small ground-glass lesion counts as small (the size rule comes first)
+    small = diagnose([_lesion(0, 3, diameter=4.0, texture=Texture.GROUND_GLASS)], 0.5, 6.0)
+    assert (small.n_small, small.n_ground_glass) == (1, 0)

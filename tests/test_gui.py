@@ -29,6 +29,7 @@ from lungct_viewer.core.results import SliceAnalysis, StudyAnalysis
 from lungct_viewer.core.second_reading import SecondReading
 from lungct_viewer.core.session import CandidateSet, ReadingSession
 from lungct_viewer.core.study import CTVolume
+from lungct_viewer.core.texture import Texture
 
 pytestmark = pytest.mark.gui
 
@@ -541,6 +542,23 @@ def test_model_defaults_button_restores_the_operating_point(analysed):
         4,
         50,
     )
+
+
+def test_a_ground_glass_finding_is_marked_and_does_not_vote(window):
+    session, analysis, cs = make_reading(suspicion=(0.9, 0.8))
+    cs.candidates[0].features["solid_core_mm"] = 1.0  # no solid component: ground glass
+    cs.candidates[1].features["solid_core_mm"] = 6.0
+    window.set_session(session)
+    window.set_analysis(analysis, cs)
+    r = window.reading
+    glass, solid = sorted(session.findings(), key=lambda les: les.candidate.id)
+    assert glass.texture is Texture.GROUND_GLASS and solid.texture is Texture.SOLID
+    calls = {r.table.item(k, 0).text(): r.table.item(k, 3).text() for k in range(r.table.rowCount())}
+    assert calls[str(glass.id)].endswith("\u00b7 GG") and not calls[str(solid.id)].endswith("GG")
+    d = session.diagnosis()
+    assert (d.n_lesions, d.n_ground_glass) == (1, 1)
+    assert d.votes_malignant + d.votes_benign == solid.votes_malignant + solid.votes_benign
+    assert "Lesions in the call: 1" in r.diag_detail.text() and "1 ground glass" in r.diag_detail.text()
 
 
 def test_show_candidates_toggle(window):

@@ -20,7 +20,9 @@ on them, network included:
 * **Found**: a lesion whose finding box is centred within the nodule's box grown by 5 mm on
   one of its slices (the localised-hit rule). Reported: *on the spot* (any candidate), and
   *a finding* (suspicion at the fold's operating point; the cap of findings per scan is left
-  out, since several nodules are pasted into one scan at once), by size and by class.
+  out, since several nodules are pasted into one scan at once), by size and by class; and, for
+  nodules of 6 mm or more by the readers' texture rating, whether the finding *votes in the
+  patient call* (:func:`~lungct_viewer.core.voting.enters_call`: its own size and texture).
 * **FROC**: each nodule's most suspicious hit against the hosts' own false positives (their
   candidates on no annotated nodule), suspicions pooled as false positives per new scan of
   their fold's calibration (:meth:`~training.evaluate_studies.Fold.fp_rate`).
@@ -38,8 +40,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lungct_viewer.core.candidates import FEATURE_NAMES
+from lungct_viewer.core import constants as C
+from lungct_viewer.core.candidates import DESCRIPTOR_NAMES, FEATURE_NAMES
 from lungct_viewer.core.errors import DataError
+from lungct_viewer.core.voting import enters_call
 
 from .evaluate_studies import ExampleSet, Fold, _write_csv, collect_examples, fit_folds
 from .metrics import froc
@@ -53,6 +57,8 @@ BATCH = 8
 SEPARATION_MM = 25.0
 #: Size bins (mm) for the sensitivity table: [lo, hi).
 SIZE_BINS = ((3.0, 6.0), (6.0, 10.0), (10.0, 20.0), (20.0, 100.0))
+#: The readers' texture rating (LIDC ``Texture_value``, 1-5) in three groups.
+TEXTURE_GROUPS = (("solid", ("5",)), ("part-solid", ("3", "4")), ("ground glass", ("1", "2")))
 
 
 def _crop_rows(nodules_dir: Path) -> dict[str, dict]:
@@ -134,6 +140,7 @@ def paste_batch(series, lung, analyzer, crops, rng, reading_for, card):
         ]
         scored = [les for les in hits if les.suspicion is not None]
         best = max(scored, key=lambda les: les.suspicion) if scored else None
+        finding = best is not None and best.suspicion >= reading.threshold_for(vol.slice_spacing_mm)
         out.append(
             {
                 "name": p["name"],
@@ -142,9 +149,14 @@ def paste_batch(series, lung, analyzer, crops, rng, reading_for, card):
                 "slices": len(p["boxes"]),
                 "on_the_spot": bool(hits),
                 "suspicion": best.suspicion if best else None,
-                "finding": best is not None and best.suspicion >= reading.threshold_for(vol.slice_spacing_mm),
+                "finding": finding,
+                "in_call": finding and enters_call(best, C.DEFAULT_CALL_MIN_DIAMETER_MM),
+                "texture": best.texture.value if best else None,
                 # what the second reading saw on the most suspicious hit
-                **{f: round(float(best.candidate.features[f]), 4) if best else None for f in FEATURE_NAMES},
+                **{
+                    f: round(float(best.candidate.features[f]), 4) if best else None
+                    for f in FEATURE_NAMES + DESCRIPTOR_NAMES
+                },
             }
         )
     return out
@@ -196,6 +208,7 @@ def evaluate_pasted(
             crop = rows_by_name.get(r["name"], {})
             r["diameter_mm"] = float(crop.get("diameter_mm") or "nan")
             r["label"] = crop.get("Diagnosis", "")
+            r["texture_rating"] = crop.get("Texture_value", "")
             r["fp_per_new_scan"] = fold.fp_rate(r["suspicion"], band) if r["suspicion"] is not None else None
         records += host_records
         # the host's own false positives under its fold, and the pasted nodules' best hits
@@ -279,6 +292,11 @@ def summarise(records: list[dict], curve: dict, studies: list[str], scans: int, 
         _group([r for r in records if r["subpleural"] == sub], site=site)
         for site, sub in (("against the pleura", True), ("in the lung", False))
     ]
+    six = [r for r in records if r["diameter_mm"] >= 6]
+    by_texture = []
+    for name, values in TEXTURE_GROUPS:
+        rs = [r for r in six if r.get("texture_rating") in values]
+        by_texture.append({**_group(rs, texture=name), "in_call": _rate(rs, "in_call")})
     return {
         "model_version": version,
         "studies": studies,
@@ -290,6 +308,7 @@ def summarise(records: list[dict], curve: dict, studies: list[str], scans: int, 
         "by_size": by_size,
         "by_label": by_label,
         "by_site": by_site,
+        "by_texture_6mm_or_more": by_texture,
         "froc_sensitivity_at": curve["sensitivity_at"],
         "cpm": curve["cpm"],
     }
@@ -308,6 +327,11 @@ def format_table(m: dict) -> str:
     for r in m["by_label"] + m["by_site"]:
         name = r.get("label") or r.get("site")
         lines.append(f"{name:<18} {r['n']:>4}    {r['on_the_spot']!s:>7}    {r['finding']!s:>6}")
+    lines += ["", "6 mm or more, by texture  n    on the spot  finding  votes in the call"]
+    for r in m.get("by_texture_6mm_or_more", []):
+        lines.append(
+            f"{r['texture']:<22} {r['n']:>4}    {r['on_the_spot']!s:>7}    {r['finding']!s:>6}    {r['in_call']!s:>6}"
+        )
     at = "  ".join(f"{float(k):g}: {v:.2f}" for k, v in m["froc_sensitivity_at"].items())
     lines += ["", f"FROC (false positives per scan of the hosts): {at}; CPM {m['cpm']}", ""]
     lines.append("threshold at FP/new scan        finding   finding >= 6 mm   host FP/scan (before the cap)")

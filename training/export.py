@@ -49,8 +49,10 @@ READING_DEVIATIONS = [
     "Findings are localised 3-D lesions, not the vote map's connected regions: candidates grow from the local "
     "maxima of the ROI score (P(ROI) >= 0.88) to the dense structure they point at, inside a lung region, and a "
     "second reading scores each from its 3-D shape (second_reading.json); the vote map stays the red overlay.",
-    "The patient-level majority vote pools the ROI-patch votes of the lesions that pass the second reading and "
-    "are at least 6 mm across; no such lesion gives 'no suspicious findings'.",
+    "The patient-level majority vote pools the ROI-patch votes of the lesions that pass the second reading, "
+    "are at least 6 mm across and, on slices at most 2.5 mm apart, have a solid component (a ball of 2.5 mm at "
+    "more than -300 HU; pure ground-glass lesions are listed but do not vote, as Lung-RADS never calls them "
+    "suspicious); no such lesion gives 'no suspicious findings'.",
 ]
 
 

@@ -19,7 +19,9 @@ nodule. Candidates are built in three steps, none of which runs the network:
 Each candidate carries shape features of its object (:data:`FEATURE_NAMES`) that mean the
 same on any scanner: size and thickness in mm, how much of its cube it fills, whether it
 runs out through the cube's faces (a vessel does, a nodule does not), elongation, density,
-contact with the chest wall. The second reading (:mod:`.second_reading`) scores them.
+contact with the chest wall. The second reading (:mod:`.second_reading`) scores them. The
+size of the object's solid component (:data:`DESCRIPTOR_NAMES`) tells a ground-glass lesion
+from a solid one (:mod:`.texture`).
 
 Coordinates: native voxel indices ``(slice, row, col)``; mm where a name says so.
 """
@@ -36,6 +38,7 @@ from . import constants as C
 from .lung import LungRegion
 from .nodule_size import Axes, slice_axes
 from .results import SliceAnalysis
+from .texture import solid_core_mm
 
 #: HU above which lung tissue counts as dense structure (solid and part-solid nodules,
 #: vessels, airway walls).
@@ -71,6 +74,11 @@ FEATURE_NAMES = (
     "mediastinal_contact",  # the part of it on the object's midline side (mediastinum, hila)
     "inferior_contact",  # the part of it below the object's centre (the diaphragm's dome)
     "attachments",  # dense pieces cut off the object by the opening (vessels, bronchi)
+)
+#: Measured on every candidate like the features, but describing the lesion for the reader
+#: and the patient call rather than scoring it (the second reading does not use them).
+DESCRIPTOR_NAMES = (
+    "solid_core_mm",  # diameter of the object's solid component (:mod:`.texture`), mm
 )
 
 
@@ -333,6 +341,7 @@ def _features(
         "mediastinal_contact": medial / max(int(shell.sum()), 1),
         "inferior_contact": inferior / max(int(shell.sum()), 1),
         "attachments": float(attached),
+        "solid_core_mm": solid_core_mm(obj, hu, spacing),
     }
 
 

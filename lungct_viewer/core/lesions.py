@@ -15,7 +15,9 @@ settings:
   short axis and mean diameter (:mod:`.nodule_size`), the per-slice marks a reader and
   ``report.json`` see;
 * **size** -- the long and short axis of its largest cross-section (by area) and their mean,
-  the lesion's ``diameter_mm`` (the Fleischner and Lung-RADS measure).
+  the lesion's ``diameter_mm`` (the Fleischner and Lung-RADS measure);
+* **texture** -- solid (or part-solid), ground glass, or not assessed on thick slices
+  (:mod:`.texture`).
 
 Boxes are ``(x0, y0, x1, y1)`` native pixels, end-exclusive; centroids ``(row, col)``
 native pixels; ``centroid_mm`` patient (LPS) mm.
@@ -34,6 +36,7 @@ from .detection import roi_probability
 from .labels import Label
 from .results import SliceAnalysis, StudyAnalysis
 from .study import CTVolume
+from .texture import Texture, texture_of
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class Lesion:
     long_axis_mm: float
     short_axis_mm: float
     volume_mm3: float
+    texture: Texture = Texture.NOT_ASSESSED
 
     @property
     def diameter_mm(self) -> float:
@@ -222,6 +226,7 @@ def read_lesion(
         long_axis_mm=largest.long_axis_mm,
         short_axis_mm=largest.short_axis_mm,
         volume_mm3=float(cand.mask.sum()) * dz * dy * dx,
+        texture=texture_of(cand.features.get("solid_core_mm"), volume.slice_spacing_mm),
     )
 
 

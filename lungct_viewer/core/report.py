@@ -6,8 +6,9 @@ reading. Slices are given both as ``slice_number`` (1 = the top slice, as on scr
 the PNG file names) and ``slice_index`` (the same minus one).
 
 ``findings`` holds one entry per slice of every lesion that passes the second reading (its
-box, centroid, area); ``lesions`` the passing lesions in 3-D with their votes, suspicion and
-features; ``candidates`` the lesions below the suspicion threshold, which are not findings.
+box, centroid, area); ``lesions`` the passing lesions in 3-D with their votes, suspicion, the
+features the second reading scored, texture and whether they vote in the patient call;
+``candidates`` the lesions below the suspicion threshold, which are not findings.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from typing import Any
 
 from .. import RESEARCH_NOTICE, __version__
 from .atomic import write_json_atomic
+from .candidates import FEATURE_NAMES
 from .lesions import Lesion
 from .session import ReadingSession
+from .voting import enters_call
 
 REPORT_NAME = "report.json"
 
@@ -48,9 +51,12 @@ def _lesion(les: Lesion, threshold: float, call_min_mm: float) -> dict[str, Any]
         "p_malignant": _r(les.p_malignant, 4),
         "suspicion": None if les.suspicion is None else _r(les.suspicion, 4),
         "passes_second_reading": les.passes,
-        "in_patient_call": les.passes and les.diameter_mm >= call_min_mm,
+        "texture": les.texture.value,
+        "solid_core_mm": _r(les.candidate.features.get("solid_core_mm", 0.0), 1),
+        "in_patient_call": enters_call(les, call_min_mm),
         "max_roi_probability": _r(1.0 / (1.0 + math.exp(-min(les.candidate.max_roi_logit, 700.0))), 6),
-        "features": {k: _r(v, 4) for k, v in les.candidate.features.items()},
+        # what the second reading scored (descriptors such as the solid core are listed above)
+        "features": {k: _r(v, 4) for k, v in les.candidate.features.items() if k in FEATURE_NAMES},
     }
 
 
@@ -130,6 +136,7 @@ def build_report(
             "votes": {"benign": d.votes_benign, "malignant": d.votes_malignant},
             "lesions_in_call": d.n_lesions,
             "small_lesions_not_in_call": d.n_small,
+            "ground_glass_lesions_not_in_call": d.n_ground_glass,
         },
         "detection": {
             "min_roi_probability": p.min_roi_probability,

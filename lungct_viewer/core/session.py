@@ -492,7 +492,7 @@ def lesion_text(les: Lesion, threshold: float) -> str:
 
 def lesions_table(lesions: Sequence[Lesion], threshold: float, overlaps: Overlaps | None = None) -> list[dict]:
     """Rows for a findings list: number, slices (1-based), size (mean diameter and the long and
-    short axis it averages), call, probability, suspicion,
+    short axis it averages), call, probability, suspicion, texture (:mod:`.texture`),
     where to show the lesion (its central slice and the centre ``(row, col)`` there), and the
     indices of the references it overlaps (``references``, empty without ``overlaps``)."""
     hits = overlaps.by_lesion if overlaps is not None else {}
@@ -508,6 +508,7 @@ def lesions_table(lesions: Sequence[Lesion], threshold: float, overlaps: Overlap
             "probability": les.probability(threshold),
             "suspicion": les.suspicion,
             "passes": les.passes,
+            "texture": les.texture,
             "references": tuple(hits.get(les.id, ())),
         }
         for les in lesions

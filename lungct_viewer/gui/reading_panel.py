@@ -16,6 +16,7 @@ from PySide6.QtCore import Qt, Signal
 from lungct_viewer.core import constants as C
 from lungct_viewer.core.labels import CANDIDATE_RGB, LABEL_RGB, REFERENCE_RGB
 from lungct_viewer.core.session import ReadingSession, lesions_table
+from lungct_viewer.core.texture import Texture
 
 from .references_panel import ReferencesPanel
 from .widgets import list_table, qcolor, set_cell
@@ -28,7 +29,8 @@ COLUMN_TIPS = (
     "Lesion number (as on the image: L for a finding, C for a candidate)",
     "Slices it spans (1 = top)",
     "Mean diameter in mm: the average of the long and short axis, where the lesion is longest",
-    "The lesion's call at the voting threshold",
+    "The lesion's call at the voting threshold; GG: ground glass (no solid component), which does "
+    "not vote in the patient call",
     "Mean probability of that call over the lesion's ROI patches",
     "Suspicion from the second reading (3-D shape), 0-1",
     f"{OVERLAP_MARK}: the lesion's object shares voxels with a reference annotation (a reader's outline)",
@@ -238,8 +240,8 @@ class ReadingPanel(QtWidgets.QWidget):
         lines = [
             f"Malignant fraction {frac} (threshold {d.threshold:.2f})",
             f"Votes: {d.votes_malignant} malignant / {d.votes_benign} benign patches",
-            f"Lesions in the call: {d.n_lesions}; smaller than {s.params.call_min_diameter_mm:g} mm, "
-            f"not in the call: {d.n_small}",
+            f"Lesions in the call: {d.n_lesions}; not in the call: {d.n_small} smaller than "
+            f"{s.params.call_min_diameter_mm:g} mm, {d.n_ground_glass} ground glass",
             f"Findings: {len(found)} lesion(s)"
             + (f" (at most {s.params.max_lesions} per scan)" if s.params.max_lesions else "")
             + (f"; {below} candidate(s) below the suspicion threshold" if s.second_reading is not None else ""),
@@ -290,7 +292,8 @@ class ReadingPanel(QtWidgets.QWidget):
                 str(row["id"]),
                 str(a) if a == b else f"{a}\u2013{b}",
                 f"{row['diameter_mm']:.1f}",
-                lab.display if lab is not None else "candidate",
+                (lab.display if lab is not None else "candidate")
+                + (" \u00b7 GG" if row["texture"] is Texture.GROUND_GLASS else ""),
                 f"{row['probability']:.2f}",
                 "\u2013" if susp is None else f"{susp:.2f}",
                 OVERLAP_MARK if row["references"] else "",
