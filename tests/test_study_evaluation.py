@@ -264,7 +264,9 @@ def test_evaluate_studies_end_to_end_on_phantoms(tmp_path, phantom_model):
     assert all(0.0 <= r["field_windows_roi"] <= 1.0 for r in loso["series"])
     assert loso["cpm"] is None  # no annotated nodule in these studies
     assert (out / "metrics.json").is_file() and (out / "examples.csv").is_file()
-    assert len(list((out / "reports").glob("*/report.json"))) == 2
+    # one report per held-out series, its reconstructions' too (2 studies x (1 + 2 slabs))
+    assert len(list((out / "reports").glob("*/report.json"))) == 6
+    assert len(list((out / "reports").glob("*_slab2/report.json"))) == 2
     examples = list(csv.DictReader(open(out / "examples.csv")))
     assert any(r["pasted"] for r in examples)
     reading = load_second_reading(fit_out.with_name("lungct_cnn.keras"))

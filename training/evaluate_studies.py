@@ -19,8 +19,9 @@
   on); the cap on findings per scan is not applied to the curve.
 * Per series: nodules found, false positives at the operating point (and how many lie on other
   readers' marks), the largest and median finding (mm^2 on a slice, mm across), the patient
-  call, candidates and time. Each held-out series' ``report.json`` is written too, so that an
-  outside scorer can read it.
+  call, candidates and time. Each held-out series' ``report.json`` is written (its thick-slab
+  reconstructions' too, under ``reports/<study>_<series>_slab<k>``), so that an outside scorer
+  can read it.
 """
 
 from __future__ import annotations
@@ -271,6 +272,10 @@ def evaluate_studies(
             session.set_second_reading(fold.reading)
             ex = [e for e in real[spec.name] if e.series == sr.key]
             row = _series_row(sr, session, ex, "left out", seconds[sr.key])
+            write_report(
+                out / "reports" / sr.key.replace("/", "_"),
+                build_report(session, warnings=[f"second reading fitted without {spec.name}"]),
+            )
             if sr.derived:
                 slab_rows.append(row)
                 continue
@@ -284,10 +289,6 @@ def evaluate_studies(
                     "n_nodules": len(sr.truth.nodules),
                     "lesions": [(-fold.fp_rate(susp[e.candidate_id], band), e.nodules) for e in ex],
                 }
-            )
-            write_report(
-                out / "reports" / sr.key.replace("/", "_"),
-                build_report(session, warnings=[f"second reading fitted without {spec.name}"]),
             )
     curve = froc(froc_scans)
     # the second reading fitted on every study (shipped), its operating points from the folds'
