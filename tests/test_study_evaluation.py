@@ -234,6 +234,7 @@ def _phantom_studies_and_crops(tmp_path, n_crops: int = 6):
                 "Calcification_value": "6",
                 "diameter_mm": f"{2 * r:.1f}",
                 "Diagnosis": "Malign" if i % 2 else "Benign",
+                "Texture_value": "5",  # solid (the readers' 1-5 scale)
             }
         )
     with open(crops / "nodules.csv", "w", newline="") as fh:
@@ -387,6 +388,13 @@ def test_evaluate_pasted_end_to_end_on_phantoms(tmp_path, phantom_model):
         assert a["finding"] <= b["finding"] and a["host_false_positives_per_scan"] <= b["host_false_positives_per_scan"]
     assert (out / "host_false_positives.csv").is_file() or all(o["host_false_positives_per_scan"] == 0 for o in ops)
     assert all(r["radius_mm"] != "" for r in rows if r["suspicion"] != "")  # the hit's features are kept
+    # every finding has a texture, and votes only when it is not ground glass
+    for r in rows:
+        assert r["in_call"] != "True" or (r["finding"] == "True" and r["texture"] != "ground_glass")
+        assert r["finding"] != "True" or r["texture"] in {"solid", "ground_glass", "not_assessed"}
+    tex = {g["texture"]: g for g in m["by_texture_6mm_or_more"]}
+    assert set(tex) == {"solid", "part-solid", "ground glass"}
+    assert tex["solid"]["n"] == sum(float(r["diameter_mm"]) >= 6 for r in rows) and tex["ground glass"]["n"] == 0
 
 
 def test_the_model_card_records_the_whole_study_figures_and_the_reconstructions():

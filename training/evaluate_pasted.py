@@ -21,8 +21,9 @@ on them, network included:
   one of its slices (the localised-hit rule). Reported: *on the spot* (any candidate), and
   *a finding* (suspicion at the fold's operating point; the cap of findings per scan is left
   out, since several nodules are pasted into one scan at once), by size and by class; and, for
-  nodules of 6 mm or more by the readers' texture rating, whether the finding *votes in the
-  patient call* (:func:`~lungct_viewer.core.voting.enters_call`: its own size and texture).
+  nodules of 6 mm or more by the readers' texture rating, whether the finding is read as ground
+  glass and whether it *votes in the patient call* (:func:`~lungct_viewer.core.voting.enters_call`:
+  its own measured size and texture).
 * **FROC**: each nodule's most suspicious hit against the hosts' own false positives (their
   candidates on no annotated nodule), suspicions pooled as false positives per new scan of
   their fold's calibration (:meth:`~training.evaluate_studies.Fold.fp_rate`).
@@ -296,7 +297,15 @@ def summarise(records: list[dict], curve: dict, studies: list[str], scans: int, 
     by_texture = []
     for name, values in TEXTURE_GROUPS:
         rs = [r for r in six if r.get("texture_rating") in values]
-        by_texture.append({**_group(rs, texture=name), "in_call": _rate(rs, "in_call")})
+        found = [r for r in rs if r["finding"]]
+        by_texture.append(
+            {
+                **_group(rs, texture=name),
+                # of the findings: read as ground glass (left out of the call for it), and voting
+                "findings_read_as_ground_glass": _share([r for r in found if r["texture"] == "ground_glass"], found),
+                "in_call": _rate(rs, "in_call"),
+            }
+        )
     return {
         "model_version": version,
         "studies": studies,
@@ -327,11 +336,13 @@ def format_table(m: dict) -> str:
     for r in m["by_label"] + m["by_site"]:
         name = r.get("label") or r.get("site")
         lines.append(f"{name:<18} {r['n']:>4}    {r['on_the_spot']!s:>7}    {r['finding']!s:>6}")
-    lines += ["", "6 mm or more, by texture  n    on the spot  finding  votes in the call"]
+    lines += ["", "6 mm or more, by texture  n    on the spot  finding  read as ground glass  votes in the call"]
     for r in m.get("by_texture_6mm_or_more", []):
         lines.append(
-            f"{r['texture']:<22} {r['n']:>4}    {r['on_the_spot']!s:>7}    {r['finding']!s:>6}    {r['in_call']!s:>6}"
+            f"{r['texture']:<22} {r['n']:>4}    {r['on_the_spot']!s:>7}    {r['finding']!s:>6}    "
+            f"{r['findings_read_as_ground_glass']!s:>18}    {r['in_call']!s:>6}"
         )
+    lines.append("(a finding measured under 6 mm by the pipeline does not vote either)")
     at = "  ".join(f"{float(k):g}: {v:.2f}" for k, v in m["froc_sensitivity_at"].items())
     lines += ["", f"FROC (false positives per scan of the hosts): {at}; CPM {m['cpm']}", ""]
     lines.append("threshold at FP/new scan        finding   finding >= 6 mm   host FP/scan (before the cap)")
