@@ -191,6 +191,9 @@ def test_a_ground_glass_nodule_has_no_solid_core_even_with_a_vessel_through_it()
     # on 5 mm slices texture is not judged
     assert texture_of(feats["glass"]["solid_core_mm"], 5.0) is Texture.NOT_ASSESSED
     assert texture_of(None, 1.0) is Texture.NOT_ASSESSED
+    # nor under 6 mm, where partial volume thins a small solid nodule's core
+    assert texture_of(feats["glass"]["solid_core_mm"], 2.5, diameter_mm=5.0) is Texture.NOT_ASSESSED
+    assert texture_of(feats["glass"]["solid_core_mm"], 2.5, diameter_mm=10.0) is Texture.GROUND_GLASS
 
 
 def test_the_opening_takes_a_touching_vessel_off_a_nodule():

@@ -16,8 +16,8 @@ settings:
   ``report.json`` see;
 * **size** -- the long and short axis of its largest cross-section (by area) and their mean,
   the lesion's ``diameter_mm`` (the Fleischner and Lung-RADS measure);
-* **texture** -- solid (or part-solid), ground glass, or not assessed on thick slices
-  (:mod:`.texture`).
+* **texture** -- solid (or part-solid), ground glass, or not assessed (thick slices, under
+  6 mm; :mod:`.texture`).
 
 Boxes are ``(x0, y0, x1, y1)`` native pixels, end-exclusive; centroids ``(row, col)``
 native pixels; ``centroid_mm`` patient (LPS) mm.
@@ -226,7 +226,11 @@ def read_lesion(
         long_axis_mm=largest.long_axis_mm,
         short_axis_mm=largest.short_axis_mm,
         volume_mm3=float(cand.mask.sum()) * dz * dy * dx,
-        texture=texture_of(cand.features.get("solid_core_mm"), volume.slice_spacing_mm),
+        texture=texture_of(
+            cand.features.get("solid_core_mm"),
+            volume.slice_spacing_mm,
+            0.5 * (largest.long_axis_mm + largest.short_axis_mm),
+        ),
     )
 
 

@@ -19,8 +19,10 @@ non-solid, 3 part-solid, 4-5 solid), not on the whole studies: with a solid core
 75 % of the non-solid ones do (segmented as the pipeline segments them: 2.4 % and 46 %).
 
 Texture is judged on thin slices only (:data:`TEXTURE_MAX_SLICE_MM`, the slice thickness the
-ACR asks of a lung-screening CT): on thicker slices the partial volume of a small solid nodule
-lowers its density towards ground glass, so its texture is not assessed and it votes.
+ACR asks of a lung-screening CT), and on lesions of :data:`TEXTURE_MIN_DIAMETER_MM` or more:
+partial volume lowers the density of a small solid nodule, or of any nodule on thick slices,
+towards ground glass (a quarter of the solid crops of 3-6 mm hold no 2.5 mm core). Elsewhere
+the texture is not assessed and the lesion votes by its size alone.
 """
 
 from __future__ import annotations
@@ -35,21 +37,23 @@ from scipy import ndimage
 SOLID_HU = -300.0
 #: A lesion whose solid component holds no ball of this diameter (mm) is ground glass.
 SOLID_CORE_MIN_MM = 2.5
-#: Texture is assessed on series whose slices lie at most this far apart (mm).
+#: Texture is assessed on series whose slices lie at most this far apart (mm), on lesions
+#: at least this large (mean diameter, mm; the call's own minimum size).
 TEXTURE_MAX_SLICE_MM = 2.5
+TEXTURE_MIN_DIAMETER_MM = 6.0
 
 
 class Texture(Enum):
     SOLID = "solid"  # solid or part-solid: has a solid component
     GROUND_GLASS = "ground_glass"
-    NOT_ASSESSED = "not_assessed"  # slices too thick to tell
+    NOT_ASSESSED = "not_assessed"  # slices too thick or the lesion too small to tell
 
     @property
     def display(self) -> str:
         return {
             Texture.SOLID: "solid / part-solid",
             Texture.GROUND_GLASS: "ground glass",
-            Texture.NOT_ASSESSED: "not assessed (thick slices)",
+            Texture.NOT_ASSESSED: "not assessed",
         }[self]
 
 
@@ -62,9 +66,14 @@ def solid_core_mm(obj: np.ndarray, hu: np.ndarray, spacing: Sequence[float]) -> 
     return 2.0 * float(ndimage.distance_transform_edt(solid, sampling=spacing).max())
 
 
-def texture_of(core_mm: float | None, slice_spacing_mm: float | None) -> Texture:
-    """The texture of a lesion with a solid core of ``core_mm`` (None: not measured) on a
-    series whose slices lie ``slice_spacing_mm`` apart (None: a single slice, taken as thin)."""
-    if core_mm is None or (slice_spacing_mm is not None and slice_spacing_mm > TEXTURE_MAX_SLICE_MM + 1e-6):
+def texture_of(core_mm: float | None, slice_spacing_mm: float | None, diameter_mm: float | None = None) -> Texture:
+    """The texture of a lesion of mean diameter ``diameter_mm`` (None: not measured) with a
+    solid core of ``core_mm`` (None: not measured) on a series whose slices lie
+    ``slice_spacing_mm`` apart (None: a single slice, taken as thin)."""
+    if (
+        core_mm is None
+        or (slice_spacing_mm is not None and slice_spacing_mm > TEXTURE_MAX_SLICE_MM + 1e-6)
+        or (diameter_mm is not None and diameter_mm < TEXTURE_MIN_DIAMETER_MM)
+    ):
         return Texture.NOT_ASSESSED
     return Texture.SOLID if core_mm >= SOLID_CORE_MIN_MM else Texture.GROUND_GLASS
