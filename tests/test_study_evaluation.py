@@ -415,7 +415,14 @@ def test_the_model_card_records_the_whole_study_figures_and_the_reconstructions(
         },
         "thick_slab_reconstructions": {"series": [{"study": "a"}], "scans": 2, "false_positives_per_scan": 1.5},
     }
-    card = apply_evaluation(ModelCard(version="t"), None, studies)
+    from training.export import READING_DEVIATIONS
+
+    old_wording = "The patient-level majority vote pools the votes of every lesion."  # a former card's
+    card = apply_evaluation(
+        ModelCard(version="t", deviations_from_method=["A recipe change.", old_wording]), None, studies
+    )
+    # the reading's deviations are the code's current ones; a reworded one replaces its old text
+    assert card.deviations_from_method == ["A recipe change.", *READING_DEVIATIONS]
     whole = card.metrics["whole_studies"]
     assert whole["thick_slab_reconstructions"] == {"scans": 2, "false_positives_per_scan": 1.5}
     assert whole["series"][0]["patient_call"] == "malignant"

@@ -56,6 +56,11 @@ READING_DEVIATIONS = [
 ]
 
 
+def _topic(deviation: str) -> str:
+    """A deviation's topic: its first four words (a reworded deviation keeps them)."""
+    return " ".join(deviation.split()[:4])
+
+
 def recipe_deviations(train_summary: dict, patch_summary: dict) -> list[str]:
     """Deviations that depend on the options the patch set and the run were made with."""
     pc, tc = patch_summary.get("config", {}), train_summary.get("config", {})
@@ -243,9 +248,10 @@ def apply_evaluation(card: ModelCard, evaluation: dict | None, studies: dict | N
             }
             or None,
         }
-    for d in READING_DEVIATIONS:
-        if d not in card.deviations_from_method:
-            card.deviations_from_method.append(d)
+    # the reading's deviations are the code's: one that changed replaces its former wording
+    topics = {_topic(d) for d in READING_DEVIATIONS}
+    card.deviations_from_method = [d for d in card.deviations_from_method if _topic(d) not in topics]
+    card.deviations_from_method += READING_DEVIATIONS
     if studies:
         card.notes = [n for n in card.notes if not n.startswith(STALE_NOTES)]
         loso = studies.get("leave_one_study_out", {})
