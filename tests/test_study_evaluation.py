@@ -439,3 +439,44 @@ def test_two_second_readings_fitted_on_one_day_have_different_versions():
 
     assert reading_build("2026-11-30T15:10:19+00:00") == "20261130.1510"
     assert reading_build("2026-11-30T09:05:59+00:00") != reading_build("2026-11-30T15:10:19+00:00")
+
+
+def test_the_additive_reading_learns_a_feature_that_matters_in_the_middle_of_its_range(tmp_path):
+    """Nodules neither the thinnest nor the thickest objects: a straight line in that feature
+    cannot separate them, each feature's spline curve can; the fitted reading scores the same
+    after a round trip through its JSON file, and outside its fitted range takes the end value."""
+    from lungct_viewer.core.candidates import FEATURE_NAMES
+    from lungct_viewer.core.second_reading import load_second_reading, save_second_reading
+    from training.second_reading import Example, fit_second_reading
+
+    rng = np.random.default_rng(5)
+    k = len(FEATURE_NAMES)
+    j = FEATURE_NAMES.index("fill")
+
+    def rows(n, fill):
+        x = np.abs(rng.normal(0, 1, (n, k))) + 0.5
+        x[:, j] = fill
+        return [Example("s", "s/1", v, False) for v in x]
+
+    pos = rows(300, rng.uniform(0.4, 0.6, 300))
+    for e in pos:
+        e.positive = True
+    neg = rows(300, rng.uniform(0.05, 0.35, 300)) + rows(300, rng.uniform(0.65, 0.95, 300))
+    reading = fit_second_reading(pos, neg, version="t")
+    assert reading.spline_knots is not None and len(reading.spline_knots) == k
+    sp, sn = (
+        reading.score_matrix(np.stack([e.features for e in pos])),
+        reading.score_matrix(np.stack([e.features for e in neg])),
+    )
+    auc = (sp[:, None] > sn[None, :]).mean()
+    assert auc > 0.95, auc  # a linear fit (fit_regression without knots) gives about 0.56 here
+    save_second_reading(reading, tmp_path / "second_reading.json")
+    back = load_second_reading(tmp_path / "m.keras")
+    assert np.allclose(back.score_matrix(np.stack([e.features for e in neg])), sn)
+    far = np.stack([pos[0].features] * 2)
+    far[1, j] = 50.0  # far beyond the fitted range: scored as its upper end
+    edge = far[1].copy()
+    edge[j] = reading.upper[j]
+    assert np.isclose(back.score_matrix(far)[1], back.score_matrix(edge[None])[0])
+    with pytest.raises(ValueError, match="knot"):
+        type(reading)(**{**reading.to_dict(), "spline_knots": reading.spline_knots[:-1]})
