@@ -42,7 +42,7 @@ from scipy import ndimage
 from lungct_viewer.core.candidates import FEATURE_NAMES, Seed, find_core, segment_object
 from lungct_viewer.core.errors import DataError
 from lungct_viewer.core.lung import LungRegion
-from lungct_viewer.core.second_reading import SecondReading, is_thick, spline_basis, spline_knots, transform
+from lungct_viewer.core.second_reading import SecondReading, is_thick, transform
 
 from .studies import AnalysedSeries
 
@@ -57,14 +57,6 @@ HIT_MARGIN_MM = 5.0
 TARGET_FP_PER_SCAN = 1.0
 MAX_LESIONS_PER_SCAN = 4
 L2_PENALTY = 1.0
-#: The additive (spline) regression: each feature a quadratic B-spline with this many evenly
-#: spaced knots over its fitted range, and its own L2 penalty (more weights than the linear one).
-#: Chosen leave-one-study-out on held-back patients' crops against the linear regression (the
-#: pasted nodules found at 0.5 / 1 false positive per held-out scan: 0.67 / 0.70 against
-#: 0.54 / 0.64; 3, 4 or 5 knots and a penalty of 10 or 30 did alike).
-SPLINE_KNOTS = 3
-SPLINE_DEGREE = 2
-SPLINE_L2_PENALTY = 10.0
 #: Features are clipped to these percentiles of the fitting examples (no extrapolation).
 CLIP_PERCENTILES = (0.5, 99.5)
 #: Nodule crops pasted into each host study.
@@ -434,20 +426,12 @@ def pasted_examples(
 
 # ---------------------------------------------------------------------------- fitting
 def fit_regression(
-    positives: np.ndarray,
-    negatives: np.ndarray,
-    l2: float = L2_PENALTY,
-    features: Sequence[str] = FEATURE_NAMES,
-    knots: Sequence[Sequence[float]] | None = None,
-    degree: int = SPLINE_DEGREE,
+    positives: np.ndarray, negatives: np.ndarray, l2: float = L2_PENALTY, features: Sequence[str] = FEATURE_NAMES
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Logistic regression (Newton steps, L2 on the weights, both classes weighted equally)
-    on raw feature rows, each feature a B-spline of ``knots`` when given (one knot vector per
-    feature); returns ``(mean, scale, coef, intercept)`` of standardised inputs."""
+    on raw feature rows; returns ``(mean, scale, coef, intercept)`` of standardised inputs."""
     cols = [FEATURE_NAMES.index(f) for f in features]
     x = transform(features, np.vstack([positives[:, cols], negatives[:, cols]]))
-    if knots is not None:
-        x = spline_basis(x, knots, degree)
     y = np.r_[np.ones(len(positives)), np.zeros(len(negatives))]
     w = np.r_[
         np.full(len(positives), 0.5 / max(len(positives), 1)), np.full(len(negatives), 0.5 / max(len(negatives), 1))
@@ -491,9 +475,7 @@ def fit_second_reading(
     both = np.vstack([pos, neg])
     lower, upper = np.percentile(both, CLIP_PERCENTILES[0], axis=0), np.percentile(both, CLIP_PERCENTILES[1], axis=0)
     pos, neg = np.clip(pos, lower, upper), np.clip(neg, lower, upper)
-    lo, hi = transform(FEATURE_NAMES, np.vstack([lower, upper]))
-    knots = [spline_knots(a, b, SPLINE_KNOTS, SPLINE_DEGREE) for a, b in zip(lo, hi)]
-    mean, scale, coef, intercept = fit_regression(pos, neg, SPLINE_L2_PENALTY, knots=knots, degree=SPLINE_DEGREE)
+    mean, scale, coef, intercept = fit_regression(pos, neg)
     return SecondReading(
         version=version,
         features=list(FEATURE_NAMES),
@@ -506,8 +488,6 @@ def fit_second_reading(
         lower=lower.tolist(),
         upper=upper.tolist(),
         created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        spline_knots=knots,
-        spline_degree=SPLINE_DEGREE,
         training=dict(training or {}),
     )
 

@@ -7,12 +7,6 @@ vessel, elongation, fill, density, contact with the chest wall) and scores it wi
 logistic regression stored as plain JSON (``second_reading.json`` beside the model; no
 pickle). Features mean the same on any scanner: millimetres, Hounsfield units and counts.
 
-The regression is *additive*: each feature enters through a smooth curve, a quadratic B-spline
-over its fitted range (:func:`spline_basis`, knots in ``spline_knots``), rather than a straight
-line, so that a feature may matter most in the middle of its range (a nodule is neither the
-thinnest nor the thickest object) without features interacting. A file without knots is the
-plain (linear) regression of earlier versions.
-
 How the regression is fitted (nodule crops pasted into real lungs as positives, the
 pipeline's own candidates on whole studies as negatives, scored leave-one-study-out) is
 :mod:`training.second_reading`; the file records its data and figures.
@@ -28,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.interpolate import BSpline
 
 from .atomic import write_json_atomic
 from .candidates import FEATURE_NAMES, Candidate
@@ -61,26 +54,6 @@ def transform(names: Sequence[str], values: np.ndarray) -> np.ndarray:
     return x
 
 
-def spline_knots(lower: float, upper: float, n_knots: int, degree: int) -> list[float]:
-    """The knot vector of a B-spline basis with ``n_knots`` evenly spaced knots from ``lower``
-    to ``upper`` (the fitted range, in regression inputs), extended by ``degree`` knots at each
-    end; it gives ``n_knots + degree - 1`` basis functions."""
-    step = (upper - lower) / (n_knots - 1) if upper > lower else 1.0
-    return np.linspace(lower - degree * step, upper + degree * step, n_knots + 2 * degree).tolist()
-
-
-def spline_basis(x: np.ndarray, knots: Sequence[Sequence[float]], degree: int) -> np.ndarray:
-    """The B-spline basis of each column of ``x`` (regression inputs, ``(n, k)``) on its knot
-    vector, side by side: ``(n, sum(len(t) - degree - 1))``. Values outside a column's fitted
-    range take its end value."""
-    out = []
-    for j, t in enumerate(knots):
-        t = np.asarray(t, dtype=np.float64)
-        v = np.clip(x[:, j], t[degree], t[-degree - 1])
-        out.append(BSpline.design_matrix(v, t, degree).toarray())
-    return np.hstack(out) if out else np.zeros((len(x), 0))
-
-
 @dataclass
 class SecondReading:
     """A fitted logistic regression over candidate features, with its operating point."""
@@ -104,9 +77,6 @@ class SecondReading:
     lower: list[float] | None = None
     upper: list[float] | None = None
     created: str = ""
-    #: per feature, the knot vector of its B-spline curve (regression inputs); None: linear
-    spline_knots: list[list[float]] | None = None
-    spline_degree: int = 2
     training: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -116,15 +86,8 @@ class SecondReading:
         unknown = [f for f in self.features if f not in FEATURE_NAMES]
         if unknown:
             raise ValueError(f"unknown candidate features: {', '.join(unknown)}")
-        if self.spline_knots is not None:
-            if len(self.spline_knots) != k or int(self.spline_degree) < 1:
-                raise ValueError("a spline reading needs one knot vector per feature and a degree of 1 or more")
-            short = [f for f, t in zip(self.features, self.spline_knots) if len(t) < 2 * int(self.spline_degree) + 2]
-            if short:
-                raise ValueError(f"too few knots for {', '.join(short)}")
-            k = sum(len(t) - int(self.spline_degree) - 1 for t in self.spline_knots)
         if not (len(self.mean) == len(self.scale) == len(self.coef) == k):
-            raise ValueError("mean, scale and coef must have one value per feature (per basis function of a spline)")
+            raise ValueError("mean, scale and coef must have one value per feature")
         if not 0.0 <= float(self.threshold) <= 1.0:
             raise ValueError("the suspicion threshold must be between 0 and 1")
         if self.thick_threshold is not None and not 0.0 <= float(self.thick_threshold) <= 1.0:
@@ -152,8 +115,6 @@ class SecondReading:
         if self.lower is not None and self.upper is not None:
             values = np.clip(values, np.asarray(self.lower), np.asarray(self.upper))
         x = transform(self.features, values)
-        if self.spline_knots is not None:
-            x = spline_basis(x, self.spline_knots, int(self.spline_degree))
         z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
         s = z @ np.asarray(self.coef) + float(self.intercept)
         return 1.0 / (1.0 + np.exp(-np.clip(s, -50, 50)))

@@ -208,10 +208,8 @@ def about_html(card: ModelCard | None, model_path: str | None, second_reading: A
         sr = second_reading
         p.append(
             f"<h3>Second reading, version {esc(str(sr.version))}</h3>"
-            f"<p>A logistic regression over the 3-D shape of each candidate ({esc(', '.join(sr.features))}"
-            + ("; each feature through a smooth curve (an additive model)" if sr.spline_knots is not None else "")
-            + "); "
-            + f"a candidate is a finding when its suspicion reaches {float(sr.threshold):.2f}"
+            f"<p>A logistic regression over the 3-D shape of each candidate ({esc(', '.join(sr.features))}); "
+            f"a candidate is a finding when its suspicion reaches {float(sr.threshold):.2f}"
             + (
                 f" ({float(sr.thick_threshold):.2f} on series whose slices lie more than "
                 f"{float(sr.thick_slice_mm):g} mm apart)"
