@@ -58,6 +58,7 @@ def _lesions(labels: np.ndarray) -> list[LesionRecord]:
                 short_axis_mm=0.6 * diam,
                 volume_mm3=vol,
                 mask=m,
+                texture=("ground_glass", None)[k - 1],  # the second: not assessed
             )
         )
     return out
@@ -160,6 +161,9 @@ def test_sr_parses_back_to_the_input_numbers(written):
         assert got == want  # exact: the SR keeps the binary float beside the decimal string
         calls = [q.value for q in g.get_qualitative_evaluations() if q.name == K.CALL]
         assert calls == [K.LABEL_CODES[les.label]]
+        textures = [q.value for q in g.get_qualitative_evaluations() if q.name == K.TEXTURE]
+        assert textures == ([K.TEXTURE_CODES[les.texture]] if les.texture else [])
+    assert [les.texture for les in results.lesions] == ["ground_glass", None]
     (patient,) = sr.content.get_image_measurement_groups()
     assert patient.tracking_identifier == "Patient-level call"
     got = {m.name.value: m.value for m in patient.get_measurements()}
@@ -341,6 +345,10 @@ def test_bad_input_is_refused_with_a_clear_sentence(phantom_study, tmp_path):
         lambda: _results(files, [LesionRecord(1, "benign", 0.2, None, 7.0, 5.0, 1.0, np.zeros(shape, bool))]),
     )
     refused("Lesion number 1 appears more than once", lambda: _results(files, [_one_lesion(shape), _one_lesion(shape)]))
+    refused(
+        "texture of lesion 1 must be 'solid', 'ground_glass' or none",
+        lambda: _results(files, [LesionRecord(1, "benign", 0.2, None, 7.0, 5.0, 1.0, np.ones(shape, bool), "glassy")]),
+    )
     refused(
         "must be 'benign' or 'malignant'",
         lambda: _results(files, [LesionRecord(1, "indeterminate", 0.2, None, 7.0, 5.0, 1.0, np.ones(shape, bool))]),

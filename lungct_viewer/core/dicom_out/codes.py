@@ -15,7 +15,10 @@ probability, so DCM "Probability of cancer" would overstate it):
 
 * ``CALL`` *Benign or malignant call* (the algorithm's classification, valued by the SCT
   codes above), ``MVF`` *Malignant vote fraction*, ``MVT`` *Malignant vote fraction
-  threshold*, ``SUSP`` *Lesion suspicion score*.
+  threshold*, ``SUSP`` *Lesion suspicion score*, ``TEX`` *Lesion texture* valued ``SOLID``
+  *Solid or part-solid* or ``GGO`` *Ground glass* (the texture of :mod:`..texture`: a solid
+  component or none; "solid" here takes in part-solid lesions, which no single standard
+  concept does).
 
 The SR declares the local scheme in its Coding Scheme Identification Sequence.
 """
@@ -55,3 +58,9 @@ VOTE_THRESHOLD = CodedConcept("MVT", LOCAL_SCHEME, "Malignant vote fraction thre
 SUSPICION_SCORE = CodedConcept("SUSP", LOCAL_SCHEME, "Lesion suspicion score")
 
 LABEL_CODES = {"benign": BENIGN, "malignant": MALIGNANT}
+
+TEXTURE = CodedConcept("TEX", LOCAL_SCHEME, "Lesion texture")
+TEXTURE_CODES = {
+    "solid": CodedConcept("SOLID", LOCAL_SCHEME, "Solid or part-solid"),
+    "ground_glass": CodedConcept("GGO", LOCAL_SCHEME, "Ground glass"),
+}

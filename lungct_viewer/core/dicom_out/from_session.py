@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import ExportError
 from ..labels import Label
 from ..session import ReadingSession
+from ..texture import Texture
 from .inputs import AlgorithmInfo, LesionRecord, PatientCall, SeriesResults
 
 
@@ -46,10 +47,11 @@ def series_results(session: ReadingSession, source_files: Sequence[str | os.Path
             short_axis_mm=les.short_axis_mm,
             volume_mm3=les.volume_mm3,
             mask=lesion_mask(session, les),
+            texture=None if les.texture is Texture.NOT_ASSESSED else les.texture.value,
         )
         for les in found
     ]
-    if d.label is Label.NO_FINDINGS:  # only lesions below the call's size: reported as benign-appearing
+    if d.label is Label.NO_FINDINGS:  # only lesions under the call's size or ground glass: benign-appearing
         call = PatientCall(Label.BENIGN.value, 0.0, threshold)
     else:
         call = PatientCall(d.label.value, d.malignant_fraction or 0.0, threshold)

@@ -24,6 +24,8 @@ from ... import __version__
 from ..errors import ExportError
 
 LABELS = ("benign", "malignant")
+#: A lesion's texture as the SR codes it (None: not assessed).
+TEXTURES = ("solid", "ground_glass", None)
 ALGORITHM_NAME = "LungCT Viewer"
 
 
@@ -72,7 +74,8 @@ class LesionRecord:
     ``id`` is the lesion's 1-based number as the report shows it; ``label`` the call
     (``"benign"`` or ``"malignant"``); ``malignant_fraction`` the share of its ROI patches
     voting malignant; ``suspicion`` the second reading's score in [0, 1] (None when there
-    is none); ``long_axis_mm`` and ``short_axis_mm`` its axes on the slice where it is longest
+    is none); ``texture`` ``"solid"`` or ``"ground_glass"`` (:mod:`~lungct_viewer.core.texture`;
+    None when not assessed); ``long_axis_mm`` and ``short_axis_mm`` its axes on the slice where it is longest
     (:mod:`~lungct_viewer.core.nodule_size`); ``volume_mm3`` the volume; ``mask``
     ``(n_slices, rows, cols)`` on the analysed series' grid (index 0 = head). The mask is
     the lesion's location in the SEG, and the SR refers to its segment (TID 1411 takes one
@@ -87,6 +90,7 @@ class LesionRecord:
     short_axis_mm: float
     volume_mm3: float
     mask: np.ndarray = field(repr=False)
+    texture: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.id, bool) or not isinstance(self.id, (int, np.integer)) or self.id < 1:
@@ -94,6 +98,8 @@ class LesionRecord:
         what = f"lesion {self.id}"
         if self.label not in LABELS:
             raise ExportError(f"The call of {what} must be 'benign' or 'malignant', not {self.label!r}.")
+        if self.texture not in TEXTURES:
+            raise ExportError(f"The texture of {what} must be 'solid', 'ground_glass' or none, not {self.texture!r}.")
         set_ = object.__setattr__
         set_(self, "id", int(self.id))
         set_(self, "malignant_fraction", _fraction(self.malignant_fraction, f"malignant vote fraction of {what}"))

@@ -137,7 +137,12 @@ def _groups(results: SeriesResults, series: SourceSeries, segmentation, tracking
                 finding_sites=[FindingSite(codes.LUNG)],
                 algorithm_id=alg_id,
                 measurements=measurements,
-                qualitative_evaluations=[QualitativeEvaluation(codes.CALL, codes.LABEL_CODES[les.label])],
+                qualitative_evaluations=[QualitativeEvaluation(codes.CALL, codes.LABEL_CODES[les.label])]
+                + (
+                    [QualitativeEvaluation(codes.TEXTURE, codes.TEXTURE_CODES[les.texture])]
+                    if les.texture is not None
+                    else []
+                ),
             )
         )
     call = results.call
