@@ -559,6 +559,10 @@ def test_a_ground_glass_finding_is_marked_and_does_not_vote(window):
     assert (d.n_lesions, d.n_ground_glass) == (1, 1)
     assert d.votes_malignant + d.votes_benign == solid.votes_malignant + solid.votes_benign
     assert "Lesions in the call: 1" in r.diag_detail.text() and "1 ground glass" in r.diag_detail.text()
+    # the lesion's tag on the image says so too
+    window.set_index(glass.central.slice_index)
+    tags = [tag.toPlainText() for _rect, tag in visible_marks(window.view)]
+    assert any(t.startswith(f"L{glass.id} ") and t.endswith(" GG") for t in tags), tags
 
 
 def test_show_candidates_toggle(window):

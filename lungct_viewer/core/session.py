@@ -36,6 +36,7 @@ from .references import Overlaps, Reference, outline_mask, reference_overlaps
 from .results import SliceAnalysis, StudyAnalysis
 from .second_reading import SecondReading
 from .study import CTVolume
+from .texture import Texture
 from .voting import Diagnosis, diagnose
 
 Listener = Callable[[str], None]
@@ -482,12 +483,14 @@ def lesion_name(les: Lesion) -> str:
 
 
 def lesion_text(les: Lesion, threshold: float) -> str:
-    """``L2 Malignant 0.81`` for a passing lesion (the probability of its own label),
-    ``C7 0.12`` (suspicion) for a candidate below the threshold."""
+    """``L2 Malignant 0.81`` for a passing lesion (the probability of its own label; ``GG``
+    after it for ground glass, which does not vote in the patient call), ``C7 0.12``
+    (suspicion) for a candidate below the threshold."""
     if not les.passes:
         return f"{lesion_name(les)} {les.suspicion:.2f}" if les.suspicion is not None else lesion_name(les)
     lab = les.label(threshold)
-    return f"{lesion_name(les)} {lab.display} {les.probability(threshold):.2f}"
+    glass = " GG" if les.texture is Texture.GROUND_GLASS else ""
+    return f"{lesion_name(les)} {lab.display} {les.probability(threshold):.2f}{glass}"
 
 
 def lesions_table(lesions: Sequence[Lesion], threshold: float, overlaps: Overlaps | None = None) -> list[dict]:
