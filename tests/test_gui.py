@@ -555,6 +555,9 @@ def test_a_ground_glass_finding_is_marked_and_does_not_vote(window):
     assert glass.texture is Texture.GROUND_GLASS and solid.texture is Texture.SOLID
     calls = {r.table.item(k, 0).text(): r.table.item(k, 3).text() for k in range(r.table.rowCount())}
     assert calls[str(glass.id)].endswith("\u00b7 GG") and not calls[str(solid.id)].endswith("GG")
+    tips = {r.table.item(k, 0).text(): r.table.item(k, 3).toolTip() for k in range(r.table.rowCount())}
+    assert tips[str(glass.id)] == "Texture: ground glass (does not vote in the patient call)"
+    assert tips[str(solid.id)] == "Texture: solid / part-solid"
     d = session.diagnosis()
     assert (d.n_lesions, d.n_ground_glass) == (1, 1)
     assert d.votes_malignant + d.votes_benign == solid.votes_malignant + solid.votes_benign

@@ -229,7 +229,7 @@ def read_lesion(
         texture=texture_of(
             cand.features.get("solid_core_mm"),
             volume.slice_spacing_mm,
-            0.5 * (largest.long_axis_mm + largest.short_axis_mm),
+            largest.diameter_mm,  # the lesion's mean diameter (its largest cross-section's)
         ),
     )
 

@@ -28,7 +28,7 @@ the texture is not assessed and the lesion votes by its size alone.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 from scipy import ndimage
@@ -38,12 +38,14 @@ SOLID_HU = -300.0
 #: A lesion whose solid component holds no ball of this diameter (mm) is ground glass.
 SOLID_CORE_MIN_MM = 2.5
 #: Texture is assessed on series whose slices lie at most this far apart (mm), on lesions
-#: at least this large (mean diameter, mm; the call's own minimum size).
+#: at least this large (mean diameter, mm; below it partial volume thins a solid core).
 TEXTURE_MAX_SLICE_MM = 2.5
 TEXTURE_MIN_DIAMETER_MM = 6.0
 
 
-class Texture(Enum):
+class Texture(StrEnum):
+    """A lesion's texture; the value is what report.json shows."""
+
     SOLID = "solid"  # solid or part-solid: has a solid component
     GROUND_GLASS = "ground_glass"
     NOT_ASSESSED = "not_assessed"  # slices too thick or the lesion too small to tell

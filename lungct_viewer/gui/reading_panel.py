@@ -304,6 +304,10 @@ class ReadingPanel(QtWidgets.QWidget):
                 item = set_cell(t, r, c, v)
                 if c == 2:
                     item.setToolTip("{:.1f} \u00d7 {:.1f} mm (long \u00d7 short axis)".format(*row["axes_mm"]))
+                if c == 3:
+                    glass = row["texture"] is Texture.GROUND_GLASS
+                    votes = " (does not vote in the patient call)" if glass else ""
+                    item.setToolTip(f"Texture: {row['texture'].display}{votes}")
                 if c == len(values) - 1:
                     item.setForeground(QtGui.QBrush(qcolor(REFERENCE_RGB)))
                     item.setToolTip(f"Overlaps {overlapped}" if overlapped else "")
