@@ -243,6 +243,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         f"{d.display}: malignant fraction {frac} at threshold {d.threshold:.2f}; {len(found)} lesion(s) "
         f"({below} candidate(s) below the suspicion threshold) on {reading.slices_exported} slice(s); "
         f"inference {session.analysis.inference_s:.1f} s on {session.analysis.device}, "
+        f"lung region {report['timing']['lung_region_s'] or 0:.1f} s (beside the network), "
         f"candidates {report['timing']['candidates_s']:.1f} s; wrote {len(reading.written)} file(s) to {out}"
     )
     print(RESEARCH_NOTICE)

@@ -9,6 +9,7 @@ from lungct_viewer.core import constants as C
 from lungct_viewer.core.candidates import (
     DESCRIPTOR_NAMES,
     FEATURE_NAMES,
+    ObjectCache,
     Seed,
     build_candidates,
     find_core,
@@ -206,6 +207,31 @@ def test_the_opening_takes_a_touching_vessel_off_a_nodule():
     assert f["dense_faces_touched"] >= 2  # the dense structure runs through the cube
     assert f["faces_touched"] == 0  # the object, opened, is the nodule alone
     assert f["attachments"] >= 1
+
+
+def test_objects_found_ahead_give_the_same_candidates():
+    """Objects found slice by slice beforehand (as beside the network) are reused, and the
+    candidates equal those found from scratch; preparing stops when asked to."""
+    hu = _chest()
+    _ball(hu, (12, 128, 70), 6.0)
+    _tube(hu, 110, 180, 1.6)
+    lung = lung_region(hu, SPACING)
+    seeds = [Seed(12, 128.0, 70.0, 9.0), Seed(11, 126.0, 72.0, 6.0), Seed(12, 111.0, 181.0, 4.0)]
+    plain = build_candidates(seeds, hu, lung, SPACING)
+    cache = ObjectCache()
+    for z in (11, 12):  # slice by slice, as the network delivers them
+        cache.prepare([s for s in seeds if s.slice_index == z], hu, lung, SPACING)
+    assert len(cache) == 2  # the nodule (the seed on slice 11 lies on it) and the vessel
+    ahead = build_candidates(seeds, hu, lung, SPACING, cache)
+    assert len(ahead) == len(plain) == 2
+    for a, p in zip(ahead, plain):
+        assert (a.id, a.core, a.box, a.features, len(a.seeds)) == (p.id, p.core, p.box, p.features, len(p.seeds))
+        assert np.array_equal(a.mask, p.mask) and a.section_axes(SPACING[1:]) == p.section_axes(SPACING[1:])
+    # the cached objects themselves are never handed out: a candidate's seeds are its own
+    assert all(len(c.seeds) for c in ahead) and len(build_candidates(seeds[2:], hu, lung, SPACING, cache)[0].seeds) == 1
+    stopped = ObjectCache()
+    stopped.prepare(seeds, hu, lung, SPACING, should_stop=lambda: True)
+    assert len(stopped) == 0
 
 
 def test_seeds_on_one_object_make_one_candidate():

@@ -50,6 +50,7 @@ def test_analyze_phantom_writes_report_and_pngs(phantom_model, phantom_study, tm
     assert report["series"]["pixel_spacing_mm"] == [0.7, 0.7]
     assert report["model"]["version"] == "phantom-test"
     assert report["timing"]["slices"] == ph.volume.num_slices
+    assert report["timing"]["lung_region_s"] >= 0  # computed beside the network
     # no identifier and no path unless asked
     assert "patient_name" not in report["series"] and "patient_id" not in report["series"]
     assert "source" not in report["series"] and "path" not in report["model"]

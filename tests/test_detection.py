@@ -14,7 +14,7 @@ from lungct_viewer.core.lesions import Lesion, read_lesion
 from lungct_viewer.core.results import SliceAnalysis, StudyAnalysis
 from lungct_viewer.core.study import CTVolume
 from lungct_viewer.core.texture import Texture
-from lungct_viewer.core.voting import diagnose, enters_call
+from lungct_viewer.core.voting import call_exclusion, diagnose, enters_call
 
 
 def _slice(index=0, size=200, rois=(), npm=(1.0, 1.0)):
@@ -243,3 +243,10 @@ def test_ground_glass_lesions_do_not_vote_but_thick_slice_lesions_do():
     # a small ground-glass lesion counts as small (the size rule comes first)
     small = diagnose([_lesion(0, 3, diameter=4.0, texture=Texture.GROUND_GLASS)], 0.5, 6.0)
     assert (small.n_small, small.n_ground_glass) == (1, 0)
+
+
+def test_call_exclusion_says_why_a_finding_does_not_vote():
+    assert call_exclusion(_lesion(0, 3, diameter=4.0, texture=Texture.GROUND_GLASS), 6.0) == "smaller than 6 mm"
+    assert call_exclusion(_lesion(0, 30, diameter=25.0, texture=Texture.GROUND_GLASS), 6.0) == "ground glass"
+    assert call_exclusion(_lesion(0, 30, diameter=25.0, texture=Texture.NOT_ASSESSED), 6.0) is None
+    assert call_exclusion(_lesion(0, 30, diameter=4.0, passes=False), 6.0) is None  # a candidate, not a finding

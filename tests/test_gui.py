@@ -556,8 +556,10 @@ def test_a_ground_glass_finding_is_marked_and_does_not_vote(window):
     calls = {r.table.item(k, 0).text(): r.table.item(k, 3).text() for k in range(r.table.rowCount())}
     assert calls[str(glass.id)].endswith("\u00b7 GG") and not calls[str(solid.id)].endswith("GG")
     tips = {r.table.item(k, 0).text(): r.table.item(k, 3).toolTip() for k in range(r.table.rowCount())}
-    assert tips[str(glass.id)] == "Texture: ground glass (does not vote in the patient call)"
+    assert tips[str(glass.id)] == "Texture: ground glass\nDoes not vote in the patient call: ground glass"
     assert tips[str(solid.id)] == "Texture: solid / part-solid"
+    italic = {r.table.item(k, 0).text(): r.table.item(k, 3).font().italic() for k in range(r.table.rowCount())}
+    assert italic == {str(glass.id): True, str(solid.id): False}
     d = session.diagnosis()
     assert (d.n_lesions, d.n_ground_glass) == (1, 1)
     assert d.votes_malignant + d.votes_benign == solid.votes_malignant + solid.votes_benign
@@ -566,6 +568,12 @@ def test_a_ground_glass_finding_is_marked_and_does_not_vote(window):
     window.set_index(glass.central.slice_index)
     tags = [tag.toPlainText() for _rect, tag in visible_marks(window.view)]
     assert any(t.startswith(f"L{glass.id} ") and t.endswith(" GG") for t in tags), tags
+    # a solid finding below the call's minimum size is left out too, and says why
+    session.update_params(call_min_diameter_mm=solid.diameter_mm + 1.0)
+    row = next(k for k in range(r.table.rowCount()) if r.table.item(k, 0).text() == str(solid.id))
+    assert r.table.item(row, 3).font().italic()
+    assert r.table.item(row, 3).toolTip().endswith(f"patient call: smaller than {solid.diameter_mm + 1.0:g} mm")
+    assert session.diagnosis().n_lesions == 0
 
 
 def test_show_candidates_toggle(window):

@@ -187,6 +187,25 @@ def test_marks_slice_labels_and_navigation(study):
     assert z in s.slices_with_findings()
 
 
+def test_candidates_prepared_beside_the_network_are_the_same(study):
+    """prepare_candidates (on a worker while the network runs) computes the lung region once
+    and the objects ahead; the candidates found afterwards are those found from scratch."""
+    vol, analysis = study
+    plain = _session(study, _reading()).ensure_candidates()
+    s = ReadingSession(vol, _card(), _reading())
+    assert not s.lung_ready
+    assert s.prepare_candidates(iter(analysis.slices.values()), lambda: False) == N
+    assert s.lung_ready and s.lung_s is not None and s.lung_s >= 0
+    lung = s.lung
+    s.set_analysis(analysis)
+    ahead = s.ensure_candidates()
+    assert s.lung is lung  # computed once
+    key = [(c.core, c.box, c.features, len(c.seeds)) for c in plain.candidates]
+    assert [(c.core, c.box, c.features, len(c.seeds)) for c in ahead.candidates] == key
+    assert np.array_equal(ahead.suspicion, plain.suspicion)
+    assert s.prepare_candidates(iter(analysis.slices.values()), lambda: True) == 0
+
+
 def test_report_has_findings_lesions_candidates_and_no_identifiers(study):
     s = _session(study, _reading())
     rep = build_report(s, source="/data/DOE_JANE", model_path="/models/m.keras")

@@ -75,6 +75,7 @@ COLUMNS = (
     "series_uid",
     "load_s",
     "inference_s",
+    "lung_region_s",
     "candidates_s",
     "total_s",
     "device",
@@ -82,7 +83,7 @@ COLUMNS = (
 )
 IDENTIFIER_COLUMNS = ("source",)
 #: Columns that change from run to run even when the results do not.
-TIMING_COLUMNS = ("load_s", "inference_s", "candidates_s", "total_s")
+TIMING_COLUMNS = ("load_s", "inference_s", "lung_region_s", "candidates_s", "total_s")
 
 
 def model_digest(model_path: str | os.PathLike[str]) -> str:

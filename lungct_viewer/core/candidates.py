@@ -28,7 +28,7 @@ Coordinates: native voxel indices ``(slice, row, col)``; mm where a name says so
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -354,21 +354,91 @@ def _inside(cand: Candidate, z: int, row: float, col: float, tol_px: int = 3) ->
     return bool(m.any())
 
 
+class ObjectCache:
+    """The cores of seeds and the objects of cores already found in one series.
+
+    Both are pure functions of a position, the HU and the lung region, so they can be found
+    slice by slice while the network is still running (:meth:`prepare`) and reused by
+    :func:`build_candidates`, whose result does not change: only when it is ready does. One
+    cache belongs to one series and its lung region. A reader and a writer on two threads
+    at worst find the same object twice.
+    """
+
+    def __init__(self) -> None:
+        self._cores: dict[tuple[int, float, float], tuple[tuple[int, int, int], float] | None] = {}
+        self._objects: dict[tuple[tuple[int, int, int], float], Candidate | None] = {}
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def core(
+        self, seed: Seed, hu: np.ndarray, lung: LungRegion, spacing: Sequence[float]
+    ) -> tuple[tuple[int, int, int], float] | None:
+        """:func:`find_core` of ``seed``, found once."""
+        key = (seed.slice_index, seed.row, seed.col)
+        if key not in self._cores:
+            self._cores[key] = find_core(seed, hu, lung, spacing)
+        return self._cores[key]
+
+    def object(
+        self, core: tuple[int, int, int], radius_mm: float, hu: np.ndarray, lung: LungRegion, spacing: Sequence[float]
+    ) -> Candidate | None:
+        """The object of ``core`` (:func:`segment_object`) as a candidate without seeds, its
+        cross-sections measured; found once. ``None``: no object there."""
+        key = (core, radius_mm)
+        if key not in self._objects:
+            seg = segment_object(core, radius_mm, hu, lung, spacing)
+            proto = None
+            if seg is not None:
+                box, obj, feats = seg
+                b = (box[0].start, box[0].stop, box[1].start, box[1].stop, box[2].start, box[2].stop)
+                proto = Candidate(id=0, core=core, box=b, mask=obj, features=feats)
+                proto.section_axes(tuple(spacing[1:]))
+            self._objects[key] = proto
+        return self._objects[key]
+
+    def prepare(
+        self,
+        seeds: Iterable[Seed],
+        hu: np.ndarray,
+        lung: LungRegion,
+        spacing: Sequence[float],
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Find the cores and objects of ``seeds`` (strongest first), skipping a seed that
+        lies on an object already found; stops early when ``should_stop()``."""
+        found: list[Candidate] = []
+        for seed in sorted(seeds, key=lambda s: -s.roi_logit):
+            if should_stop():
+                return
+            if any(_inside(c, seed.slice_index, seed.row, seed.col) for c in found):
+                continue
+            core = self.core(seed, hu, lung, spacing)
+            if core is not None and (proto := self.object(*core, hu, lung, spacing)) is not None:
+                found.append(proto)
+
+
 def build_candidates(
-    seeds: Iterable[Seed], hu: np.ndarray, lung: LungRegion, spacing: Sequence[float]
+    seeds: Iterable[Seed],
+    hu: np.ndarray,
+    lung: LungRegion,
+    spacing: Sequence[float],
+    cache: ObjectCache | None = None,
 ) -> list[Candidate]:
     """Candidates from seeds (strongest first); a seed on an existing object joins it.
 
     ``spacing`` is ``(slice spacing, row spacing, col spacing)`` in mm. Candidates are
-    numbered from 1 in order of their first slice, then row.
+    numbered from 1 in order of their first slice, then row. ``cache`` holds the cores and
+    objects found before (:meth:`ObjectCache.prepare`) and keeps those found here.
     """
+    cache = cache if cache is not None else ObjectCache()
     cands: list[Candidate] = []
     for seed in sorted(seeds, key=lambda s: -s.roi_logit):
         home = next((c for c in cands if _inside(c, seed.slice_index, seed.row, seed.col)), None)
         if home is not None:
             home.seeds.append(seed)
             continue
-        found = find_core(seed, hu, lung, spacing)
+        found = cache.core(seed, hu, lung, spacing)
         if found is None:
             continue
         core, radius = found
@@ -376,14 +446,13 @@ def build_candidates(
         if home is not None:
             home.seeds.append(seed)
             continue
-        seg = segment_object(core, radius, hu, lung, spacing)
-        if seg is None:
+        proto = cache.object(core, radius, hu, lung, spacing)
+        if proto is None:
             continue
-        box, obj, feats = seg
-        b = (box[0].start, box[0].stop, box[1].start, box[1].stop, box[2].start, box[2].stop)
-        cands.append(Candidate(id=0, core=core, box=b, mask=obj, seeds=[seed], features=feats))
+        cand = Candidate(id=0, core=core, box=proto.box, mask=proto.mask, seeds=[seed], features=dict(proto.features))
+        cand.memo.update(proto.memo)  # the cross-sections' axes, measured off the thread that reads lesions
+        cands.append(cand)
     cands.sort(key=lambda c: (c.slices[0], c.core[1], c.core[2]))
     for k, c in enumerate(cands, start=1):
         c.id = k
-        c.section_axes(tuple(spacing[1:]))  # here, off the thread that reads lesions
     return cands

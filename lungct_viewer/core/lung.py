@@ -301,7 +301,9 @@ def _drop_dome_caps(region: np.ndarray, lungs: np.ndarray, slice_mm: float) -> N
     is not a dome: lung lies beneath it. (Slice index grows towards the feet.)"""
     n = region.shape[0]
     reach = max(int(round(DOME_AIR_BELOW_MM / max(slice_mm, 1e-3))), 1)
-    counts = np.concatenate([np.zeros((1, *lungs.shape[1:]), np.int32), np.cumsum(lungs, axis=0, dtype=np.int32)])
+    counts = np.zeros((n + 1, *lungs.shape[1:]), np.int32)  # lung voxels above each slice
+    for z in range(n):  # a running sum per slice: several times faster than cumsum over axis 0
+        np.add(counts[z], lungs[z], out=counts[z + 1])
     for z in range(n - 2, -1, -1):
         inside = region[z] & ~lungs[z]
         if not inside.any():

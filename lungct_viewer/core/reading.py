@@ -5,6 +5,9 @@
     load (scan + one series) -> ReadingSession -> Analyzer (network, once) -> candidates
     -> report -> export_reading (PNGs + report.json) [-> DICOM SEG + SR]
 
+The lung region and the objects under the seeds of each analysed slice are found on a
+thread beside the network (:func:`analyse`).
+
 ``lungct-viewer analyze`` calls it once; ``lungct-viewer batch`` calls it once per study on
 its workers (:mod:`lungct_viewer.batch`). There is no second copy of the pipeline.
 
@@ -15,8 +18,11 @@ that loads it on demand.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,6 +104,7 @@ class StudyReading:
             "slices": s.volume.num_slices,
             "load_s": timing["load_s"],
             "inference_s": timing["inference_s"],
+            "lung_region_s": timing["lung_region_s"],
             "candidates_s": timing["candidates_s"],
             "device": timing["device"],
             "model_version": s.card.version,
@@ -172,7 +179,7 @@ def read_study(
     except ValueError as exc:
         raise ExportError(f"Invalid detection setting: {exc}.") from exc
 
-    session.set_analysis(engine.analyze(volume, on_slice=on_slice))
+    analyse(session, engine, on_slice)
     session.ensure_candidates()
     indices = list(range(volume.num_slices)) if options.all_slices else session.slices_with_findings()
     # without identifiers a skipped file is named by its file name only, never by its path
@@ -204,6 +211,35 @@ def read_study(
     if options.dicom:
         _write_dicom(reading, scan, out, say)
     return reading
+
+
+def analyse(
+    session: ReadingSession,
+    engine: Analyzer,
+    on_slice: Callable[[SliceAnalysis, int, int], None] | None = None,
+) -> None:
+    """Run the network over ``session``'s series and adopt its analysis. Beside it, on one
+    thread, the lung region is computed and the objects under each analysed slice's seeds
+    are found (:meth:`~.session.ReadingSession.prepare_candidates`), so that the candidates
+    take a fraction of the time once the network is done. That thread stops when the
+    network does; the candidates do not depend on how far it got."""
+    slices: queue.SimpleQueue = queue.SimpleQueue()
+    done = threading.Event()
+
+    def delivered(sa: SliceAnalysis, n: int, total: int) -> None:
+        slices.put(sa)
+        if on_slice is not None:
+            on_slice(sa, n, total)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="candidates") as pool:
+        prepared = pool.submit(session.prepare_candidates, iter(slices.get, None), done.is_set)
+        try:
+            analysis = engine.analyze(session.volume, on_slice=delivered)
+        finally:
+            done.set()
+            slices.put(None)
+        prepared.result()
+    session.set_analysis(analysis)
 
 
 def _write_dicom(reading: StudyReading, scan: FolderScan, out: Path, say: Say) -> None:

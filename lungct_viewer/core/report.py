@@ -162,6 +162,7 @@ def build_report(
         "timing": {
             "load_s": _r(session.load_s),
             "inference_s": _r(analysis.inference_s),
+            "lung_region_s": _r(session.lung_s) if session.lung_s is not None else None,
             "candidates_s": _r(cs.seconds),
             "slices": len(analysis.slices),
             "device": analysis.device,

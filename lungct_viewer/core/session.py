@@ -18,15 +18,16 @@ outlines, :mod:`.references`) and says which lesions overlap them.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from . import constants as C
-from .candidates import Candidate, build_candidates, find_seeds, logit
+from .candidates import Candidate, ObjectCache, build_candidates, find_seeds, logit
 from .detection import DetectionParams, class_heatmap, roi_mask
 from .labels import Label
 from .lesions import Lesion, SliceFinding, read_lesion, reading_order
@@ -37,7 +38,7 @@ from .results import SliceAnalysis, StudyAnalysis
 from .second_reading import SecondReading
 from .study import CTVolume
 from .texture import Texture
-from .voting import Diagnosis, diagnose
+from .voting import Diagnosis, call_exclusion, diagnose
 
 Listener = Callable[[str], None]
 _CACHE_SLICES = 48
@@ -70,14 +71,16 @@ def find_candidates(
     second_reading: SecondReading | None,
     lung: LungRegion | None = None,
     floor: float = C.CANDIDATE_MIN_ROI_PROBABILITY,
+    cache: ObjectCache | None = None,
 ) -> tuple[CandidateSet, LungRegion]:
     """Candidates of every analysed slice and their suspicion (the costly step after the
-    network: a second or two per study on two cores)."""
+    network: a second or two per study on two cores, less what ``cache`` already holds).
+    ``seconds`` counts the lung region only when it is computed here (``lung`` not given)."""
     t0 = time.perf_counter()
     if lung is None:
         lung = lung_region(volume.hu, volume.voxel_spacing_mm)
     seeds = [s for i in sorted(analysis.slices) for s in find_seeds(analysis.slices[i], logit(floor))]
-    cands = build_candidates(seeds, volume.hu, lung, volume.voxel_spacing_mm)
+    cands = build_candidates(seeds, volume.hu, lung, volume.voxel_spacing_mm, cache)
     suspicion = second_reading.score(cands) if second_reading is not None else None
     return CandidateSet(cands, suspicion, time.perf_counter() - t0, floor, frozenset(analysis.slices)), lung
 
@@ -118,6 +121,11 @@ class ReadingSession:
         self._threshold = self.default_voting_threshold if voting_threshold is None else float(voting_threshold)
         self._listeners: list[Listener] = []
         self._lung: LungRegion | None = None
+        self._lung_lock = threading.Lock()
+        #: seconds the lung region took (None: not computed yet)
+        self.lung_s: float | None = None
+        #: cores and objects found so far in this series (:meth:`prepare_candidates`)
+        self._objects = ObjectCache()
         self._candidates: CandidateSet | None = None
         self._lesions: list[Lesion] | None = None
         self._roi_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
@@ -225,7 +233,7 @@ class ReadingSession:
         copy.default_params = self.default_params
         copy.default_voting_threshold = self.default_voting_threshold
         copy.analysis = replace(self.analysis, slices=dict(self.analysis.slices))
-        copy._lung = self._lung
+        copy._lung, copy.lung_s, copy._objects = self._lung, self.lung_s, self._objects
         if self._candidates is not None:
             copy._candidates = replace(self._candidates)
         copy._references = self._references
@@ -300,10 +308,19 @@ class ReadingSession:
     # ----------------------------------------------------------------------- candidates
     @property
     def lung(self) -> LungRegion:
-        """The series' lung region (:mod:`.lung`), computed once."""
-        if self._lung is None:
-            self._lung = lung_region(self.volume.hu, self.volume.voxel_spacing_mm)
-        return self._lung
+        """The series' lung region (:mod:`.lung`), computed once. It depends on the HU alone,
+        so it may be computed on another thread while the network runs (the first caller
+        computes it, a concurrent one waits for it)."""
+        with self._lung_lock:
+            if self._lung is None:
+                t0 = time.perf_counter()
+                self._lung = lung_region(self.volume.hu, self.volume.voxel_spacing_mm)
+                self.lung_s = time.perf_counter() - t0
+            return self._lung
+
+    @property
+    def lung_ready(self) -> bool:
+        return self._lung is not None
 
     @property
     def candidates_ready(self) -> bool:
@@ -314,9 +331,25 @@ class ReadingSession:
         the result to :meth:`set_candidates` on the session's own thread). It reads a copy
         of the analysed slices taken when it starts."""
         analysis = replace(self.analysis, slices=dict(self.analysis.slices))
-        cs, lung = find_candidates(self.volume, analysis, self.second_reading, self._lung)
-        self._lung = lung
+        cs, _ = find_candidates(self.volume, analysis, self.second_reading, self.lung, cache=self._objects)
         return cs
+
+    def prepare_candidates(self, slices: Iterable[SliceAnalysis], should_stop: Callable[[], bool]) -> int:
+        """Compute the lung region, then find the objects under the seeds of ``slices`` as
+        they come (an iterator that may block until the network delivers the next slice),
+        until it ends or ``should_stop()``: on a worker while the network runs, so that
+        :meth:`compute_candidates` afterwards only assembles them. The candidates are the
+        same either way. Returns the number of slices prepared."""
+        lung = self.lung
+        floor = logit(C.CANDIDATE_MIN_ROI_PROBABILITY)
+        hu, spacing = self.volume.hu, self.volume.voxel_spacing_mm
+        done = 0
+        for sa in slices:
+            if should_stop():
+                break
+            self._objects.prepare(find_seeds(sa, floor), hu, lung, spacing, should_stop)
+            done += 1
+        return done
 
     def set_candidates(self, cs: CandidateSet) -> None:
         if cs.slices != frozenset(self.analysis.slices):
@@ -493,9 +526,15 @@ def lesion_text(les: Lesion, threshold: float) -> str:
     return f"{lesion_name(les)} {lab.display} {les.probability(threshold):.2f}{glass}"
 
 
-def lesions_table(lesions: Sequence[Lesion], threshold: float, overlaps: Overlaps | None = None) -> list[dict]:
+def lesions_table(
+    lesions: Sequence[Lesion],
+    threshold: float,
+    overlaps: Overlaps | None = None,
+    call_min_diameter_mm: float = C.DEFAULT_CALL_MIN_DIAMETER_MM,
+) -> list[dict]:
     """Rows for a findings list: number, slices (1-based), size (mean diameter and the long and
-    short axis it averages), call, probability, suspicion, texture (:mod:`.texture`),
+    short axis it averages), call, probability, suspicion, texture (:mod:`.texture`), why a
+    finding does not vote in the patient call (``not_in_call``, :func:`.voting.call_exclusion`),
     where to show the lesion (its central slice and the centre ``(row, col)`` there), and the
     indices of the references it overlaps (``references``, empty without ``overlaps``)."""
     hits = overlaps.by_lesion if overlaps is not None else {}
@@ -512,6 +551,7 @@ def lesions_table(lesions: Sequence[Lesion], threshold: float, overlaps: Overlap
             "suspicion": les.suspicion,
             "passes": les.passes,
             "texture": les.texture,
+            "not_in_call": call_exclusion(les, call_min_diameter_mm),
             "references": tuple(hits.get(les.id, ())),
         }
         for les in lesions

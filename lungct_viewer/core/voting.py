@@ -38,10 +38,22 @@ class Diagnosis:
         return self.label.call
 
 
+def call_exclusion(les: Lesion, min_diameter_mm: float = 0.0) -> str | None:
+    """Why a passing lesion does not vote in the patient call ("smaller than 6 mm", "ground
+    glass"); ``None`` when it votes or when it does not pass (a candidate is no finding)."""
+    if not les.passes:
+        return None
+    if les.diameter_mm < min_diameter_mm:
+        return f"smaller than {min_diameter_mm:g} mm"
+    if les.texture is Texture.GROUND_GLASS:
+        return "ground glass"
+    return None
+
+
 def enters_call(les: Lesion, min_diameter_mm: float = 0.0) -> bool:
     """True when ``les`` votes in the patient call: it passes the second reading, is at least
     ``min_diameter_mm`` across and is not pure ground glass."""
-    return les.passes and les.diameter_mm >= min_diameter_mm and les.texture is not Texture.GROUND_GLASS
+    return les.passes and call_exclusion(les, min_diameter_mm) is None
 
 
 def diagnose(lesions: Iterable[Lesion], threshold: float, min_diameter_mm: float = 0.0) -> Diagnosis:

@@ -1,6 +1,9 @@
 """The network in the background: the model loads when the application starts, the analysis
 streams each slice's result into the :class:`~lungct_viewer.core.session.ReadingSession`, and
-the candidates are found off the GUI thread when it ends.
+the candidates are found off the GUI thread when it ends. Beside the network, a second worker
+computes the lung region and the objects under each delivered slice's seeds
+(:meth:`~lungct_viewer.core.session.ReadingSession.prepare_candidates`), so that little is
+left to do once the network is done.
 
 TensorFlow and the model code are imported on worker threads only, so the window is on screen
 before TensorFlow has finished importing.
@@ -9,6 +12,8 @@ before TensorFlow has finished importing.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -232,10 +237,33 @@ class AnalysisController(QtCore.QObject):
         session, order, analyzer = self._session, list(self._order), self._model.analyzer
         volume = session.volume
 
+        # beside the network, a second worker computes the lung region and finds the objects
+        # under each delivered slice's seeds, so that the candidates are quick once it ends
+        delivered: queue.SimpleQueue = queue.SimpleQueue()
+        network_done = threading.Event()
+
         def analyse(control: WorkerControl):
-            yield from analyzer.iter_analyze(volume, order, control.cancelled)
+            try:
+                for sa in analyzer.iter_analyze(volume, order, control.cancelled):
+                    delivered.put(sa)
+                    yield sa
+            finally:
+                network_done.set()
             if control.cancelled():  # it stopped between network calls
                 raise AnalysisCancelled("The analysis was cancelled.")
+
+        def prepare(control: WorkerControl) -> int:
+            def stop() -> bool:
+                return network_done.is_set() or control.cancelled()
+
+            def slices():
+                while not stop():
+                    try:
+                        yield delivered.get(timeout=0.1)
+                    except queue.Empty:
+                        continue
+
+            return session.prepare_candidates(slices(), stop)
 
         total = len(order)
         done = [0]
@@ -253,7 +281,13 @@ class AnalysisController(QtCore.QObject):
             w.errored.connect(lambda exc: self._on_network_failed(w, exc))
 
         self._worker = self._pool.start("analysis", analyse, connect)
+        self._pool.start("candidates ahead", prepare, self._connect_prepare)
         self.started.emit(total)
+
+    @staticmethod
+    def _connect_prepare(w: Worker) -> None:
+        # a failure here is reported when the candidates are found after the network
+        w.errored.connect(lambda exc: log.warning("preparing the candidates failed: %s: %s", type(exc).__name__, exc))
 
     def _on_network_done(self, w: Worker, cancelled: bool) -> None:
         self._worker = None

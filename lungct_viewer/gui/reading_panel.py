@@ -29,8 +29,8 @@ COLUMN_TIPS = (
     "Lesion number (as on the image: L for a finding, C for a candidate)",
     "Slices it spans (1 = top)",
     "Mean diameter in mm: the average of the long and short axis, where the lesion is longest",
-    "The lesion's call at the voting threshold; GG: ground glass (no solid component), which does "
-    "not vote in the patient call",
+    "The lesion's call at the voting threshold; GG: ground glass (no solid component). Findings that "
+    "do not vote in the patient call (ground glass, smaller than the call's minimum size) are in italics",
     "Mean probability of that call over the lesion's ROI patches",
     "Suspicion from the second reading (3-D shape), 0-1",
     f"{OVERLAP_MARK}: the lesion's object shares voxels with a reference annotation (a reader's outline)",
@@ -249,7 +249,8 @@ class ReadingPanel(QtWidgets.QWidget):
         ]
         self._show_call(d.display + partial, d.label.value, "\n".join(lines))
         shown = s.lesions() if self.show_candidates else found
-        self._fill_table(lesions_table(shown, s.voting_threshold, s.reference_overlaps()), s)
+        rows = lesions_table(shown, s.voting_threshold, s.reference_overlaps(), s.params.call_min_diameter_mm)
+        self._fill_table(rows, s)
 
     def _show_controls(self) -> None:
         s = self.session
@@ -299,15 +300,20 @@ class ReadingPanel(QtWidgets.QWidget):
                 OVERLAP_MARK if row["references"] else "",
             )
             colour = qcolor(LABEL_RGB[lab] if lab is not None else CANDIDATE_RGB)
+            left_out = row["not_in_call"]
+            if left_out:  # a finding that does not vote: its call muted towards grey
+                colour = qcolor([(a + b) // 2 for a, b in zip(LABEL_RGB[lab], CANDIDATE_RGB)])
             overlapped = ", ".join(refs[i].title for i in row["references"])
             for c, v in enumerate(values):
                 item = set_cell(t, r, c, v)
                 if c == 2:
                     item.setToolTip("{:.1f} \u00d7 {:.1f} mm (long \u00d7 short axis)".format(*row["axes_mm"]))
                 if c == 3:
-                    glass = row["texture"] is Texture.GROUND_GLASS
-                    votes = " (does not vote in the patient call)" if glass else ""
+                    votes = f"\nDoes not vote in the patient call: {left_out}" if left_out else ""
                     item.setToolTip(f"Texture: {row['texture'].display}{votes}")
+                    font = item.font()
+                    font.setItalic(bool(left_out))
+                    item.setFont(font)
                 if c == len(values) - 1:
                     item.setForeground(QtGui.QBrush(qcolor(REFERENCE_RGB)))
                     item.setToolTip(f"Overlaps {overlapped}" if overlapped else "")
