@@ -367,6 +367,8 @@ class ObjectCache:
     def __init__(self) -> None:
         self._cores: dict[tuple[int, float, float], tuple[tuple[int, int, int], float] | None] = {}
         self._objects: dict[tuple[tuple[int, int, int], float], Candidate | None] = {}
+        #: the objects :meth:`prepare` found, with the ROI logit of the seed that found each
+        self._prepared: list[tuple[Candidate, float]] = []
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -405,17 +407,22 @@ class ObjectCache:
         spacing: Sequence[float],
         should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
-        """Find the cores and objects of ``seeds`` (strongest first), skipping a seed that
-        lies on an object already found; stops early when ``should_stop()``."""
-        found: list[Candidate] = []
+        """Find the cores and objects of ``seeds`` (strongest first); stops early when
+        ``should_stop()``. Like :func:`build_candidates`, it skips a seed, or a seed's core,
+        that lies on an object found before from a stronger seed (of these seeds or earlier
+        ones): there, the stronger seed's object comes first and takes the weaker seed in."""
         for seed in sorted(seeds, key=lambda s: -s.roi_logit):
             if should_stop():
                 return
-            if any(_inside(c, seed.slice_index, seed.row, seed.col) for c in found):
+            before = [c for c, logit in self._prepared if logit >= seed.roi_logit]
+            if any(_inside(c, seed.slice_index, seed.row, seed.col) for c in before):
                 continue
             core = self.core(seed, hu, lung, spacing)
-            if core is not None and (proto := self.object(*core, hu, lung, spacing)) is not None:
-                found.append(proto)
+            if core is None or any(_inside(c, *core[0], tol_px=0) for c in before):
+                continue
+            proto = self.object(*core, hu, lung, spacing)
+            if proto is not None:
+                self._prepared.append((proto, seed.roi_logit))
 
 
 def build_candidates(
