@@ -23,8 +23,9 @@ from PySide6.QtCore import Qt
 
 from lungct_viewer import RESEARCH_NOTICE
 from lungct_viewer.core.candidates import Candidate, Seed, logit
-from lungct_viewer.core.labels import LABEL_RGB, Label, heat_colours, heat_lut
+from lungct_viewer.core.labels import LABEL_RGB, Label, heat_colours, heat_lut, left_out_rgb
 from lungct_viewer.core.model import ModelCard
+from lungct_viewer.core.render import mark_rgb
 from lungct_viewer.core.results import SliceAnalysis, StudyAnalysis
 from lungct_viewer.core.second_reading import SecondReading
 from lungct_viewer.core.session import CandidateSet, ReadingSession
@@ -568,6 +569,16 @@ def test_a_ground_glass_finding_is_marked_and_does_not_vote(window):
     window.set_index(glass.central.slice_index)
     tags = [tag.toPlainText() for _rect, tag in visible_marks(window.view)]
     assert any(t.startswith(f"L{glass.id} ") and t.endswith(" GG") for t in tags), tags
+    # ... and its box takes the muted colour of a call that does not vote (the PNG's too)
+    label = glass.label(session.voting_threshold)
+    muted = next(m for m in session.marks(glass.central.slice_index) if m.lesion_id == glass.id)
+    assert not muted.in_call and mark_rgb(muted) == left_out_rgb(LABEL_RGB[label]) != LABEL_RGB[label]
+    pens = [
+        r.pen().color().getRgb()[:3]
+        for r, t in visible_marks(window.view)
+        if t.toPlainText().startswith(f"L{glass.id} ")
+    ]
+    assert pens == [left_out_rgb(LABEL_RGB[label])]
     # a solid finding below the call's minimum size is left out too, and says why
     session.update_params(call_min_diameter_mm=solid.diameter_mm + 1.0)
     row = next(k for k in range(r.table.rowCount()) if r.table.item(k, 0).text() == str(solid.id))

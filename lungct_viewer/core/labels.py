@@ -38,7 +38,8 @@ _CALL = {
 }
 
 #: RGB colours (0-255). ROI is the method's red vote-map overlay; lesion outlines and their
-#: text take the colour of their call; candidates below the suspicion threshold are grey.
+#: text take the colour of their call (muted, :func:`left_out_rgb`, when the finding does not
+#: vote in the patient call); candidates below the suspicion threshold are grey.
 ROI_RGB = (255, 0, 0)
 ROI_ALPHA = 0.40
 LABEL_RGB = {
@@ -48,6 +49,14 @@ LABEL_RGB = {
     Label.NOT_ROI: (200, 200, 200),
 }
 CANDIDATE_RGB = (170, 170, 170)
+
+
+def left_out_rgb(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The colour of a call that does not vote in the patient call (ground glass, too small):
+    halfway between the call's colour and the candidates' grey."""
+    return tuple((a + b) // 2 for a, b in zip(rgb, CANDIDATE_RGB))  # type: ignore[return-value]
+
+
 #: Reference annotations (a reader's outlines: DICOM SEG, RTSTRUCT, LIDC XML) are drawn as
 #: opaque one-pixel outlines in this green, which no other overlay, call or heatmap uses.
 REFERENCE_RGB = (40, 255, 140)

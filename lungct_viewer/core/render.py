@@ -17,7 +17,17 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .. import RESEARCH_NOTICE
 from . import constants as C
-from .labels import CANDIDATE_RGB, LABEL_RGB, REFERENCE_RGB, ROI_ALPHA, ROI_RGB, Label, heat_colours, heat_lut
+from .labels import (
+    CANDIDATE_RGB,
+    LABEL_RGB,
+    REFERENCE_RGB,
+    ROI_ALPHA,
+    ROI_RGB,
+    Label,
+    heat_colours,
+    heat_lut,
+    left_out_rgb,
+)
 from .session import Mark
 from .study import CTVolume
 
@@ -45,7 +55,11 @@ def window_to_uint8(hu: np.ndarray, window: tuple[float, float], invert: bool = 
 
 
 def mark_rgb(mark: Mark) -> tuple[int, int, int]:
-    return CANDIDATE_RGB if mark.label is None else LABEL_RGB[mark.label]
+    """A mark's colour: its call's, muted when the finding does not vote in the patient call,
+    grey for a candidate below the suspicion threshold."""
+    if mark.label is None:
+        return CANDIDATE_RGB
+    return LABEL_RGB[mark.label] if mark.in_call else left_out_rgb(LABEL_RGB[mark.label])
 
 
 def mark_box(mark: Mark, shape: tuple[int, int]) -> tuple[int, int, int, int]:

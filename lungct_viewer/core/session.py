@@ -52,6 +52,8 @@ class Mark:
     finding: SliceFinding
     label: Label | None  # None: a candidate below the suspicion threshold
     text: str
+    #: False for a finding that does not vote in the patient call (:func:`.voting.call_exclusion`)
+    in_call: bool = True
 
 
 @dataclass
@@ -421,6 +423,7 @@ class ReadingSession:
                             f,
                             les.label(self._threshold) if les.passes else None,
                             lesion_text(les, self._threshold),
+                            in_call=call_exclusion(les, self._params.call_min_diameter_mm) is None,
                         )
                     )
         return out

@@ -14,7 +14,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from PySide6.QtCore import Qt, Signal
 
 from lungct_viewer.core import constants as C
-from lungct_viewer.core.labels import CANDIDATE_RGB, LABEL_RGB, REFERENCE_RGB
+from lungct_viewer.core.labels import CANDIDATE_RGB, LABEL_RGB, REFERENCE_RGB, left_out_rgb
 from lungct_viewer.core.session import ReadingSession, lesions_table
 from lungct_viewer.core.texture import Texture
 
@@ -302,7 +302,7 @@ class ReadingPanel(QtWidgets.QWidget):
             colour = qcolor(LABEL_RGB[lab] if lab is not None else CANDIDATE_RGB)
             left_out = row["not_in_call"]
             if left_out:  # a finding that does not vote: its call muted towards grey
-                colour = qcolor([(a + b) // 2 for a, b in zip(LABEL_RGB[lab], CANDIDATE_RGB)])
+                colour = qcolor(left_out_rgb(LABEL_RGB[lab]))
             overlapped = ", ".join(refs[i].title for i in row["references"])
             for c, v in enumerate(values):
                 item = set_cell(t, r, c, v)
