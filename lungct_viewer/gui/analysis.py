@@ -237,8 +237,9 @@ class AnalysisController(QtCore.QObject):
         session, order, analyzer = self._session, list(self._order), self._model.analyzer
         volume = session.volume
 
-        # beside the network, a second worker computes the lung region and finds the objects
-        # under each delivered slice's seeds, so that the candidates are quick once it ends
+        # beside the network, from its first slice on, a second worker computes the lung region
+        # and finds the objects under each delivered slice's seeds, so that the candidates are
+        # quick once it ends
         delivered: queue.SimpleQueue = queue.SimpleQueue()
         network_done = threading.Event()
 
@@ -273,6 +274,8 @@ class AnalysisController(QtCore.QObject):
                 session.add_slice(sa)
                 done[0] += 1
                 self.progressed.emit(done[0], total)
+                if done[0] == 1:  # after the current slice's result, which the reader waits for
+                    self._pool.start("candidates ahead", prepare, self._connect_prepare)
 
         def connect(w: Worker) -> None:
             w.yielded.connect(on_slice)
@@ -281,7 +284,6 @@ class AnalysisController(QtCore.QObject):
             w.errored.connect(lambda exc: self._on_network_failed(w, exc))
 
         self._worker = self._pool.start("analysis", analyse, connect)
-        self._pool.start("candidates ahead", prepare, self._connect_prepare)
         self.started.emit(total)
 
     @staticmethod
