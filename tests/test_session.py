@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from lungct_viewer.core.second_reading import (
     load_second_reading,
     save_second_reading,
 )
-from lungct_viewer.core.session import ReadingSession
+from lungct_viewer.core.session import CandidatePreparation, ReadingSession
 from lungct_viewer.core.study import CTVolume
 
 N, SIZE = 24, 256
@@ -204,6 +205,28 @@ def test_candidates_prepared_beside_the_network_are_the_same(study):
     assert [(c.core, c.box, c.features, len(c.seeds)) for c in ahead.candidates] == key
     assert np.array_equal(ahead.suspicion, plain.suspicion)
     assert s.prepare_candidates(iter(analysis.slices.values()), lambda: True) == 0
+
+
+def test_candidate_preparation_takes_delivered_slices_until_the_network_is_done(study):
+    """What analyze and the viewer run beside the network: slices delivered from another
+    thread are prepared; finish() ends it (cancelled() too)."""
+    import threading
+
+    vol, analysis = study
+    s = ReadingSession(vol, _card(), _reading())
+    prep = CandidatePreparation(s)
+    runner = threading.Thread(target=lambda: result.append(prep.run()))
+    result: list[int] = []
+    runner.start()
+    for sa in analysis.slices.values():
+        prep.deliver(sa)
+    deadline = time.monotonic() + 30
+    while len(s._objects) < 2 and time.monotonic() < deadline:  # the nodule and the vessel
+        time.sleep(0.05)
+    prep.finish()
+    runner.join(10)
+    assert not runner.is_alive() and 1 <= result[0] <= N and s.lung_ready
+    assert CandidatePreparation(s).run(cancelled=lambda: True) == 0
 
 
 def test_report_has_findings_lesions_candidates_and_no_identifiers(study):

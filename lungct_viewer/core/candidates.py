@@ -359,9 +359,9 @@ class ObjectCache:
 
     Both are pure functions of a position, the HU and the lung region, so they can be found
     slice by slice while the network is still running (:meth:`prepare`) and reused by
-    :func:`build_candidates`, whose result does not change: only when it is ready does. One
-    cache belongs to one series and its lung region. A reader and a writer on two threads
-    at worst find the same object twice.
+    :func:`build_candidates`: its candidates are the same, only ready sooner. One cache
+    belongs to one series and its lung region. A reader and a writer on two threads at
+    worst find the same object twice.
     """
 
     def __init__(self) -> None:

@@ -18,8 +18,6 @@ that loads it on demand.
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -223,21 +221,21 @@ def analyse(
     are found (:meth:`~.session.ReadingSession.prepare_candidates`), so that the candidates
     take a fraction of the time once the network is done. That thread stops when the
     network does; the candidates do not depend on how far it got."""
-    slices: queue.SimpleQueue = queue.SimpleQueue()
-    done = threading.Event()
+    from .session import CandidatePreparation
+
+    preparation = CandidatePreparation(session)
 
     def delivered(sa: SliceAnalysis, n: int, total: int) -> None:
-        slices.put(sa)
+        preparation.deliver(sa)
         if on_slice is not None:
             on_slice(sa, n, total)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="candidates") as pool:
-        prepared = pool.submit(session.prepare_candidates, iter(slices.get, None), done.is_set)
+        prepared = pool.submit(preparation.run)
         try:
             analysis = engine.analyze(session.volume, on_slice=delivered)
         finally:
-            done.set()
-            slices.put(None)
+            preparation.finish()
         prepared.result()
     session.set_analysis(analysis)
 

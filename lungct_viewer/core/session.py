@@ -18,10 +18,11 @@ outlines, :mod:`.references`) and says which lesions overlap them.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -71,20 +72,50 @@ def find_candidates(
     volume: CTVolume,
     analysis: StudyAnalysis,
     second_reading: SecondReading | None,
-    lung: LungRegion | None = None,
+    lung: LungRegion,
     floor: float = C.CANDIDATE_MIN_ROI_PROBABILITY,
     cache: ObjectCache | None = None,
-) -> tuple[CandidateSet, LungRegion]:
+) -> CandidateSet:
     """Candidates of every analysed slice and their suspicion (the costly step after the
-    network: a second or two per study on two cores, less what ``cache`` already holds).
-    ``seconds`` counts the lung region only when it is computed here (``lung`` not given)."""
+    network: a second or two per study on two cores, less what ``cache`` already holds)."""
     t0 = time.perf_counter()
-    if lung is None:
-        lung = lung_region(volume.hu, volume.voxel_spacing_mm)
     seeds = [s for i in sorted(analysis.slices) for s in find_seeds(analysis.slices[i], logit(floor))]
     cands = build_candidates(seeds, volume.hu, lung, volume.voxel_spacing_mm, cache)
     suspicion = second_reading.score(cands) if second_reading is not None else None
-    return CandidateSet(cands, suspicion, time.perf_counter() - t0, floor, frozenset(analysis.slices)), lung
+    return CandidateSet(cands, suspicion, time.perf_counter() - t0, floor, frozenset(analysis.slices))
+
+
+class CandidatePreparation:
+    """Feeds :meth:`ReadingSession.prepare_candidates`, on a thread of its own, the slices the
+    network delivers (:meth:`deliver`, from any thread) until the network is done
+    (:meth:`finish`): what ``analyze`` and the viewer both run beside the network."""
+
+    def __init__(self, session: ReadingSession) -> None:
+        self._session = session
+        self._slices: queue.SimpleQueue[SliceAnalysis] = queue.SimpleQueue()
+        self._done = threading.Event()
+
+    def deliver(self, sa: SliceAnalysis) -> None:
+        self._slices.put(sa)
+
+    def finish(self) -> None:
+        self._done.set()
+
+    def run(self, cancelled: Callable[[], bool] = lambda: False) -> int:
+        """Prepare the delivered slices until :meth:`finish` or ``cancelled()``; returns how
+        many were prepared."""
+
+        def stop() -> bool:
+            return self._done.is_set() or cancelled()
+
+        def slices() -> Iterator[SliceAnalysis]:
+            while not stop():
+                try:
+                    yield self._slices.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+
+        return self._session.prepare_candidates(slices(), stop)
 
 
 class ReadingSession:
@@ -333,8 +364,7 @@ class ReadingSession:
         the result to :meth:`set_candidates` on the session's own thread). It reads a copy
         of the analysed slices taken when it starts."""
         analysis = replace(self.analysis, slices=dict(self.analysis.slices))
-        cs, _ = find_candidates(self.volume, analysis, self.second_reading, self.lung, cache=self._objects)
-        return cs
+        return find_candidates(self.volume, analysis, self.second_reading, self.lung, cache=self._objects)
 
     def prepare_candidates(self, slices: Iterable[SliceAnalysis], should_stop: Callable[[], bool]) -> int:
         """Compute the lung region, then find the objects under the seeds of ``slices`` as

@@ -12,8 +12,6 @@ before TensorFlow has finished importing.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from PySide6.QtCore import Signal
 
 from lungct_viewer.core.errors import AnalysisCancelled, LungCTError, ModelLoadError
 from lungct_viewer.core.model import ModelCard, read_model_card
-from lungct_viewer.core.session import ReadingSession
+from lungct_viewer.core.session import CandidatePreparation, ReadingSession
 
 from .workers import Worker, WorkerControl, WorkerPool
 
@@ -240,31 +238,20 @@ class AnalysisController(QtCore.QObject):
         # beside the network, from its first slice on, a second worker computes the lung region
         # and finds the objects under each delivered slice's seeds, so that the candidates are
         # quick once it ends
-        delivered: queue.SimpleQueue = queue.SimpleQueue()
-        network_done = threading.Event()
+        preparation = CandidatePreparation(session)
 
         def analyse(control: WorkerControl):
             try:
                 for sa in analyzer.iter_analyze(volume, order, control.cancelled):
-                    delivered.put(sa)
+                    preparation.deliver(sa)
                     yield sa
             finally:
-                network_done.set()
+                preparation.finish()
             if control.cancelled():  # it stopped between network calls
                 raise AnalysisCancelled("The analysis was cancelled.")
 
         def prepare(control: WorkerControl) -> int:
-            def stop() -> bool:
-                return network_done.is_set() or control.cancelled()
-
-            def slices():
-                while not stop():
-                    try:
-                        yield delivered.get(timeout=0.1)
-                    except queue.Empty:
-                        continue
-
-            return session.prepare_candidates(slices(), stop)
+            return preparation.run(control.cancelled)
 
         total = len(order)
         done = [0]
