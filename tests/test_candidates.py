@@ -18,7 +18,7 @@ from lungct_viewer.core.candidates import (
 )
 from lungct_viewer.core.lung import lung_region
 from lungct_viewer.core.results import SliceAnalysis
-from lungct_viewer.core.texture import SOLID_CORE_MIN_MM, Texture, texture_of
+from lungct_viewer.core.texture import SOLID_CORE_MIN_MM, Texture, texture_min_diameter_mm, texture_of
 
 SPACING = (2.5, 0.7, 0.7)  # slice, row, col (mm)
 
@@ -189,8 +189,12 @@ def test_a_ground_glass_nodule_has_no_solid_core_even_with_a_vessel_through_it()
     assert feats["part"]["solid_core_mm"] >= 5.0
     assert texture_of(feats["glass"]["solid_core_mm"], 2.5) is Texture.GROUND_GLASS
     assert texture_of(feats["part"]["solid_core_mm"], 2.5) is Texture.SOLID
-    # on 5 mm slices texture is not judged
-    assert texture_of(feats["glass"]["solid_core_mm"], 5.0) is Texture.NOT_ASSESSED
+    # on 5 mm slices texture is judged only on lesions as many slices across as 6 mm on 2.5 mm
+    assert texture_of(feats["glass"]["solid_core_mm"], 5.0) is Texture.NOT_ASSESSED  # size unknown
+    assert texture_of(feats["glass"]["solid_core_mm"], 5.0, diameter_mm=10.0) is Texture.NOT_ASSESSED
+    assert texture_of(feats["glass"]["solid_core_mm"], 5.0, diameter_mm=12.0) is Texture.GROUND_GLASS
+    assert texture_of(feats["part"]["solid_core_mm"], 8.0, diameter_mm=20.0) is Texture.SOLID
+    assert [texture_min_diameter_mm(s) for s in (None, 1.0, 2.5, 5.0, 8.0)] == pytest.approx([6, 6, 6, 12, 19.2])
     assert texture_of(None, 1.0) is Texture.NOT_ASSESSED
     # nor under 6 mm, where partial volume thins a small solid nodule's core
     assert texture_of(feats["glass"]["solid_core_mm"], 2.5, diameter_mm=5.0) is Texture.NOT_ASSESSED

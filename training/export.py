@@ -50,8 +50,9 @@ READING_DEVIATIONS = [
     "maxima of the ROI score (P(ROI) >= 0.88) to the dense structure they point at, inside a lung region, and a "
     "second reading scores each from its 3-D shape (second_reading.json); the vote map stays the red overlay.",
     "The patient-level majority vote pools the ROI-patch votes of the lesions that pass the second reading, "
-    "are at least 6 mm across and, on slices at most 2.5 mm apart, have a solid component (a ball of 2.5 mm at "
-    "more than -300 HU; pure ground-glass lesions are listed but do not vote, as Lung-RADS never calls them "
+    "are at least 6 mm across and, where texture can be judged (lesions of 6 mm or more on slices at most 2.5 mm "
+    "apart, as many slice spacings across on thicker slices), have a solid component (a ball of 2.5 mm at more "
+    "than -300 HU; pure ground-glass lesions are listed but do not vote, as Lung-RADS never calls them "
     "suspicious); no such lesion gives 'no suspicious findings'.",
 ]
 

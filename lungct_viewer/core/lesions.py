@@ -16,8 +16,8 @@ settings:
   ``report.json`` see;
 * **size** -- the long and short axis of its largest cross-section (by area) and their mean,
   the lesion's ``diameter_mm`` (the Fleischner and Lung-RADS measure);
-* **texture** -- solid (or part-solid), ground glass, or not assessed (thick slices, under
-  6 mm; :mod:`.texture`).
+* **texture** -- solid (or part-solid), ground glass, or not assessed (under 6 mm, or on
+  thicker slices than 2.5 mm fewer slice spacings across than that; :mod:`.texture`).
 
 Boxes are ``(x0, y0, x1, y1)`` native pixels, end-exclusive; centroids ``(row, col)``
 native pixels; ``centroid_mm`` patient (LPS) mm.
