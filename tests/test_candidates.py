@@ -260,3 +260,37 @@ def test_seeds_on_one_object_make_one_candidate():
     m = big.slice_mask(12)
     assert m is not None and m[0].any()
     assert big.slice_mask(0) is None
+
+
+def test_the_object_a_position_lies_on_is_the_first_in_the_order_found():
+    """The index of objects by their cubes answers as a scan of every object would: the
+    first object (in the order found, among those from a seed at least as strong when asked)
+    whose mask lies within the tolerance of the position."""
+    from lungct_viewer.core.candidates import Candidate, _inside, _Objects
+
+    rng = np.random.default_rng(5)
+    index = _Objects()
+    for k in range(40):  # overlapping cubes, so that several may hold a position
+        z0, y0, x0 = (int(v) for v in rng.integers(0, 30, 3))
+        shape = tuple(int(v) for v in rng.integers(2, 12, 3))
+        mask = rng.random(shape) < 0.3
+        index.add(
+            Candidate(k + 1, (z0, y0, x0), (z0, z0 + shape[0], y0, y0 + shape[1], x0, x0 + shape[2]), mask),
+            float(k % 7),
+        )
+    hits = 0
+    for _ in range(400):
+        z, row, col = int(rng.integers(0, 42)), float(rng.uniform(-3, 45)), float(rng.uniform(-3, 45))
+        tol = int(rng.integers(0, 4))
+        min_logit = None if rng.random() < 0.5 else float(rng.integers(0, 7))
+        expected = next(
+            (
+                c
+                for c, lg in zip(index.items, index.logits)
+                if (min_logit is None or lg >= min_logit) and _inside(c, z, row, col, tol)
+            ),
+            None,
+        )
+        assert index.first_on(z, row, col, tol, min_logit) is expected
+        hits += expected is not None
+    assert hits > 50  # the check saw many positions on objects, not only empty space

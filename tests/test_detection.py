@@ -172,6 +172,34 @@ def test_lesion_votes_come_from_the_patches_over_its_object():
     assert (stricter.votes_malignant, stricter.votes_benign) == (0, 0) and not stricter.passes
 
 
+@pytest.mark.parametrize("npm", [(1.0, 1.0), (0.7 / 0.66, 0.7 / 0.66), (0.7 / 0.976, 0.7 / 0.8)])
+def test_window_counts_follow_the_labelling_rule_on_resampled_slices(npm):
+    """Each object pixel counts, in model pixels, for every window whose central 30 x 30
+    model pixels hold its model position (``start <= position < start + 30``), including on
+    a series resampled to model spacing, where positions fall between model pixels."""
+    from lungct_viewer.core.lesions import _core_counts
+
+    rng = np.random.default_rng(3)
+    sa = _slice(size=160, npm=npm)
+    gh, gw = sa.probs.shape[:2]
+    a, s = (C.PATCH_SIZE_PX - C.ROI_CORE_PX) // 2, C.PATCH_STRIDE_PX
+    for _ in range(5):
+        obj = rng.random((23, 19)) < 0.4
+        r0, c0 = (int(v) for v in rng.integers(0, 130, 2))
+        expected = np.zeros((gh, gw))
+        for r, c in zip(*np.nonzero(obj)):
+            my, mx = (r + r0) / npm[0], (c + c0) / npm[1]
+            for i in range(gh):
+                for j in range(gw):
+                    if i * s + a <= my < i * s + a + C.ROI_CORE_PX and j * s + a <= mx < j * s + a + C.ROI_CORE_PX:
+                        expected[i, j] += 1.0 / (npm[0] * npm[1])
+        ii, jj, counts = _core_counts(obj, r0, c0, sa)
+        got = np.zeros((gh, gw))
+        got[ii, jj] = counts
+        assert np.allclose(got, expected)
+        assert (counts > 0).all()
+
+
 def test_a_lesion_read_again_uses_its_slices_analysis_as_it_is_now():
     """Reading a candidate again (a setting moved) gives the same lesion; when a slice is
     analysed again, its new output counts, not what was remembered of the old one."""

@@ -346,12 +346,62 @@ def _features(
 
 
 def _inside(cand: Candidate, z: int, row: float, col: float, tol_px: int = 3) -> bool:
+    """True when native voxel ``(z, row, col)`` lies on ``cand``'s object, within ``tol_px``
+    pixels in-plane."""
     z0, z1, y0, y1, x0, x1 = cand.box
     k, r, c = z - z0, int(round(row)) - y0, int(round(col)) - x0
     if not (0 <= k < z1 - z0 and -tol_px <= r < y1 - y0 + tol_px and -tol_px <= c < x1 - x0 + tol_px):
         return False
     m = cand.mask[k, max(r - tol_px, 0) : r + tol_px + 1, max(c - tol_px, 0) : c + tol_px + 1]
     return bool(m.any())
+
+
+class _Objects:
+    """Objects in the order found, with their cubes in one array, so that finding the first
+    one a position lies on (:func:`_inside`) tests the cubes at once and the masks of the few
+    that hold it: a study has hundreds of objects and thousands of seeds."""
+
+    def __init__(self) -> None:
+        self.items: list[Candidate] = []
+        self._boxes = np.zeros((16, 6), dtype=np.int64)
+        self._logits = np.zeros(16)  # the ROI logit of the seed that found each
+
+    @property
+    def logits(self) -> np.ndarray:
+        return self._logits[: len(self.items)]
+
+    def add(self, cand: Candidate, logit: float = 0.0) -> None:
+        n = len(self.items)
+        if n == len(self._boxes):  # grow by doubling
+            self._boxes = np.concatenate([self._boxes, np.zeros_like(self._boxes)])
+            self._logits = np.concatenate([self._logits, np.zeros_like(self._logits)])
+        self._boxes[n], self._logits[n] = cand.box, logit
+        self.items.append(cand)
+
+    def first_on(
+        self, z: int, row: float, col: float, tol_px: int = 3, min_logit: float | None = None
+    ) -> Candidate | None:
+        """The first object ``(z, row, col)`` lies on (:func:`_inside`), among those found
+        from a seed of at least ``min_logit`` when it is given; ``None``: none."""
+        n = len(self.items)
+        if not n:
+            return None
+        b = self._boxes[:n]
+        r, c = int(round(row)), int(round(col))
+        near = (
+            (b[:, 0] <= z)
+            & (z < b[:, 1])
+            & (b[:, 2] - tol_px <= r)
+            & (r < b[:, 3] + tol_px)
+            & (b[:, 4] - tol_px <= c)
+            & (c < b[:, 5] + tol_px)
+        )
+        if min_logit is not None:
+            near &= self.logits >= min_logit
+        for k in np.flatnonzero(near):
+            if _inside(self.items[k], z, row, col, tol_px):
+                return self.items[k]
+        return None
 
 
 class ObjectCache:
@@ -368,7 +418,7 @@ class ObjectCache:
         self._cores: dict[tuple[int, float, float], tuple[tuple[int, int, int], float] | None] = {}
         self._objects: dict[tuple[tuple[int, int, int], float], Candidate | None] = {}
         #: the objects :meth:`prepare` found, with the ROI logit of the seed that found each
-        self._prepared: list[tuple[Candidate, float]] = []
+        self._prepared = _Objects()
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -414,15 +464,15 @@ class ObjectCache:
         for seed in sorted(seeds, key=lambda s: -s.roi_logit):
             if should_stop():
                 return
-            before = [c for c, logit in self._prepared if logit >= seed.roi_logit]
-            if any(_inside(c, seed.slice_index, seed.row, seed.col) for c in before):
+            before = self._prepared
+            if before.first_on(seed.slice_index, seed.row, seed.col, min_logit=seed.roi_logit) is not None:
                 continue
             core = self.core(seed, hu, lung, spacing)
-            if core is None or any(_inside(c, *core[0], tol_px=0) for c in before):
+            if core is None or before.first_on(*core[0], tol_px=0, min_logit=seed.roi_logit) is not None:
                 continue
             proto = self.object(*core, hu, lung, spacing)
             if proto is not None:
-                self._prepared.append((proto, seed.roi_logit))
+                before.add(proto, seed.roi_logit)
 
 
 def build_candidates(
@@ -439,9 +489,9 @@ def build_candidates(
     objects found before (:meth:`ObjectCache.prepare`) and keeps those found here.
     """
     cache = cache if cache is not None else ObjectCache()
-    cands: list[Candidate] = []
+    placed = _Objects()
     for seed in sorted(seeds, key=lambda s: -s.roi_logit):
-        home = next((c for c in cands if _inside(c, seed.slice_index, seed.row, seed.col)), None)
+        home = placed.first_on(seed.slice_index, seed.row, seed.col)
         if home is not None:
             home.seeds.append(seed)
             continue
@@ -449,7 +499,7 @@ def build_candidates(
         if found is None:
             continue
         core, radius = found
-        home = next((c for c in cands if _inside(c, *core, tol_px=0)), None)
+        home = placed.first_on(*core, tol_px=0)
         if home is not None:
             home.seeds.append(seed)
             continue
@@ -458,7 +508,8 @@ def build_candidates(
             continue
         cand = Candidate(id=0, core=core, box=proto.box, mask=proto.mask, seeds=[seed], features=dict(proto.features))
         cand.memo.update(proto.memo)  # the cross-sections' axes, measured off the thread that reads lesions
-        cands.append(cand)
+        placed.add(cand)
+    cands = placed.items
     cands.sort(key=lambda c: (c.slices[0], c.core[1], c.core[2]))
     for k, c in enumerate(cands, start=1):
         c.id = k

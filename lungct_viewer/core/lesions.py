@@ -124,28 +124,32 @@ def _patches_over(cand: Candidate, z: int, sa: SliceAnalysis) -> tuple[np.ndarra
 
 def _core_counts(obj: np.ndarray, r0: int, c0: int, sa: SliceAnalysis) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Grid cells whose central 30 x 30 model pixels hold object pixels, with the count in
-    model pixels: ``(ii, jj, counts)``."""
+    model pixels: ``(ii, jj, counts)``, cells in row-major order.
+
+    ``obj`` is a native cross-section whose pixel ``(0, 0)`` is native ``(r0, c0)``. A
+    window's central square is a band of rows times a band of columns, so the counts of all
+    cells are one product: (cells x rows in band) @ obj @ (columns in band x cells)."""
     fy, fx = sa.native_per_model
-    rows, cols = np.nonzero(obj)
-    my = (rows + r0) / fy
-    mx = (cols + c0) / fx
+    gh, gw = sa.probs.shape[:2]
     a = (C.PATCH_SIZE_PX - C.ROI_CORE_PX) // 2
     s = C.PATCH_STRIDE_PX
-    gh, gw = sa.probs.shape[:2]
-    acc = np.zeros((gh, gw), dtype=np.float64)
-    weight = 1.0 / (fy * fx)  # model pixels per native pixel
-    span = (C.ROI_CORE_PX + s - 1) // s
-    i_lo = np.ceil((my - a - C.ROI_CORE_PX + 1) / s).astype(int)
-    j_lo = np.ceil((mx - a - C.ROI_CORE_PX + 1) / s).astype(int)
-    for di in range(span + 1):
-        ii = i_lo + di
-        ok_i = (ii >= 0) & (ii < gh) & (ii * s + a <= my) & (my < ii * s + a + C.ROI_CORE_PX)
-        for dj in range(span + 1):
-            jj = j_lo + dj
-            ok = ok_i & (jj >= 0) & (jj < gw) & (jj * s + a <= mx) & (mx < jj * s + a + C.ROI_CORE_PX)
-            np.add.at(acc, (ii[ok], jj[ok]), weight)
-    ii, jj = np.nonzero(acc)
-    return ii, jj, acc[ii, jj]
+    rows, cols = np.flatnonzero(obj.any(axis=1)), np.flatnonzero(obj.any(axis=0))
+    if not len(rows):
+        return np.zeros(0, int), np.zeros(0, int), np.zeros(0)
+    sub = obj[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+
+    def bands(first: int, last: int, origin: int, f: float, n_cells: int) -> tuple[int, np.ndarray]:
+        m = (np.arange(first, last + 1) + origin) / f  # model coordinate of each native pixel
+        lo = max(int(np.floor((m[0] - a - C.ROI_CORE_PX) / s)) + 1, 0)  # first window ending past m[0]
+        hi = min(int(np.floor((m[-1] - a) / s)), n_cells - 1)
+        start = np.arange(lo, hi + 1)[:, None] * s + a
+        return lo, ((start <= m[None, :]) & (m[None, :] < start + C.ROI_CORE_PX)).astype(np.float64)
+
+    i0, band_i = bands(int(rows[0]), int(rows[-1]), r0, fy, gh)
+    j0, band_j = bands(int(cols[0]), int(cols[-1]), c0, fx, gw)
+    counts = band_i @ sub.astype(np.float64) @ band_j.T
+    ii, jj = np.nonzero(counts)
+    return ii + i0, jj + j0, counts[ii, jj] / (fy * fx)  # model pixels per native pixel
 
 
 def read_lesion(
@@ -159,7 +163,9 @@ def read_lesion(
     lesion_id: int,
 ) -> Lesion:
     """The :class:`Lesion` of one candidate at the given settings (module docstring)."""
-    dz, dy, dx = volume.voxel_spacing_mm
+    slice_mm = volume.slice_spacing_mm  # None: a single slice
+    dz = float(slice_mm or 1.0)
+    dy, dx = (float(v) for v in volume.pixel_spacing_mm)
     findings: list[SliceFinding] = []
     b = m = 0
     pb: list[float] = []
@@ -228,7 +234,7 @@ def read_lesion(
         volume_mm3=float(cand.mask.sum()) * dz * dy * dx,
         texture=texture_of(
             cand.features.get("solid_core_mm"),
-            volume.slice_spacing_mm,
+            slice_mm,
             largest.diameter_mm,  # the lesion's mean diameter (its largest cross-section's)
         ),
     )
